@@ -1,0 +1,27 @@
+//! Kernel programs of the tracer. Only hooks that load on kernels without
+//! kprobes or fentry: syscall tracepoints and the sock/tcp tracepoints.
+//!
+//! - `probes::lifecycle`: sock:inet_sock_set_state -> [`ConnEvent`]
+//! - `probes::data`: read/write-family syscalls + sock:sock_{send,recv}_length
+//!   -> [`DataEvent`] with the first bytes of the payload
+//!
+//! [`ConnEvent`]: tracer_common::event::ConnEvent
+//! [`DataEvent`]: tracer_common::event::DataEvent
+#![no_std]
+#![no_main]
+
+mod config;
+mod maps;
+mod probes;
+mod sock;
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    // The verifier rejects any reachable panic path; this is never executed.
+    loop {}
+}
+
+#[unsafe(link_section = "license")]
+#[unsafe(no_mangle)]
+static LICENSE: [u8; 13] = *b"Dual MIT/GPL\0";

@@ -1,0 +1,81 @@
+//! Maps of the kernel side; names and sizes come from `tracer_common::maps`.
+
+use aya_ebpf::{
+    bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
+    macros::map,
+    maps::{HashMap, PerCpuArray, RingBuf},
+};
+use tracer_common::{
+    config::MAX_CAPTURE,
+    event::DataEvent,
+    maps::{ACTIVE_IO_ENTRIES, Counter, EVENTS_BYTES},
+};
+
+use crate::config;
+
+#[map(name = "EVENTS")]
+pub static EVENTS: RingBuf = RingBuf::with_byte_size(EVENTS_BYTES, 0);
+
+#[map(name = "COUNTERS")]
+pub static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(Counter::COUNT, 0);
+
+/// What a read/write-family syscall was asked to do, saved at enter.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct IoArgs {
+    /// Buffer (read/write/recvfrom/sendto), iovec array (readv/writev) or
+    /// user_msghdr (recvmsg/sendmsg).
+    pub ptr: u64,
+    /// Buffer length or iovec count.
+    pub len: u64,
+    /// Filled by sock_{send,recv}_length when the syscall hits a TCP socket.
+    pub sk: u64,
+    pub fd: i32,
+    pub seq: u32,
+    pub syscall: u8,
+    pub seq_valid: u8,
+    pub _pad: [u8; 6],
+}
+
+#[map(name = "ACTIVE_IO")]
+pub static ACTIVE_IO: HashMap<u64, IoArgs> = HashMap::with_max_entries(ACTIVE_IO_ENTRIES, 0);
+
+/// Per-CPU buffer a data event is assembled in. Twice the capture limit so the
+/// verifier can prove every copy at offset < MAX_CAPTURE of up to
+/// MAX_CAPTURE bytes stays inside it.
+#[repr(C)]
+pub struct DataScratch {
+    pub event: DataEvent,
+    pub payload: [u8; 2 * MAX_CAPTURE],
+}
+
+#[map(name = "DATA_SCRATCH")]
+pub static DATA_SCRATCH: PerCpuArray<DataScratch> = PerCpuArray::with_max_entries(1, 0);
+
+#[inline(always)]
+pub fn count(c: Counter) {
+    if let Some(p) = COUNTERS.get_ptr_mut(c as u32) {
+        unsafe { *p += 1 };
+    }
+}
+
+/// Ring-buffer flags: no wakeup per record (it costs more than the probe);
+/// wake the reader only once the fill level passes the configured threshold.
+#[inline(always)]
+pub fn submit_flags() -> u64 {
+    if EVENTS.query(BPF_RB_AVAIL_DATA as u64) >= config::wakeup_bytes() {
+        BPF_RB_FORCE_WAKEUP as u64
+    } else {
+        BPF_RB_NO_WAKEUP as u64
+    }
+}
+
+/// Write `len` bytes at `ptr` as one record, counting the outcome.
+#[inline(always)]
+pub fn output(ptr: *const u8, len: usize) {
+    let data = unsafe { core::slice::from_raw_parts(ptr, len) };
+    match EVENTS.output::<[u8]>(data, submit_flags()) {
+        Ok(()) => count(Counter::EventsSubmitted),
+        Err(_) => count(Counter::RingbufFull),
+    }
+}

@@ -1,0 +1,20 @@
+//! One module per hook family.
+
+pub mod data;
+pub mod lifecycle;
+
+use aya_ebpf::{EbpfContext as _, programs::TracePointContext};
+
+/// Read a tracepoint record field. Tracepoint records can be loaded directly
+/// (no helper call); the agent checks the offsets used here against the
+/// tracefs format files before loading.
+#[inline(always)]
+pub fn field<T: Copy>(ctx: &TracePointContext, off: usize) -> T {
+    unsafe { core::ptr::read((ctx.as_ptr() as *const u8).add(off) as *const T) }
+}
+
+/// Offset of the first argument in a syscalls:sys_enter_* record
+/// (struct syscall_trace_enter: common header, int nr, then u64 args).
+pub const SYSCALL_ARG0: usize = 16;
+/// Offset of the return value in a syscalls:sys_exit_* record.
+pub const SYSCALL_RET: usize = 16;

@@ -1,0 +1,45 @@
+//! Local HTTP API: /healthz (process alive), /readyz (200 once every probe is
+//! attached), /metrics (OpenMetrics/Prometheus text of the self-metrics).
+
+use std::{net::SocketAddr, sync::Arc};
+
+use anyhow::{Context as _, Result};
+use axum::{Router, extract::State, http::StatusCode, http::header, response::IntoResponse, routing::get};
+use tokio::sync::watch;
+
+use crate::telemetry::Telemetry;
+
+pub async fn bind(addr: SocketAddr) -> Result<tokio::net::TcpListener> {
+    tokio::net::TcpListener::bind(addr).await.with_context(|| format!("binding the API address {addr} (--api-addr)"))
+}
+
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    telemetry: Arc<Telemetry>,
+    mut shutdown: watch::Receiver<bool>,
+) -> Result<()> {
+    let app = Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .with_state(telemetry);
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async move {
+            let _ = shutdown.changed().await;
+        })
+        .await
+        .context("API server")
+}
+
+async fn readyz(State(t): State<Arc<Telemetry>>) -> impl IntoResponse {
+    if t.is_ready() {
+        (StatusCode::OK, "ready\n")
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "probes not attached yet\n")
+    }
+}
+
+async fn metrics(State(t): State<Arc<Telemetry>>) -> impl IntoResponse {
+    let body = tokio::task::spawn_blocking(move || t.render()).await.unwrap_or_default();
+    ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], body)
+}

@@ -1,0 +1,83 @@
+//! Drains the kernel ring buffer. The probes submit without a wakeup until the
+//! buffer passes a fill threshold, so the reader wakes on the fd (threshold
+//! reached) or on a short timer, whichever comes first, and forwards decoded
+//! events in batches. The queue to the next stage is never waited on: a full
+//! queue drops the batch and counts every event in it.
+
+use std::{sync::Arc, time::Duration};
+
+use anyhow::Result;
+use aya::maps::{MapData, RingBuf};
+use tokio::{
+    io::unix::AsyncFd,
+    sync::{mpsc, watch},
+    time::{MissedTickBehavior, interval},
+};
+
+use super::{decode::decode, event::Event};
+use crate::telemetry::Telemetry;
+
+/// Events per batch sent downstream.
+const BATCH: usize = 256;
+
+pub struct Reader {
+    pub ring: RingBuf<MapData>,
+    pub out: mpsc::Sender<Vec<Event>>,
+    pub telemetry: Arc<Telemetry>,
+    pub drain_interval: Duration,
+}
+
+impl Reader {
+    pub async fn run(self, mut shutdown: watch::Receiver<bool>) -> Result<()> {
+        let Reader { ring, out, telemetry, drain_interval } = self;
+        // SAFETY: the ring buffer owns its fd and lives inside the AsyncFd, so the
+        // fd stays open for as long as it is registered.
+        let mut fd = unsafe { AsyncFd::register(ring) }.map_err(|e| anyhow::anyhow!("registering the ring buffer fd: {e}"))?;
+        let mut tick = interval(drain_interval);
+        tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                guard = fd.readable_mut() => {
+                    let mut guard = guard?;
+                    drain(guard.get_inner_mut(), &out, &telemetry);
+                    guard.clear_ready();
+                }
+                _ = tick.tick() => drain(fd.get_mut(), &out, &telemetry),
+                _ = shutdown.changed() => {
+                    drain(fd.get_mut(), &out, &telemetry);
+                    return Ok(());
+                }
+            }
+        }
+    }
+}
+
+fn drain(ring: &mut RingBuf<MapData>, out: &mpsc::Sender<Vec<Event>>, tel: &Telemetry) {
+    let mut batch = Vec::with_capacity(BATCH);
+    while let Some(item) = ring.next() {
+        match decode(&item) {
+            Ok(ev) => {
+                tel.events_received.get_or_create(&vec![("kind", ev.kind())]).inc();
+                batch.push(ev);
+                if batch.len() == BATCH {
+                    send(out, std::mem::replace(&mut batch, Vec::with_capacity(BATCH)), tel);
+                }
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "undecodable ring buffer record");
+                tel.drop_event("decode", "malformed_record", 1);
+            }
+        }
+    }
+    if !batch.is_empty() {
+        send(out, batch, tel);
+    }
+}
+
+fn send(out: &mpsc::Sender<Vec<Event>>, batch: Vec<Event>, tel: &Telemetry) {
+    match out.try_send(batch) {
+        Ok(()) => {}
+        Err(mpsc::error::TrySendError::Full(b)) => tel.drop_event("capture_to_conntrack", "queue_full", b.len() as u64),
+        Err(mpsc::error::TrySendError::Closed(b)) => tel.drop_event("capture_to_conntrack", "closed", b.len() as u64),
+    }
+}

@@ -1,0 +1,105 @@
+//! Agent configuration: one serde struct per section, every field defaulted.
+//! Sources, later wins: defaults, the config file (`--config`, TOML), CLI flags.
+
+use std::{net::SocketAddr, path::Path, time::Duration};
+
+use anyhow::{Context as _, Result};
+use serde::Deserialize;
+
+use crate::export::lines::OutputFormat;
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    pub capture: CaptureConfig,
+    pub conntrack: ConntrackConfig,
+    pub api: ApiConfig,
+    /// What `tracer run` prints on stdout: json, text or none.
+    pub output: OutputFormat,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            capture: CaptureConfig::default(),
+            conntrack: ConntrackConfig::default(),
+            api: ApiConfig::default(),
+            output: OutputFormat::Text,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CaptureConfig {
+    /// Payload bytes copied per read/write syscall (max 4096). Enough for a
+    /// request line and the usual headers.
+    pub capture_bytes: u32,
+    /// Ring-buffer fill level that wakes the reader early.
+    pub wakeup_bytes: u64,
+    /// The reader drains the ring buffer at least this often.
+    pub drain_interval_ms: u64,
+    /// Batches (of up to 256 events) queued between capture and the table.
+    pub queue_batches: usize,
+}
+
+impl Default for CaptureConfig {
+    fn default() -> Self {
+        CaptureConfig { capture_bytes: 512, wakeup_bytes: 1 << 20, drain_interval_ms: 20, queue_batches: 1024 }
+    }
+}
+
+impl CaptureConfig {
+    pub fn drain_interval(&self) -> Duration {
+        Duration::from_millis(self.drain_interval_ms.max(1))
+    }
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ConntrackConfig {
+    /// Connections tracked at most; more are counted and not tracked.
+    pub max_connections: usize,
+    /// Entries idle this long are dropped (their close was lost).
+    pub idle_timeout_secs: u64,
+    /// Records queued to the output.
+    pub output_queue: usize,
+}
+
+impl Default for ConntrackConfig {
+    fn default() -> Self {
+        ConntrackConfig { max_connections: 65_536, idle_timeout_secs: 300, output_queue: 8192 }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ApiConfig {
+    /// /healthz, /readyz, /metrics. Loopback only by default.
+    pub addr: SocketAddr,
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        ApiConfig { addr: SocketAddr::from(([127, 0, 0, 1], 9400)) }
+    }
+}
+
+impl Config {
+    pub fn from_file(path: &Path) -> Result<Config> {
+        let text = std::fs::read_to_string(path).with_context(|| format!("reading config {}", path.display()))?;
+        toml::from_str(&text).with_context(|| format!("parsing config {}", path.display()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn example_config_parses() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/tracer.toml");
+        let c = Config::from_file(&path).expect("deploy/tracer.toml parses");
+        assert_eq!(c.capture.capture_bytes, CaptureConfig::default().capture_bytes);
+    }
+}

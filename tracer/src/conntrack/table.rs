@@ -1,0 +1,345 @@
+//! Connection table. Pure state machine: events in, connection records out,
+//! so every transition is unit tested without a kernel. Bounded: a hard cap
+//! on entries (new ones are refused and counted when full) and an idle expiry
+//! for entries whose close was never seen.
+
+use std::{collections::HashMap, time::Duration};
+
+use serde::Serialize;
+use tracer_common::event::tcp_state;
+
+use super::listen::ListenLookup;
+use crate::capture::event::{
+    Accept, Comm, Data, Direction, Event, SockId, StateChange, TcpStats, Tuple,
+};
+
+#[derive(Clone, Debug)]
+pub struct TableConfig {
+    /// Connections tracked at most.
+    pub max_connections: usize,
+    /// Entries with no event for this long are dropped (a close was lost).
+    pub idle_timeout: Duration,
+}
+
+impl Default for TableConfig {
+    fn default() -> Self {
+        TableConfig { max_connections: 65_536, idle_timeout: Duration::from_secs(300) }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// This end called connect().
+    Client,
+    /// This end was accepted from a listening socket.
+    Server,
+    /// Neither handshake nor a listening port tells.
+    Unknown,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CloseReason {
+    /// Orderly close.
+    Normal,
+    /// Connection reset (RST received, or EPIPE).
+    Reset,
+    /// connect() got a RST: nothing listens on the port.
+    Refused,
+    /// Retransmissions or SYNs gave up.
+    Timeout,
+    /// No route / host unreachable.
+    Unreachable,
+    /// connect() abandoned before completing (socket closed while SYN_SENT).
+    Aborted,
+    /// Another socket error (see `sk_err`).
+    Error,
+}
+
+impl CloseReason {
+    fn from(old_state: u8, sk_err: i32) -> Self {
+        match (old_state, sk_err) {
+            (_, libc::ECONNREFUSED) => CloseReason::Refused,
+            (_, libc::ETIMEDOUT) => CloseReason::Timeout,
+            (_, libc::EHOSTUNREACH | libc::ENETUNREACH) => CloseReason::Unreachable,
+            (_, libc::ECONNRESET | libc::EPIPE) => CloseReason::Reset,
+            (tcp_state::SYN_SENT, 0) => CloseReason::Aborted,
+            (_, 0) => CloseReason::Normal,
+            _ => CloseReason::Error,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ConnEventKind {
+    /// Established (client: handshake done; server: accepted), or first seen
+    /// mid-stream.
+    Open,
+    Close,
+    /// connect() did not establish.
+    ConnectFailed,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SeenFrom {
+    /// From its handshake.
+    Handshake,
+    /// From a later byte: it was open before the agent started (or its
+    /// handshake events were lost).
+    MidStream,
+}
+
+#[derive(Clone, Debug)]
+struct Conn {
+    tuple: Tuple,
+    role: Role,
+    pid: Option<u32>,
+    comm: Comm,
+    start_ns: u64,
+    last_ns: u64,
+    tx_bytes: u64,
+    rx_bytes: u64,
+    tx_calls: u64,
+    rx_calls: u64,
+    seen_from: SeenFrom,
+    open_emitted: bool,
+}
+
+/// One line of `--output json` for connections.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct ConnRecord {
+    pub event: ConnEventKind,
+    /// Monotonic ns of the event.
+    pub ts_ns: u64,
+    pub pid: Option<u32>,
+    pub comm: String,
+    pub role: Role,
+    pub local: String,
+    pub remote: String,
+    /// Monotonic ns of the first event of the connection.
+    pub start_ns: u64,
+    pub duration_ns: u64,
+    pub bytes_sent: u64,
+    pub bytes_received: u64,
+    pub calls_sent: u64,
+    pub calls_received: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub close_reason: Option<CloseReason>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sk_err: Option<i32>,
+    /// Kernel TCP counters at close (whole connection, including bytes moved
+    /// by syscalls the probes do not hook, such as sendfile).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tcp: Option<TcpStats>,
+    pub seen_from: SeenFrom,
+}
+
+impl Serialize for TcpStats {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        let mut st = s.serialize_struct("tcp", 4)?;
+        st.serialize_field("srtt_us", &self.srtt_us)?;
+        st.serialize_field("retransmits", &self.total_retrans)?;
+        st.serialize_field("bytes_received", &self.bytes_received)?;
+        st.serialize_field("bytes_acked", &self.bytes_acked)?;
+        st.end()
+    }
+}
+
+/// What the table could not do, for the caller to count.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Refused {
+    /// Table full: the connection is not tracked.
+    Full,
+}
+
+pub struct Table<L> {
+    conns: HashMap<SockId, Conn>,
+    cfg: TableConfig,
+    listen: L,
+}
+
+impl<L: ListenLookup> Table<L> {
+    pub fn new(cfg: TableConfig, listen: L) -> Self {
+        Table { conns: HashMap::new(), cfg, listen }
+    }
+
+    pub fn len(&self) -> usize {
+        self.conns.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.conns.is_empty()
+    }
+
+    /// Apply one event; records it completes are pushed to `out`.
+    pub fn apply(&mut self, ev: &Event, out: &mut Vec<ConnRecord>) -> Result<(), Refused> {
+        match ev {
+            Event::State(s) => self.on_state(s, out),
+            Event::Accept(a) => self.on_accept(a, out),
+            Event::Data(d) => self.on_data(d, out),
+        }
+    }
+
+    fn insert(&mut self, sk: SockId, c: Conn) -> Result<&mut Conn, Refused> {
+        if self.conns.len() >= self.cfg.max_connections && !self.conns.contains_key(&sk) {
+            return Err(Refused::Full);
+        }
+        Ok(self.conns.entry(sk).insert_entry(c).into_mut())
+    }
+
+    fn new_conn(tuple: Tuple, role: Role, ts: u64, seen_from: SeenFrom) -> Conn {
+        Conn {
+            tuple,
+            role,
+            pid: None,
+            comm: Comm::default(),
+            start_ns: ts,
+            last_ns: ts,
+            tx_bytes: 0,
+            rx_bytes: 0,
+            tx_calls: 0,
+            rx_calls: 0,
+            seen_from,
+            open_emitted: false,
+        }
+    }
+
+    fn on_state(&mut self, s: &StateChange, out: &mut Vec<ConnRecord>) -> Result<(), Refused> {
+        match (s.old_state, s.new_state) {
+            (tcp_state::CLOSE, tcp_state::SYN_SENT) => {
+                let mut c = Self::new_conn(s.tuple, Role::Client, s.ts_ns, SeenFrom::Handshake);
+                if let Some(t) = s.task {
+                    c.pid = Some(t.pid);
+                    c.comm = t.comm;
+                }
+                self.insert(s.sk, c)?;
+            }
+            (tcp_state::SYN_SENT, tcp_state::ESTABLISHED) => {
+                let c = match self.conns.get_mut(&s.sk) {
+                    Some(c) => c,
+                    None => self.insert(s.sk, Self::new_conn(s.tuple, Role::Client, s.ts_ns, SeenFrom::Handshake))?,
+                };
+                c.tuple = s.tuple; // the local port is bound after SYN_SENT
+                c.last_ns = s.ts_ns;
+                c.open_emitted = true;
+                out.push(record(c, ConnEventKind::Open, s.ts_ns, None));
+            }
+            (tcp_state::SYN_RECV, tcp_state::ESTABLISHED) => {
+                self.insert(s.sk, Self::new_conn(s.tuple, Role::Server, s.ts_ns, SeenFrom::Handshake))?;
+            }
+            (old, tcp_state::CLOSE) => {
+                let reason = CloseReason::from(old, s.sk_err);
+                let kind = if old == tcp_state::SYN_SENT {
+                    ConnEventKind::ConnectFailed
+                } else {
+                    ConnEventKind::Close
+                };
+                let mut c = self
+                    .conns
+                    .remove(&s.sk)
+                    .unwrap_or_else(|| Self::new_conn(s.tuple, Role::Unknown, s.ts_ns, SeenFrom::MidStream));
+                if c.tuple.local.port() == 0 {
+                    c.tuple = s.tuple;
+                }
+                let mut r = record(&c, kind, s.ts_ns, Some(reason));
+                r.sk_err = (s.sk_err != 0).then_some(s.sk_err);
+                r.tcp = Some(s.tcp);
+                out.push(r);
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    fn on_accept(&mut self, a: &Accept, out: &mut Vec<ConnRecord>) -> Result<(), Refused> {
+        let Some(c) = self.conns.get_mut(&a.sk) else {
+            // Its ESTABLISHED event was lost or the table was full; the first
+            // data event will pick it up with its tuple.
+            return Ok(());
+        };
+        c.pid = Some(a.task.pid);
+        c.comm = a.task.comm;
+        c.last_ns = a.ts_ns;
+        if !c.open_emitted {
+            c.open_emitted = true;
+            out.push(record(c, ConnEventKind::Open, a.ts_ns, None));
+        }
+        Ok(())
+    }
+
+    fn on_data(&mut self, d: &Data, out: &mut Vec<ConnRecord>) -> Result<(), Refused> {
+        let known = self.conns.get(&d.sk).map(|c| c.tuple == d.tuple || c.tuple.local.port() == 0);
+        if known == Some(false) {
+            // The socket address was reused but this table missed the close.
+            self.conns.remove(&d.sk);
+        }
+        if known != Some(true) {
+            let role = if self.listen.is_listening(d.task.pid, d.tuple.local.port()) {
+                Role::Server
+            } else {
+                Role::Client
+            };
+            self.insert(d.sk, Self::new_conn(d.tuple, role, d.ts_ns, SeenFrom::MidStream))?;
+        }
+        let c = self.conns.get_mut(&d.sk).expect("inserted above");
+        c.tuple = d.tuple;
+        if c.pid != Some(d.task.pid) && c.pid.is_none() {
+            c.pid = Some(d.task.pid);
+            c.comm = d.task.comm;
+        }
+        c.last_ns = d.ts_ns;
+        match d.direction {
+            Direction::Egress => {
+                c.tx_bytes += u64::from(d.bytes);
+                c.tx_calls += 1;
+            }
+            Direction::Ingress => {
+                c.rx_bytes += u64::from(d.bytes);
+                c.rx_calls += 1;
+            }
+        }
+        if !c.open_emitted {
+            c.open_emitted = true;
+            out.push(record(c, ConnEventKind::Open, d.ts_ns, None));
+        }
+        Ok(())
+    }
+
+    /// Drop entries idle longer than the timeout; returns how many.
+    pub fn expire(&mut self, now_ns: u64) -> usize {
+        let timeout = self.cfg.idle_timeout.as_nanos() as u64;
+        let before = self.conns.len();
+        self.conns.retain(|_, c| now_ns.saturating_sub(c.last_ns) < timeout);
+        before - self.conns.len()
+    }
+}
+
+fn record(c: &Conn, event: ConnEventKind, ts_ns: u64, reason: Option<CloseReason>) -> ConnRecord {
+    ConnRecord {
+        event,
+        ts_ns,
+        pid: c.pid,
+        comm: c.comm.to_string(),
+        role: c.role,
+        local: c.tuple.local.to_string(),
+        remote: c.tuple.remote.to_string(),
+        start_ns: c.start_ns,
+        duration_ns: ts_ns.saturating_sub(c.start_ns),
+        bytes_sent: c.tx_bytes,
+        bytes_received: c.rx_bytes,
+        calls_sent: c.tx_calls,
+        calls_received: c.rx_calls,
+        close_reason: reason,
+        sk_err: None,
+        tcp: None,
+        seen_from: c.seen_from,
+    }
+}
+
+#[cfg(test)]
+#[path = "table_tests.rs"]
+mod tests;

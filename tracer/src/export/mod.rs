@@ -1,0 +1,3 @@
+//! Where records leave the agent. For now: lines on stdout (JSON or text).
+
+pub mod lines;

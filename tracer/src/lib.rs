@@ -1,0 +1,15 @@
+//! The tracer agent: eBPF capture of TCP connections and their bytes, turned
+//! into connection records, self-metrics and an HTTP API. `run` is the whole
+//! agent, so tests can drive it in-process.
+
+pub mod api;
+pub mod capture;
+pub mod clock;
+pub mod config;
+pub mod conntrack;
+pub mod export;
+pub mod pipeline;
+pub mod probes;
+pub mod telemetry;
+
+pub use pipeline::run;

@@ -1,0 +1,82 @@
+//! `tracer`: CLI, logging and signals; everything else is in the library.
+
+use std::{net::SocketAddr, path::PathBuf, process::ExitCode};
+
+use clap::{Parser, Subcommand};
+use tracer::{config::Config, export::lines::OutputFormat};
+
+#[derive(Parser)]
+#[command(version, about = "eBPF zero-instrumentation service tracer")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Load the probes and trace TCP connections (needs root: CAP_BPF, CAP_PERFMON).
+    Run(RunArgs),
+}
+
+#[derive(clap::Args)]
+struct RunArgs {
+    /// TOML config file (see deploy/tracer.toml); flags override it.
+    #[arg(long, env = "TRACER_CONFIG")]
+    config: Option<PathBuf>,
+    /// What to print on stdout.
+    #[arg(long, value_enum)]
+    output: Option<OutputFormat>,
+    /// Address of /healthz, /readyz and /metrics.
+    #[arg(long)]
+    api_addr: Option<SocketAddr>,
+    /// Payload bytes captured per read/write syscall (max 4096).
+    #[arg(long)]
+    capture_bytes: Option<u32>,
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .init();
+    let cli = Cli::parse();
+    let Command::Run(args) = cli.command;
+    match run(args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("tracer: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(args: RunArgs) -> anyhow::Result<()> {
+    let mut cfg = match &args.config {
+        Some(p) => Config::from_file(p)?,
+        None => Config::default(),
+    };
+    if let Some(o) = args.output {
+        cfg.output = o;
+    }
+    if let Some(a) = args.api_addr {
+        cfg.api.addr = a;
+    }
+    if let Some(c) = args.capture_bytes {
+        cfg.capture.capture_bytes = c;
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    rt.block_on(tracer::run(cfg, shutdown_signal()))
+}
+
+/// SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).expect("installing the SIGTERM handler");
+    let mut int = signal(SignalKind::interrupt()).expect("installing the SIGINT handler");
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+}

@@ -1,0 +1,106 @@
+//! Builds every stage and the bounded channels between them. Reading this
+//! file tells how data flows:
+//!
+//! ```text
+//! probes --ring buffer--> capture::reader --capture_to_conntrack--> conntrack
+//!        --conntrack_to_export--> export::lines (stdout)
+//! api (/healthz /readyz /metrics) reads telemetry
+//! ```
+
+use std::{future::Future, time::Duration};
+
+use anyhow::{Context as _, Result};
+use tokio::sync::{mpsc, watch};
+
+use crate::{
+    api,
+    capture::reader::Reader,
+    config::Config,
+    conntrack::{self, TableConfig},
+    export::lines::LineWriter,
+    probes::{LoadOptions, Probes},
+    telemetry::{Telemetry, set_counter},
+};
+
+pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<()> {
+    let telemetry = Telemetry::new();
+    // Bind first: a taken port is reported before anything is loaded.
+    let listener = api::bind(cfg.api.addr).await?;
+    let api_addr = listener.local_addr()?;
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let api_task = tokio::spawn(api::serve(listener, telemetry.clone(), stop_rx.clone()));
+
+    let mut probes = Probes::load(&LoadOptions {
+        capture_bytes: cfg.capture.capture_bytes,
+        wakeup_bytes: cfg.capture.wakeup_bytes,
+    })?;
+    let ring = probes.take_events()?;
+    let kernel_counters = probes.take_counters()?;
+    telemetry.add_refresher(move |t| {
+        for (c, v) in kernel_counters.read() {
+            set_counter(&t.kernel.get_or_create(&vec![("counter", c.name())]), v);
+        }
+    });
+
+    // Consumers start before the probes attach, so nothing waits on them.
+    let (capture_to_conntrack, conntrack_rx) = mpsc::channel(cfg.capture.queue_batches.max(1));
+    let (conntrack_to_export, mut export_rx) = mpsc::channel(cfg.conntrack.output_queue.max(1));
+    {
+        let (a, b) = (capture_to_conntrack.clone(), conntrack_to_export.clone());
+        telemetry.add_refresher(move |t| {
+            let depth = |s: usize, c: usize| (s - c) as i64;
+            t.queue_depth.get_or_create(&vec![("queue", "capture_to_conntrack")]).set(depth(a.max_capacity(), a.capacity()));
+            t.queue_depth.get_or_create(&vec![("queue", "conntrack_to_export")]).set(depth(b.max_capacity(), b.capacity()));
+        });
+    }
+
+    let export_task = {
+        let mut writer = LineWriter::new(cfg.output);
+        tokio::task::spawn_blocking(move || {
+            while let Some(r) = export_rx.blocking_recv() {
+                writer.write(&r);
+                if export_rx.is_empty() {
+                    writer.flush();
+                }
+            }
+            writer.flush();
+        })
+    };
+    let conntrack_task = tokio::spawn(conntrack::run(
+        TableConfig {
+            max_connections: cfg.conntrack.max_connections,
+            idle_timeout: Duration::from_secs(cfg.conntrack.idle_timeout_secs),
+        },
+        conntrack_rx,
+        conntrack_to_export,
+        telemetry.clone(),
+    ));
+    let reader_task = tokio::spawn(
+        Reader {
+            ring,
+            out: capture_to_conntrack,
+            telemetry: telemetry.clone(),
+            drain_interval: cfg.capture.drain_interval(),
+        }
+        .run(stop_rx.clone()),
+    );
+
+    probes.attach_all()?;
+    telemetry.probes_attached.set(probes.attached.len() as i64);
+    telemetry.set_ready();
+    tracing::info!(probes = probes.attached.len(), api = %format!("http://{api_addr}"), "tracing TCP connections");
+
+    shutdown.await;
+    tracing::info!("shutting down: detaching probes");
+    drop(probes);
+    let _ = stop_tx.send(true);
+    let _ = tokio::time::timeout(Duration::from_secs(5), async {
+        reader_task.await.context("reader task")??;
+        conntrack_task.await.context("conntrack task")?;
+        export_task.await.context("export task")?;
+        api_task.await.context("api task")?
+    })
+    .await
+    .context("stages did not stop within 5 s")?;
+    Ok(())
+}

@@ -1,0 +1,113 @@
+//! Kernel struct offsets from the running kernel's BTF
+//! (/sys/kernel/btf/vmlinux), so one binary runs on any kernel with BTF.
+
+use std::path::Path;
+
+use anyhow::{Context as _, Result, anyhow, bail};
+use btf_rs::{Btf, Type};
+use tracer_common::config::KernelOffsets;
+
+pub const VMLINUX_BTF: &str = "/sys/kernel/btf/vmlinux";
+
+/// Resolve every offset the probes read.
+pub fn kernel_offsets(path: &Path) -> Result<KernelOffsets> {
+    let btf = Btf::from_file(path).with_context(|| {
+        format!("reading kernel BTF from {} (the kernel must be built with CONFIG_DEBUG_INFO_BTF)", path.display())
+    })?;
+    let r = Resolver { btf: &btf };
+    // sock_common is the first member of struct sock, so its field offsets
+    // apply to a struct sock pointer; checked rather than assumed.
+    let common = r.offset("sock", "__sk_common")?;
+    let sc = |f: &str| r.offset("sock_common", f).map(|o| o + common);
+    Ok(KernelOffsets {
+        skc_daddr: sc("skc_daddr")?,
+        skc_rcv_saddr: sc("skc_rcv_saddr")?,
+        skc_dport: sc("skc_dport")?,
+        skc_num: sc("skc_num")?,
+        skc_family: sc("skc_family")?,
+        skc_v6_daddr: sc("skc_v6_daddr")?,
+        skc_v6_rcv_saddr: sc("skc_v6_rcv_saddr")?,
+        sk_err: r.offset("sock", "sk_err")?,
+        tcp_write_seq: r.offset("tcp_sock", "write_seq")?,
+        tcp_copied_seq: r.offset("tcp_sock", "copied_seq")?,
+        tcp_srtt_us: r.offset("tcp_sock", "srtt_us")?,
+        tcp_total_retrans: r.offset("tcp_sock", "total_retrans")?,
+        tcp_bytes_received: r.offset("tcp_sock", "bytes_received")?,
+        tcp_bytes_acked: r.offset("tcp_sock", "bytes_acked")?,
+        task_files: r.offset("task_struct", "files")?,
+        files_fdt: r.offset("files_struct", "fdt")?,
+        fdtable_fd: r.offset("fdtable", "fd")?,
+        file_private_data: r.offset("file", "private_data")?,
+        socket_sk: r.offset("socket", "sk")?,
+        _pad: 0,
+    })
+}
+
+struct Resolver<'a> {
+    btf: &'a Btf,
+}
+
+impl Resolver<'_> {
+    /// Byte offset of `member` in `struct name`, looking through anonymous
+    /// structs and unions as C does.
+    fn offset(&self, name: &str, member: &str) -> Result<u16> {
+        let types = self.btf.resolve_types_by_name(name).with_context(|| format!("struct {name} not in BTF"))?;
+        let st = types
+            .iter()
+            .find_map(|t| match t {
+                Type::Struct(s) if !s.members.is_empty() => Some(s),
+                _ => None,
+            })
+            .ok_or_else(|| anyhow!("struct {name} not in BTF"))?;
+        let bits = self
+            .find(st, member, 0)?
+            .ok_or_else(|| anyhow!("struct {name} has no member {member} in this kernel's BTF"))?;
+        if bits % 8 != 0 {
+            bail!("{name}.{member} is a bitfield");
+        }
+        u16::try_from(bits / 8).map_err(|_| anyhow!("{name}.{member} offset {} does not fit u16", bits / 8))
+    }
+
+    fn find(&self, st: &btf_rs::Struct, member: &str, base: u32) -> Result<Option<u32>> {
+        for m in &st.members {
+            let mname = self.btf.resolve_name(m).unwrap_or_default();
+            if mname == member {
+                return Ok(Some(base + m.bit_offset()));
+            }
+            if mname.is_empty() {
+                let mut t = self.btf.resolve_chained_type(m)?;
+                // Skip qualifiers/typedefs down to the aggregate.
+                for _ in 0..8 {
+                    match t {
+                        Type::Typedef(ref td) => t = self.btf.resolve_chained_type(td)?,
+                        Type::Const(ref c) => t = self.btf.resolve_chained_type(c)?,
+                        Type::Volatile(ref v) => t = self.btf.resolve_chained_type(v)?,
+                        _ => break,
+                    }
+                }
+                if let Type::Struct(inner) | Type::Union(inner) = t
+                    && let Some(off) = self.find(&inner, member, base + m.bit_offset())?
+                {
+                    return Ok(Some(off));
+                }
+            }
+        }
+        Ok(None)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Runs against this machine's kernel: every offset resolves and the
+    /// sock_common ones land inside sock_common.
+    #[test]
+    fn resolves_running_kernel_offsets() {
+        let o = kernel_offsets(Path::new(VMLINUX_BTF)).expect("offsets");
+        assert!(o.skc_family < 64 && o.skc_num < 64 && o.skc_dport < 64);
+        assert_ne!(o.tcp_write_seq, 0);
+        assert_ne!(o.tcp_copied_seq, o.tcp_write_seq);
+        assert_ne!(o.task_files, 0);
+    }
+}

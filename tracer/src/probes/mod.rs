@@ -1,0 +1,115 @@
+//! Loading the embedded eBPF object, attaching every probe of the registry,
+//! and the kernel-side maps the rest of the agent reads.
+
+pub mod btf;
+pub mod preflight;
+pub mod registry;
+
+use std::path::Path;
+
+use anyhow::{Context as _, Result, anyhow, bail};
+use aya::{
+    Ebpf, EbpfLoader,
+    maps::{MapData, PerCpuArray, RingBuf},
+    programs::TracePoint,
+};
+use tracer_common::{
+    config::{MAX_CAPTURE, ProbeConfig},
+    maps::{COUNTERS, Counter, EVENTS, PROBE_CONFIG},
+};
+
+use self::registry::{PROBES, ProbeSpec};
+
+/// The object built by build.rs from tracer-ebpf.
+static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/tracer"));
+
+pub struct LoadOptions {
+    pub capture_bytes: u32,
+    pub wakeup_bytes: u64,
+}
+
+/// Loaded and attached probes. Dropping this detaches everything; the kernel
+/// also releases all of it when the process dies (nothing is pinned).
+pub struct Probes {
+    ebpf: Ebpf,
+    pub attached: Vec<&'static str>,
+}
+
+impl Probes {
+    /// Check privileges and the kernel, then load the object with this
+    /// kernel's offsets (the programs are verified here).
+    pub fn load(opts: &LoadOptions) -> Result<Probes> {
+        if OBJECT.is_empty() {
+            bail!("this tracer binary was built without its eBPF programs (AYA_BUILD_SKIP); build it with `cargo xtask build`");
+        }
+        preflight::check_privileges()?;
+        preflight::ensure_tracefs()?;
+        preflight::check_tracepoint_layouts()?;
+        let offsets = btf::kernel_offsets(Path::new(btf::VMLINUX_BTF))?;
+        let cfg = ProbeConfig {
+            offsets,
+            self_pid: std::process::id(),
+            capture_bytes: opts.capture_bytes.min(MAX_CAPTURE as u32),
+            wakeup_bytes: opts.wakeup_bytes,
+        };
+        let ebpf = EbpfLoader::new()
+            .override_global(PROBE_CONFIG, &cfg, true)
+            .load(OBJECT)
+            .context("loading the eBPF object (maps and BTF)")?;
+        Ok(Probes { ebpf, attached: Vec::new() })
+    }
+
+    /// Verify and attach every probe of the registry, in order. A required
+    /// probe that fails is an error naming it and the kernel's reason.
+    pub fn attach_all(&mut self) -> Result<()> {
+        for spec in PROBES {
+            match self.attach(spec) {
+                Ok(()) => self.attached.push(spec.program),
+                Err(e) if spec.required => return Err(e),
+                Err(e) => tracing::warn!(probe = spec.program, error = %e, "optional probe not attached"),
+            }
+        }
+        Ok(())
+    }
+
+    fn attach(&mut self, spec: &ProbeSpec) -> Result<()> {
+        let prog: &mut TracePoint = self
+            .ebpf
+            .program_mut(spec.program)
+            .ok_or_else(|| anyhow!("probe {} is missing from the eBPF object", spec.program))?
+            .try_into()
+            .with_context(|| format!("probe {} is not a tracepoint program", spec.program))?;
+        prog.load().map_err(|e| anyhow!("probe {}: the kernel refused to load it: {e}", spec.program))?;
+        prog.attach(spec.category, spec.name).map_err(|e| {
+            anyhow!("probe {}: attaching to tracepoint {}:{} failed: {e}", spec.program, spec.category, spec.name)
+        })?;
+        Ok(())
+    }
+
+    pub fn take_events(&mut self) -> Result<RingBuf<MapData>> {
+        let map = self.ebpf.take_map(EVENTS).ok_or_else(|| anyhow!("map {EVENTS} missing"))?;
+        Ok(RingBuf::try_from(map)?)
+    }
+
+    pub fn take_counters(&mut self) -> Result<KernelCounters> {
+        let map = self.ebpf.take_map(COUNTERS).ok_or_else(|| anyhow!("map {COUNTERS} missing"))?;
+        Ok(KernelCounters { map: PerCpuArray::try_from(map)? })
+    }
+}
+
+/// The per-CPU counters of the kernel side, summed over CPUs.
+pub struct KernelCounters {
+    map: PerCpuArray<MapData, u64>,
+}
+
+impl KernelCounters {
+    pub fn read(&self) -> Vec<(Counter, u64)> {
+        Counter::ALL
+            .iter()
+            .map(|c| {
+                let v = self.map.get(&(*c as u32), 0).map(|vals| vals.iter().sum()).unwrap_or(0);
+                (*c, v)
+            })
+            .collect()
+    }
+}

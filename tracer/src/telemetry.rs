@@ -1,0 +1,107 @@
+//! Self-metrics: a typed counter for every point where data is received or
+//! dropped, queue depths, live connections, and the kernel-side counters
+//! (read from the probes' per-CPU map at scrape time). Served on /metrics.
+
+use std::sync::{
+    Arc, Mutex,
+    atomic::{AtomicBool, Ordering},
+};
+
+use prometheus_client::{
+    encoding::text::encode,
+    metrics::{counter::Counter, family::Family, gauge::Gauge},
+    registry::Registry,
+};
+
+type Labels = Vec<(&'static str, &'static str)>;
+
+/// Called before each scrape to copy values kept elsewhere (kernel map,
+/// channel lengths) into the registry.
+type Refresher = Box<dyn Fn(&Telemetry) + Send + Sync>;
+
+pub struct Telemetry {
+    registry: Registry,
+    /// Records decoded from the ring buffer, by kind.
+    pub events_received: Family<Labels, Counter>,
+    /// Events dropped in userspace, by stage and reason.
+    pub events_dropped: Family<Labels, Counter>,
+    /// Kernel-side counters, by name (tracer_common::maps::Counter).
+    pub kernel: Family<Labels, Counter>,
+    /// Items waiting in each bounded queue.
+    pub queue_depth: Family<Labels, Gauge>,
+    pub connections_live: Gauge,
+    /// Connections the table stopped tracking, by reason.
+    pub connections_evicted: Family<Labels, Counter>,
+    pub probes_attached: Gauge,
+    ready: AtomicBool,
+    refreshers: Mutex<Vec<Refresher>>,
+}
+
+impl Telemetry {
+    pub fn new() -> Arc<Self> {
+        let mut registry = Registry::with_prefix("tracer");
+        let t = Telemetry {
+            events_received: Family::default(),
+            events_dropped: Family::default(),
+            kernel: Family::default(),
+            queue_depth: Family::default(),
+            connections_live: Gauge::default(),
+            connections_evicted: Family::default(),
+            probes_attached: Gauge::default(),
+            ready: AtomicBool::new(false),
+            refreshers: Mutex::new(Vec::new()),
+            registry: Registry::default(),
+        };
+        registry.register("events_received", "Records decoded from the kernel ring buffer", t.events_received.clone());
+        registry.register("events_dropped", "Events dropped in userspace, by stage and reason", t.events_dropped.clone());
+        registry.register(
+            "kernel",
+            "Kernel-side counters: events_submitted, socket_io, and drops (ringbuf_full, active_io_full, sock_read_failed, payload_read_failed)",
+            t.kernel.clone(),
+        );
+        registry.register("queue_depth", "Items waiting in each bounded queue", t.queue_depth.clone());
+        registry.register("connections_live", "Connections in the connection table", t.connections_live.clone());
+        registry.register(
+            "connections_evicted",
+            "Connections dropped from the table before their close was seen, by reason",
+            t.connections_evicted.clone(),
+        );
+        registry.register("probes_attached", "eBPF programs attached", t.probes_attached.clone());
+        Arc::new(Telemetry { registry, ..t })
+    }
+
+    pub fn drop_event(&self, stage: &'static str, reason: &'static str, n: u64) {
+        self.events_dropped.get_or_create(&vec![("stage", stage), ("reason", reason)]).inc_by(n);
+    }
+
+    pub fn dropped(&self, stage: &'static str, reason: &'static str) -> u64 {
+        self.events_dropped.get_or_create(&vec![("stage", stage), ("reason", reason)]).get()
+    }
+
+    pub fn add_refresher(&self, f: impl Fn(&Telemetry) + Send + Sync + 'static) {
+        self.refreshers.lock().expect("refreshers lock").push(Box::new(f));
+    }
+
+    pub fn set_ready(&self) {
+        self.ready.store(true, Ordering::Release);
+    }
+
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Acquire)
+    }
+
+    /// OpenMetrics text of every metric, refreshed first.
+    pub fn render(&self) -> String {
+        for f in self.refreshers.lock().expect("refreshers lock").iter() {
+            f(self);
+        }
+        let mut out = String::new();
+        encode(&mut out, &self.registry).expect("writing to a String cannot fail");
+        out
+    }
+}
+
+/// Set a counter to an absolute value kept elsewhere (monotonic by source).
+pub fn set_counter(c: &Counter, v: u64) {
+    c.inner().store(v, Ordering::Relaxed);
+}
