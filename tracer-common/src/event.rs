@@ -107,11 +107,18 @@ pub enum Syscall {
     Sendto = 5,
     Recvmsg = 6,
     Sendmsg = 7,
+    /// A socket transfer not made by a hooked syscall (sendfile, splice,
+    /// io_uring, or a read/write that began before the agent attached): bytes
+    /// and sequence number only, no payload.
+    Other = 8,
 }
 
 impl Syscall {
     pub const fn is_send(self) -> bool {
-        matches!(self, Syscall::Write | Syscall::Writev | Syscall::Sendto | Syscall::Sendmsg)
+        matches!(
+            self,
+            Syscall::Write | Syscall::Writev | Syscall::Sendto | Syscall::Sendmsg
+        )
     }
 
     pub fn from_u8(v: u8) -> Option<Self> {
@@ -124,6 +131,7 @@ impl Syscall {
             5 => Syscall::Sendto,
             6 => Syscall::Recvmsg,
             7 => Syscall::Sendmsg,
+            8 => Syscall::Other,
             _ => return None,
         })
     }
@@ -138,6 +146,7 @@ impl Syscall {
             Syscall::Sendto => "sendto",
             Syscall::Recvmsg => "recvmsg",
             Syscall::Sendmsg => "sendmsg",
+            Syscall::Other => "other",
         }
     }
 }
@@ -146,6 +155,8 @@ impl Syscall {
 pub const DATA_SEQ_VALID: u8 = 1;
 /// [`DataEvent::flags`]: part of the payload could not be copied.
 pub const DATA_PAYLOAD_PARTIAL: u8 = 2;
+/// [`DataEvent::flags`]: the process sent the bytes (else it received them).
+pub const DATA_EGRESS: u8 = 4;
 
 /// A read/write-family syscall that moved bytes on a TCP socket. The first
 /// `payload_len` bytes of the data follow this struct in the record.

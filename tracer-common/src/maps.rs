@@ -23,7 +23,8 @@ pub enum Counter {
     EventsSubmitted = 0,
     /// Ring buffer full: record lost.
     RingbufFull = 1,
-    /// ACTIVE_IO full at syscall enter: that syscall's data is lost.
+    /// ACTIVE_IO update failed at syscall enter: that syscall's payload is lost
+    /// (its bytes are still counted through sock_*_length).
     ActiveIoFull = 2,
     /// Payload copy from user memory failed (page not resident, bad pointer).
     PayloadReadFailed = 3,

@@ -3,7 +3,7 @@
 use aya_ebpf::{
     bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
     macros::map,
-    maps::{HashMap, PerCpuArray, RingBuf},
+    maps::{LruHashMap, PerCpuArray, RingBuf},
 };
 use tracer_common::{
     config::MAX_CAPTURE,
@@ -37,8 +37,10 @@ pub struct IoArgs {
     pub _pad: [u8; 6],
 }
 
+/// LRU so an entry whose exit never fired (a thread killed inside the
+/// syscall) cannot pin a slot forever.
 #[map(name = "ACTIVE_IO")]
-pub static ACTIVE_IO: HashMap<u64, IoArgs> = HashMap::with_max_entries(ACTIVE_IO_ENTRIES, 0);
+pub static ACTIVE_IO: LruHashMap<u64, IoArgs> = LruHashMap::with_max_entries(ACTIVE_IO_ENTRIES, 0);
 
 /// Per-CPU buffer a data event is assembled in. Twice the capture limit so the
 /// verifier can prove every copy at offset < MAX_CAPTURE of up to

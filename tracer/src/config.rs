@@ -45,7 +45,12 @@ pub struct CaptureConfig {
 
 impl Default for CaptureConfig {
     fn default() -> Self {
-        CaptureConfig { capture_bytes: 512, wakeup_bytes: 1 << 20, drain_interval_ms: 20, queue_batches: 1024 }
+        CaptureConfig {
+            capture_bytes: 512,
+            wakeup_bytes: 1 << 20,
+            drain_interval_ms: 20,
+            queue_batches: 1024,
+        }
     }
 }
 
@@ -68,7 +73,11 @@ pub struct ConntrackConfig {
 
 impl Default for ConntrackConfig {
     fn default() -> Self {
-        ConntrackConfig { max_connections: 65_536, idle_timeout_secs: 300, output_queue: 8192 }
+        ConntrackConfig {
+            max_connections: 65_536,
+            idle_timeout_secs: 300,
+            output_queue: 8192,
+        }
     }
 }
 
@@ -81,13 +90,16 @@ pub struct ApiConfig {
 
 impl Default for ApiConfig {
     fn default() -> Self {
-        ApiConfig { addr: SocketAddr::from(([127, 0, 0, 1], 9400)) }
+        ApiConfig {
+            addr: SocketAddr::from(([127, 0, 0, 1], 9400)),
+        }
     }
 }
 
 impl Config {
     pub fn from_file(path: &Path) -> Result<Config> {
-        let text = std::fs::read_to_string(path).with_context(|| format!("reading config {}", path.display()))?;
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("reading config {}", path.display()))?;
         toml::from_str(&text).with_context(|| format!("parsing config {}", path.display()))
     }
 }
@@ -100,6 +112,9 @@ mod tests {
     fn example_config_parses() {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/tracer.toml");
         let c = Config::from_file(&path).expect("deploy/tracer.toml parses");
-        assert_eq!(c.capture.capture_bytes, CaptureConfig::default().capture_bytes);
+        assert_eq!(
+            c.capture.capture_bytes,
+            CaptureConfig::default().capture_bytes
+        );
     }
 }

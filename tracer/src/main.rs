@@ -66,7 +66,10 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
     if let Some(c) = args.capture_bytes {
         cfg.capture.capture_bytes = c;
     }
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
     rt.block_on(tracer::run(cfg, shutdown_signal()))
 }
 

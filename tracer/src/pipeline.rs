@@ -46,14 +46,24 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<()> 
     let (capture_to_conntrack, conntrack_rx) = mpsc::channel(cfg.capture.queue_batches.max(1));
     let (conntrack_to_export, mut export_rx) = mpsc::channel(cfg.conntrack.output_queue.max(1));
     {
-        let (a, b) = (capture_to_conntrack.clone(), conntrack_to_export.clone());
+        // Weak handles: the refresher must not keep a channel open at shutdown.
+        let (a, b) = (
+            capture_to_conntrack.downgrade(),
+            conntrack_to_export.downgrade(),
+        );
         telemetry.add_refresher(move |t| {
-            let depth = |s: usize, c: usize| (s - c) as i64;
-            t.queue_depth.get_or_create(&vec![("queue", "capture_to_conntrack")]).set(depth(a.max_capacity(), a.capacity()));
-            t.queue_depth.get_or_create(&vec![("queue", "conntrack_to_export")]).set(depth(b.max_capacity(), b.capacity()));
+            let depth =
+                |cap: Option<(usize, usize)>| cap.map_or(0, |(max, free)| (max - free) as i64);
+            let a = a.upgrade().map(|s| (s.max_capacity(), s.capacity()));
+            let b = b.upgrade().map(|s| (s.max_capacity(), s.capacity()));
+            t.queue_depth
+                .get_or_create(&vec![("queue", "capture_to_conntrack")])
+                .set(depth(a));
+            t.queue_depth
+                .get_or_create(&vec![("queue", "conntrack_to_export")])
+                .set(depth(b));
         });
     }
-
     let export_task = {
         let mut writer = LineWriter::new(cfg.output);
         tokio::task::spawn_blocking(move || {

@@ -52,34 +52,61 @@ impl Telemetry {
             refreshers: Mutex::new(Vec::new()),
             registry: Registry::default(),
         };
-        registry.register("events_received", "Records decoded from the kernel ring buffer", t.events_received.clone());
-        registry.register("events_dropped", "Events dropped in userspace, by stage and reason", t.events_dropped.clone());
+        registry.register(
+            "events_received",
+            "Records decoded from the kernel ring buffer",
+            t.events_received.clone(),
+        );
+        registry.register(
+            "events_dropped",
+            "Events dropped in userspace, by stage and reason",
+            t.events_dropped.clone(),
+        );
         registry.register(
             "kernel",
             "Kernel-side counters: events_submitted, socket_io, and drops (ringbuf_full, active_io_full, sock_read_failed, payload_read_failed)",
             t.kernel.clone(),
         );
-        registry.register("queue_depth", "Items waiting in each bounded queue", t.queue_depth.clone());
-        registry.register("connections_live", "Connections in the connection table", t.connections_live.clone());
+        registry.register(
+            "queue_depth",
+            "Items waiting in each bounded queue",
+            t.queue_depth.clone(),
+        );
+        registry.register(
+            "connections_live",
+            "Connections in the connection table",
+            t.connections_live.clone(),
+        );
         registry.register(
             "connections_evicted",
             "Connections dropped from the table before their close was seen, by reason",
             t.connections_evicted.clone(),
         );
-        registry.register("probes_attached", "eBPF programs attached", t.probes_attached.clone());
+        registry.register(
+            "probes_attached",
+            "eBPF programs attached",
+            t.probes_attached.clone(),
+        );
         Arc::new(Telemetry { registry, ..t })
     }
 
     pub fn drop_event(&self, stage: &'static str, reason: &'static str, n: u64) {
-        self.events_dropped.get_or_create(&vec![("stage", stage), ("reason", reason)]).inc_by(n);
+        self.events_dropped
+            .get_or_create(&vec![("stage", stage), ("reason", reason)])
+            .inc_by(n);
     }
 
     pub fn dropped(&self, stage: &'static str, reason: &'static str) -> u64 {
-        self.events_dropped.get_or_create(&vec![("stage", stage), ("reason", reason)]).get()
+        self.events_dropped
+            .get_or_create(&vec![("stage", stage), ("reason", reason)])
+            .get()
     }
 
     pub fn add_refresher(&self, f: impl Fn(&Telemetry) + Send + Sync + 'static) {
-        self.refreshers.lock().expect("refreshers lock").push(Box::new(f));
+        self.refreshers
+            .lock()
+            .expect("refreshers lock")
+            .push(Box::new(f));
     }
 
     pub fn set_ready(&self) {

@@ -70,7 +70,8 @@ fn ensure_bpf_linker(workspace: &Path) -> Result<()> {
     if bpf_linker_works() {
         return Ok(());
     }
-    let sysroot = output(Command::new("rustc").args([&format!("+{NIGHTLY}"), "--print", "sysroot"]))?;
+    let sysroot =
+        output(Command::new("rustc").args([&format!("+{NIGHTLY}"), "--print", "sysroot"]))?;
     let lib = Path::new(sysroot.trim()).join("lib");
     let llvm = std::fs::read_dir(&lib)
         .with_context(|| format!("reading {}", lib.display()))?
@@ -81,7 +82,10 @@ fn ensure_bpf_linker(workspace: &Path) -> Result<()> {
                 .is_some_and(|n| n.starts_with("libLLVM.so.22") || n.starts_with("libLLVM-22"))
         })
         .with_context(|| {
-            format!("no libLLVM 22 in {}: the {NIGHTLY} toolchain must ship LLVM 22", lib.display())
+            format!(
+                "no libLLVM 22 in {}: the {NIGHTLY} toolchain must ship LLVM 22",
+                lib.display()
+            )
         })?;
     // bpf-linker's build looks for `<prefix>/lib/libLLVM.so`; point it at the
     // nightly toolchain's copy so no system LLVM is needed.
@@ -92,7 +96,10 @@ fn ensure_bpf_linker(workspace: &Path) -> Result<()> {
     let _ = std::fs::remove_file(&link);
     std::os::unix::fs::symlink(&llvm, &link)
         .with_context(|| format!("linking {} -> {}", link.display(), llvm.display()))?;
-    eprintln!("xtask: installing bpf-linker {BPF_LINKER_VERSION} against {}", llvm.display());
+    eprintln!(
+        "xtask: installing bpf-linker {BPF_LINKER_VERSION} against {}",
+        llvm.display()
+    );
     run(Command::new("cargo")
         .args([
             "install",
@@ -106,7 +113,10 @@ fn ensure_bpf_linker(workspace: &Path) -> Result<()> {
         ])
         .env("LLVM_PREFIX", &prefix)
         // Found at run time through the rpath of the nightly sysroot.
-        .env("RUSTFLAGS", format!("-C link-args=-Wl,-rpath,{}", lib.display())))?;
+        .env(
+            "RUSTFLAGS",
+            format!("-C link-args=-Wl,-rpath,{}", lib.display()),
+        ))?;
     if !bpf_linker_works() {
         bail!("bpf-linker was installed but does not run; see the cargo install output above");
     }

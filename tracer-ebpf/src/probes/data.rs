@@ -10,11 +10,14 @@
 //!    payload and submit a DataEvent; always drop the entry.
 //! Pairing 2 with 1/3 yields the socket without walking the fd table, and
 //! sockets opened before the agent started are seen on their first byte.
+//! A socket transfer with no saved entry (sendfile, splice, io_uring, or a
+//! syscall that was already blocked when the agent attached) still yields an
+//! event from 2 alone: bytes and sequence number, no payload.
 
 use aya_ebpf::{
     helpers::{
         bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_ktime_get_ns,
-        generated::bpf_probe_read_user, bpf_probe_read_user as read_user,
+        bpf_probe_read_user as read_user, generated::bpf_probe_read_user,
     },
     macros::tracepoint,
     programs::TracePointContext,
@@ -22,8 +25,8 @@ use aya_ebpf::{
 use tracer_common::{
     config::{MAX_CAPTURE, MAX_IOV},
     event::{
-        AF_INET, AF_INET6, DATA_PAYLOAD_PARTIAL, DATA_SEQ_VALID, DataEvent, EVENT_VERSION,
-        EventKind, Syscall,
+        AF_INET, AF_INET6, DATA_EGRESS, DATA_PAYLOAD_PARTIAL, DATA_SEQ_VALID, DataEvent,
+        EVENT_VERSION, EventKind, Syscall,
     },
     maps::Counter,
 };
@@ -101,32 +104,53 @@ pub mod fmt {
 
 #[inline(always)]
 fn sock_length(ctx: &TracePointContext, send: bool) -> u32 {
-    let pid_tgid = bpf_get_current_pid_tgid();
-    let Some(args) = ACTIVE_IO.get_ptr_mut(pid_tgid) else {
-        return 0;
-    };
-    let args = unsafe { &mut *args };
     let family: u16 = field(ctx, fmt::FAMILY);
     if field::<u16>(ctx, fmt::PROTOCOL) != IPPROTO_TCP || (family != AF_INET && family != AF_INET6)
     {
         return 0;
     }
-    let Some(syscall) = Syscall::from_u8(args.syscall) else {
-        return 0;
-    };
     let ret: i32 = field(ctx, fmt::RET);
-    if syscall.is_send() != send || ret <= 0 || (!send && field::<i32>(ctx, fmt::FLAGS) & MSG_PEEK != 0)
-    {
+    if ret <= 0 || (!send && field::<i32>(ctx, fmt::FLAGS) & MSG_PEEK != 0) {
+        return 0;
+    }
+    let pid_tgid = bpf_get_current_pid_tgid();
+    if (pid_tgid >> 32) as u32 == config::self_pid() {
         return 0;
     }
     let sk: u64 = field(ctx, fmt::SK);
-    args.sk = sk;
     maps::count(Counter::SocketIo);
     // The sequence counters already moved past the bytes of this call.
     let o = config::offsets();
-    let seq_off = if send { o.tcp_write_seq } else { o.tcp_copied_seq };
-    if let Ok(seq) = sock::read::<u32>(sk, seq_off) {
-        args.seq = seq.wrapping_sub(ret as u32);
+    let seq_off = if send {
+        o.tcp_write_seq
+    } else {
+        o.tcp_copied_seq
+    };
+    let seq = sock::read::<u32>(sk, seq_off).map(|s| s.wrapping_sub(ret as u32));
+
+    let args = match ACTIVE_IO.get_ptr_mut(pid_tgid) {
+        Some(a) => unsafe { &mut *a },
+        None => {
+            let args = IoArgs {
+                ptr: 0,
+                len: 0,
+                sk,
+                fd: -1,
+                seq: seq.unwrap_or(0),
+                syscall: Syscall::Other as u8,
+                seq_valid: seq.is_ok() as u8,
+                _pad: [0; 6],
+            };
+            let _ = emit(pid_tgid, &args, ret as u64, send);
+            return 0;
+        }
+    };
+    if Syscall::from_u8(args.syscall).is_none_or(|s| s.is_send() != send) {
+        return 0;
+    }
+    args.sk = sk;
+    if let Ok(seq) = seq {
+        args.seq = seq;
         args.seq_valid = 1;
     }
     0
@@ -157,7 +181,8 @@ fn exit(ctx: &TracePointContext) -> u32 {
     if args.sk == 0 || ret <= 0 {
         return 0;
     }
-    let _ = emit(pid_tgid, &args, ret as u64);
+    let send = Syscall::from_u8(args.syscall).is_some_and(|s| s.is_send());
+    let _ = emit(pid_tgid, &args, ret as u64, send);
     0
 }
 
@@ -180,7 +205,7 @@ exit_probe!(sys_exit_recvmsg);
 exit_probe!(sys_exit_sendmsg);
 
 #[inline(always)]
-fn emit(pid_tgid: u64, args: &IoArgs, ret: u64) -> Result<(), i64> {
+fn emit(pid_tgid: u64, args: &IoArgs, ret: u64, send: bool) -> Result<(), i64> {
     let Some(s) = DATA_SCRATCH.get_ptr_mut(0) else {
         return Err(0);
     };
@@ -202,7 +227,11 @@ fn emit(pid_tgid: u64, args: &IoArgs, ret: u64) -> Result<(), i64> {
     ev.seq = args.seq;
     ev.srtt_us = sock::read(args.sk, config::offsets().tcp_srtt_us).unwrap_or(0);
     ev.syscall = args.syscall;
-    ev.flags = if args.seq_valid != 0 { DATA_SEQ_VALID } else { 0 };
+    ev.flags = if args.seq_valid != 0 {
+        DATA_SEQ_VALID
+    } else {
+        0
+    } | if send { DATA_EGRESS } else { 0 };
     ev._pad = 0;
 
     let mut want = config::capture_bytes() as u64;
@@ -217,13 +246,18 @@ fn emit(pid_tgid: u64, args: &IoArgs, ret: u64) -> Result<(), i64> {
             let cnt: u64 = unsafe { read_user((args.ptr + 24) as *const u64) }.unwrap_or(0);
             copy_iov(s, iov, cnt, want)
         }
+        Some(Syscall::Other) | None => (0, false),
         _ => copy_flat(s, args.ptr, want),
     };
     if partial {
         s.event.flags |= DATA_PAYLOAD_PARTIAL;
         maps::count(Counter::PayloadReadFailed);
     }
-    let plen = if copied > MAX_CAPTURE { MAX_CAPTURE } else { copied };
+    let plen = if copied > MAX_CAPTURE {
+        MAX_CAPTURE
+    } else {
+        copied
+    };
     s.event.payload_len = plen as u32;
     let len = core::mem::size_of::<DataEvent>() + plen;
     s.event.header.len = len as u32;
@@ -238,9 +272,8 @@ fn copy_flat(s: &mut DataScratch, src: u64, want: u64) -> (usize, bool) {
     if n > MAX_CAPTURE {
         n = MAX_CAPTURE;
     }
-    let r = unsafe {
-        bpf_probe_read_user(s.payload.as_mut_ptr().cast(), n as u32, src as *const _)
-    };
+    let r =
+        unsafe { bpf_probe_read_user(s.payload.as_mut_ptr().cast(), n as u32, src as *const _) };
     if r < 0 { (0, true) } else { (n, false) }
 }
 
@@ -248,7 +281,11 @@ fn copy_flat(s: &mut DataScratch, src: u64, want: u64) -> (usize, bool) {
 #[inline(always)]
 fn copy_iov(s: &mut DataScratch, iov: u64, cnt: u64, want: u64) -> (usize, bool) {
     let mut off: usize = 0;
-    let want = if want > MAX_CAPTURE as u64 { MAX_CAPTURE } else { want as usize };
+    let want = if want > MAX_CAPTURE as u64 {
+        MAX_CAPTURE
+    } else {
+        want as usize
+    };
     for i in 0..MAX_IOV {
         if i as u64 >= cnt || off >= want || off >= MAX_CAPTURE {
             break;

@@ -109,7 +109,10 @@ fn try_inet_sock_set_state(ctx: &TracePointContext) -> Result<(), i64> {
             Err(_) => maps::count(Counter::SockReadFailed),
         }
     }
-    maps::output(&raw const ev as *const u8, core::mem::size_of::<ConnEvent>());
+    maps::output(
+        &raw const ev as *const u8,
+        core::mem::size_of::<ConnEvent>(),
+    );
     Ok(())
 }
 
@@ -188,6 +191,9 @@ fn try_accept_exit(ctx: &TracePointContext) -> Result<(), i64> {
     ev.task.pid = (pid_tgid >> 32) as u32;
     ev.task.tid = pid_tgid as u32;
     ev.task.comm = bpf_get_current_comm().unwrap_or_default();
-    maps::output(&raw const ev as *const u8, core::mem::size_of::<AcceptEvent>());
+    maps::output(
+        &raw const ev as *const u8,
+        core::mem::size_of::<AcceptEvent>(),
+    );
     Ok(())
 }

@@ -6,8 +6,8 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use bytes::Bytes;
 use tracer_common::event::{
-    AF_INET, AF_INET6, AcceptEvent, ConnEvent, DATA_PAYLOAD_PARTIAL, DATA_SEQ_VALID, DataEvent,
-    EVENT_VERSION, EventHeader, EventKind, SockTuple, Syscall, Task as RawTask,
+    AF_INET, AF_INET6, AcceptEvent, ConnEvent, DATA_EGRESS, DATA_PAYLOAD_PARTIAL, DATA_SEQ_VALID,
+    DataEvent, EVENT_VERSION, EventHeader, EventKind, SockTuple, Syscall, Task as RawTask,
 };
 
 use super::event::{Accept, Comm, Data, Direction, Event, StateChange, Task, TcpStats, Tuple};
@@ -63,7 +63,12 @@ pub fn decode(buf: &[u8]) -> Result<Event, DecodeError> {
         }
         k if k == EventKind::Accept as u16 => {
             let e: AcceptEvent = read(buf)?;
-            Ok(Event::Accept(Accept { ts_ns: h.ts_ns, sk: e.sk, task: task(&e.task), fd: e.fd }))
+            Ok(Event::Accept(Accept {
+                ts_ns: h.ts_ns,
+                sk: e.sk,
+                task: task(&e.task),
+                fd: e.fd,
+            }))
         }
         k if k == EventKind::Data as u16 => {
             let e: DataEvent = read(buf)?;
@@ -80,7 +85,11 @@ pub fn decode(buf: &[u8]) -> Result<Event, DecodeError> {
                 task: task(&e.task),
                 fd: e.fd,
                 syscall,
-                direction: if syscall.is_send() { Direction::Egress } else { Direction::Ingress },
+                direction: if e.flags & DATA_EGRESS != 0 {
+                    Direction::Egress
+                } else {
+                    Direction::Ingress
+                },
                 bytes: e.bytes,
                 seq: (e.flags & DATA_SEQ_VALID != 0).then_some(e.seq),
                 srtt_us: e.srtt_us >> 3,
@@ -93,7 +102,11 @@ pub fn decode(buf: &[u8]) -> Result<Event, DecodeError> {
 }
 
 fn task(t: &RawTask) -> Task {
-    Task { pid: t.pid, tid: t.tid, comm: Comm(t.comm) }
+    Task {
+        pid: t.pid,
+        tid: t.tid,
+        comm: Comm(t.comm),
+    }
 }
 
 /// IPv4-mapped IPv6 addresses (dual-stack sockets) are shown as IPv4.
@@ -143,7 +156,7 @@ mod tests {
         e.bytes = bytes;
         e.seq = 1000;
         e.srtt_us = 80;
-        e.flags = DATA_SEQ_VALID;
+        e.flags = DATA_SEQ_VALID | DATA_EGRESS;
         e.payload_len = payload.len() as u32;
         let mut v = bytes_of(&e);
         v.extend_from_slice(payload);
@@ -152,7 +165,9 @@ mod tests {
 
     #[test]
     fn decodes_data_with_payload_and_mapped_address() {
-        let Event::Data(d) = decode(&data_record(b"GET / HTTP/1.1\r\n", 100)).unwrap() else { panic!() };
+        let Event::Data(d) = decode(&data_record(b"GET / HTTP/1.1\r\n", 100)).unwrap() else {
+            panic!()
+        };
         assert_eq!(d.payload.as_ref(), b"GET / HTTP/1.1\r\n");
         assert_eq!(d.bytes, 100);
         assert_eq!(d.seq, Some(1000));
@@ -182,7 +197,12 @@ mod tests {
     #[test]
     fn decodes_state_change() {
         let mut e = ConnEvent::default();
-        e.header = EventHeader { kind: EventKind::Conn as u16, version: EVENT_VERSION, len: 120, ts_ns: 5 };
+        e.header = EventHeader {
+            kind: EventKind::Conn as u16,
+            version: EVENT_VERSION,
+            len: 120,
+            ts_ns: 5,
+        };
         e.tuple.family = AF_INET;
         e.tuple.local_addr[..4].copy_from_slice(&[127, 0, 0, 1]);
         e.tuple.remote_addr[..4].copy_from_slice(&[127, 0, 0, 1]);
@@ -191,7 +211,9 @@ mod tests {
         e.old_state = tcp_state::SYN_SENT;
         e.new_state = tcp_state::CLOSE;
         e.sk_err = 111;
-        let Event::State(s) = decode(&bytes_of(&e)).unwrap() else { panic!() };
+        let Event::State(s) = decode(&bytes_of(&e)).unwrap() else {
+            panic!()
+        };
         assert_eq!(s.tuple.remote.to_string(), "127.0.0.1:80");
         assert_eq!(s.sk_err, 111);
         assert!(s.task.is_none());

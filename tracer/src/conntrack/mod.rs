@@ -24,8 +24,14 @@ pub async fn run(
     let mut table = Table::new(cfg, ProcListen::new());
     let mut sweep = tokio::time::interval(Duration::from_secs(5));
     let mut out = Vec::new();
-    let full = telemetry.connections_evicted.get_or_create(&vec![("reason", "table_full")]).clone();
-    let idle = telemetry.connections_evicted.get_or_create(&vec![("reason", "idle")]).clone();
+    let full = telemetry
+        .connections_evicted
+        .get_or_create(&vec![("reason", "table_full")])
+        .clone();
+    let idle = telemetry
+        .connections_evicted
+        .get_or_create(&vec![("reason", "idle")])
+        .clone();
     loop {
         tokio::select! {
             batch = from_capture.recv() => {

@@ -23,7 +23,10 @@ pub struct TableConfig {
 
 impl Default for TableConfig {
     fn default() -> Self {
-        TableConfig { max_connections: 65_536, idle_timeout: Duration::from_secs(300) }
+        TableConfig {
+            max_connections: 65_536,
+            idle_timeout: Duration::from_secs(300),
+        }
     }
 }
 
@@ -164,7 +167,11 @@ pub struct Table<L> {
 
 impl<L: ListenLookup> Table<L> {
     pub fn new(cfg: TableConfig, listen: L) -> Self {
-        Table { conns: HashMap::new(), cfg, listen }
+        Table {
+            conns: HashMap::new(),
+            cfg,
+            listen,
+        }
     }
 
     pub fn len(&self) -> usize {
@@ -221,7 +228,10 @@ impl<L: ListenLookup> Table<L> {
             (tcp_state::SYN_SENT, tcp_state::ESTABLISHED) => {
                 let c = match self.conns.get_mut(&s.sk) {
                     Some(c) => c,
-                    None => self.insert(s.sk, Self::new_conn(s.tuple, Role::Client, s.ts_ns, SeenFrom::Handshake))?,
+                    None => self.insert(
+                        s.sk,
+                        Self::new_conn(s.tuple, Role::Client, s.ts_ns, SeenFrom::Handshake),
+                    )?,
                 };
                 c.tuple = s.tuple; // the local port is bound after SYN_SENT
                 c.last_ns = s.ts_ns;
@@ -229,7 +239,10 @@ impl<L: ListenLookup> Table<L> {
                 out.push(record(c, ConnEventKind::Open, s.ts_ns, None));
             }
             (tcp_state::SYN_RECV, tcp_state::ESTABLISHED) => {
-                self.insert(s.sk, Self::new_conn(s.tuple, Role::Server, s.ts_ns, SeenFrom::Handshake))?;
+                self.insert(
+                    s.sk,
+                    Self::new_conn(s.tuple, Role::Server, s.ts_ns, SeenFrom::Handshake),
+                )?;
             }
             (old, tcp_state::CLOSE) => {
                 let reason = CloseReason::from(old, s.sk_err);
@@ -238,10 +251,9 @@ impl<L: ListenLookup> Table<L> {
                 } else {
                     ConnEventKind::Close
                 };
-                let mut c = self
-                    .conns
-                    .remove(&s.sk)
-                    .unwrap_or_else(|| Self::new_conn(s.tuple, Role::Unknown, s.ts_ns, SeenFrom::MidStream));
+                let mut c = self.conns.remove(&s.sk).unwrap_or_else(|| {
+                    Self::new_conn(s.tuple, Role::Unknown, s.ts_ns, SeenFrom::MidStream)
+                });
                 if c.tuple.local.port() == 0 {
                     c.tuple = s.tuple;
                 }
@@ -272,7 +284,10 @@ impl<L: ListenLookup> Table<L> {
     }
 
     fn on_data(&mut self, d: &Data, out: &mut Vec<ConnRecord>) -> Result<(), Refused> {
-        let known = self.conns.get(&d.sk).map(|c| c.tuple == d.tuple || c.tuple.local.port() == 0);
+        let known = self
+            .conns
+            .get(&d.sk)
+            .map(|c| c.tuple == d.tuple || c.tuple.local.port() == 0);
         if known == Some(false) {
             // The socket address was reused but this table missed the close.
             self.conns.remove(&d.sk);
@@ -283,7 +298,10 @@ impl<L: ListenLookup> Table<L> {
             } else {
                 Role::Client
             };
-            self.insert(d.sk, Self::new_conn(d.tuple, role, d.ts_ns, SeenFrom::MidStream))?;
+            self.insert(
+                d.sk,
+                Self::new_conn(d.tuple, role, d.ts_ns, SeenFrom::MidStream),
+            )?;
         }
         let c = self.conns.get_mut(&d.sk).expect("inserted above");
         c.tuple = d.tuple;
@@ -313,7 +331,8 @@ impl<L: ListenLookup> Table<L> {
     pub fn expire(&mut self, now_ns: u64) -> usize {
         let timeout = self.cfg.idle_timeout.as_nanos() as u64;
         let before = self.conns.len();
-        self.conns.retain(|_, c| now_ns.saturating_sub(c.last_ns) < timeout);
+        self.conns
+            .retain(|_, c| now_ns.saturating_sub(c.last_ns) < timeout);
         before - self.conns.len()
     }
 }

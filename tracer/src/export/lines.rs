@@ -32,7 +32,11 @@ pub struct LineWriter {
 
 impl LineWriter {
     pub fn new(format: OutputFormat) -> Self {
-        LineWriter { format, clock: Clock::new(), out: std::io::BufWriter::new(std::io::stdout()) }
+        LineWriter {
+            format,
+            clock: Clock::new(),
+            out: std::io::BufWriter::new(std::io::stdout()),
+        }
     }
 
     pub fn write(&mut self, r: &ConnRecord) {
@@ -40,8 +44,14 @@ impl LineWriter {
         let res = match self.format {
             OutputFormat::None => Ok(()),
             OutputFormat::Json => {
-                let line = JsonLine { kind: "connection", time, record: r };
-                serde_json::to_writer(&mut self.out, &line).map_err(std::io::Error::other).and_then(|()| self.out.write_all(b"\n"))
+                let line = JsonLine {
+                    kind: "connection",
+                    time,
+                    record: r,
+                };
+                serde_json::to_writer(&mut self.out, &line)
+                    .map_err(std::io::Error::other)
+                    .and_then(|()| self.out.write_all(b"\n"))
             }
             OutputFormat::Text => writeln!(self.out, "{}", text(&time, r)),
         };
@@ -60,9 +70,18 @@ fn text(time: &str, r: &ConnRecord) -> String {
         Some(pid) => format!("{}[{pid}]", r.comm),
         None => "?".to_string(),
     };
-    let ev = serde_json::to_value(r.event).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default();
-    let role = serde_json::to_value(r.role).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default();
-    let mut s = format!("{time} {ev:<14} {role:<7} {who:<24} {} -> {}", r.local, r.remote);
+    let ev = serde_json::to_value(r.event)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_owned))
+        .unwrap_or_default();
+    let role = serde_json::to_value(r.role)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_owned))
+        .unwrap_or_default();
+    let mut s = format!(
+        "{time} {ev:<14} {role:<7} {who:<24} {} -> {}",
+        r.local, r.remote
+    );
     if r.event != crate::conntrack::table::ConnEventKind::Open {
         s.push_str(&format!(
             "  sent {}B/{} calls  recv {}B/{} calls  {:.1}ms",
@@ -73,7 +92,13 @@ fn text(time: &str, r: &ConnRecord) -> String {
             r.duration_ns as f64 / 1e6
         ));
         if let Some(reason) = r.close_reason {
-            s.push_str(&format!("  {}", serde_json::to_value(reason).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default()));
+            s.push_str(&format!(
+                "  {}",
+                serde_json::to_value(reason)
+                    .ok()
+                    .and_then(|v| v.as_str().map(str::to_owned))
+                    .unwrap_or_default()
+            ));
         }
     }
     s

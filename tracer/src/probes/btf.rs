@@ -12,7 +12,10 @@ pub const VMLINUX_BTF: &str = "/sys/kernel/btf/vmlinux";
 /// Resolve every offset the probes read.
 pub fn kernel_offsets(path: &Path) -> Result<KernelOffsets> {
     let btf = Btf::from_file(path).with_context(|| {
-        format!("reading kernel BTF from {} (the kernel must be built with CONFIG_DEBUG_INFO_BTF)", path.display())
+        format!(
+            "reading kernel BTF from {} (the kernel must be built with CONFIG_DEBUG_INFO_BTF)",
+            path.display()
+        )
     })?;
     let r = Resolver { btf: &btf };
     // sock_common is the first member of struct sock, so its field offsets
@@ -51,7 +54,10 @@ impl Resolver<'_> {
     /// Byte offset of `member` in `struct name`, looking through anonymous
     /// structs and unions as C does.
     fn offset(&self, name: &str, member: &str) -> Result<u16> {
-        let types = self.btf.resolve_types_by_name(name).with_context(|| format!("struct {name} not in BTF"))?;
+        let types = self
+            .btf
+            .resolve_types_by_name(name)
+            .with_context(|| format!("struct {name} not in BTF"))?;
         let st = types
             .iter()
             .find_map(|t| match t {
@@ -65,7 +71,8 @@ impl Resolver<'_> {
         if bits % 8 != 0 {
             bail!("{name}.{member} is a bitfield");
         }
-        u16::try_from(bits / 8).map_err(|_| anyhow!("{name}.{member} offset {} does not fit u16", bits / 8))
+        u16::try_from(bits / 8)
+            .map_err(|_| anyhow!("{name}.{member} offset {} does not fit u16", bits / 8))
     }
 
     fn find(&self, st: &btf_rs::Struct, member: &str, base: u32) -> Result<Option<u32>> {

@@ -40,7 +40,9 @@ impl Probes {
     /// kernel's offsets (the programs are verified here).
     pub fn load(opts: &LoadOptions) -> Result<Probes> {
         if OBJECT.is_empty() {
-            bail!("this tracer binary was built without its eBPF programs (AYA_BUILD_SKIP); build it with `cargo xtask build`");
+            bail!(
+                "this tracer binary was built without its eBPF programs (AYA_BUILD_SKIP); build it with `cargo xtask build`"
+            );
         }
         preflight::check_privileges()?;
         preflight::ensure_tracefs()?;
@@ -56,7 +58,10 @@ impl Probes {
             .override_global(PROBE_CONFIG, &cfg, true)
             .load(OBJECT)
             .context("loading the eBPF object (maps and BTF)")?;
-        Ok(Probes { ebpf, attached: Vec::new() })
+        Ok(Probes {
+            ebpf,
+            attached: Vec::new(),
+        })
     }
 
     /// Verify and attach every probe of the registry, in order. A required
@@ -66,7 +71,9 @@ impl Probes {
             match self.attach(spec) {
                 Ok(()) => self.attached.push(spec.program),
                 Err(e) if spec.required => return Err(e),
-                Err(e) => tracing::warn!(probe = spec.program, error = %e, "optional probe not attached"),
+                Err(e) => {
+                    tracing::warn!(probe = spec.program, error = %e, "optional probe not attached")
+                }
             }
         }
         Ok(())
@@ -79,21 +86,35 @@ impl Probes {
             .ok_or_else(|| anyhow!("probe {} is missing from the eBPF object", spec.program))?
             .try_into()
             .with_context(|| format!("probe {} is not a tracepoint program", spec.program))?;
-        prog.load().map_err(|e| anyhow!("probe {}: the kernel refused to load it: {e}", spec.program))?;
+        prog.load()
+            .map_err(|e| anyhow!("probe {}: the kernel refused to load it: {e}", spec.program))?;
         prog.attach(spec.category, spec.name).map_err(|e| {
-            anyhow!("probe {}: attaching to tracepoint {}:{} failed: {e}", spec.program, spec.category, spec.name)
+            anyhow!(
+                "probe {}: attaching to tracepoint {}:{} failed: {e}",
+                spec.program,
+                spec.category,
+                spec.name
+            )
         })?;
         Ok(())
     }
 
     pub fn take_events(&mut self) -> Result<RingBuf<MapData>> {
-        let map = self.ebpf.take_map(EVENTS).ok_or_else(|| anyhow!("map {EVENTS} missing"))?;
+        let map = self
+            .ebpf
+            .take_map(EVENTS)
+            .ok_or_else(|| anyhow!("map {EVENTS} missing"))?;
         Ok(RingBuf::try_from(map)?)
     }
 
     pub fn take_counters(&mut self) -> Result<KernelCounters> {
-        let map = self.ebpf.take_map(COUNTERS).ok_or_else(|| anyhow!("map {COUNTERS} missing"))?;
-        Ok(KernelCounters { map: PerCpuArray::try_from(map)? })
+        let map = self
+            .ebpf
+            .take_map(COUNTERS)
+            .ok_or_else(|| anyhow!("map {COUNTERS} missing"))?;
+        Ok(KernelCounters {
+            map: PerCpuArray::try_from(map)?,
+        })
     }
 }
 
@@ -107,7 +128,11 @@ impl KernelCounters {
         Counter::ALL
             .iter()
             .map(|c| {
-                let v = self.map.get(&(*c as u32), 0).map(|vals| vals.iter().sum()).unwrap_or(0);
+                let v = self
+                    .map
+                    .get(&(*c as u32), 0)
+                    .map(|vals| vals.iter().sum())
+                    .unwrap_or(0);
                 (*c, v)
             })
             .collect()

@@ -10,7 +10,12 @@ pub struct ProbeSpec {
 }
 
 const fn tp(program: &'static str, category: &'static str, required: bool) -> ProbeSpec {
-    ProbeSpec { program, category, name: program, required }
+    ProbeSpec {
+        program,
+        category,
+        name: program,
+        required,
+    }
 }
 
 pub const PROBES: &[ProbeSpec] = &[

@@ -1,0 +1,367 @@
+//! Harness for end-to-end tests: start the real agent (real probes on the real
+//! kernel), real programs, and read what the agent printed. Everything panics
+//! with context: a test that cannot load the probes fails, it never skips.
+#![allow(dead_code, reason = "each test binary uses a subset")]
+
+use std::{
+    io::{BufRead, BufReader, Read, Write},
+    net::{SocketAddr, TcpListener, TcpStream},
+    process::{Child, Command, Stdio},
+    sync::{Arc, Mutex},
+    thread,
+    time::{Duration, Instant},
+};
+
+use serde_json::Value;
+
+pub const TRACER: &str = env!("CARGO_BIN_EXE_tracer");
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Minimal HTTP GET (status, body), so tests need no client library.
+pub fn http_get(addr: SocketAddr, path: &str) -> std::io::Result<(u16, String)> {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
+    s.set_read_timeout(Some(Duration::from_secs(5)))?;
+    write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n")?;
+    let mut resp = String::new();
+    s.read_to_string(&mut resp)?;
+    let status = resp
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = resp
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    Ok((status, body))
+}
+
+pub struct Agent {
+    child: Option<Child>,
+    pub api: SocketAddr,
+    lines: Arc<Mutex<Vec<Value>>>,
+    stderr: Arc<Mutex<String>>,
+}
+
+impl Agent {
+    /// Start `tracer run --output json` and wait until /readyz says every
+    /// probe is attached.
+    pub fn start(extra: &[&str]) -> Agent {
+        let api: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let mut child = Command::new(TRACER)
+            .args(["run", "--output", "json", "--api-addr", &api.to_string()])
+            .args(extra)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawning the tracer");
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let stderr = Arc::new(Mutex::new(String::new()));
+        {
+            let out = child.stdout.take().unwrap();
+            let lines = lines.clone();
+            thread::spawn(move || {
+                for line in BufReader::new(out).lines().map_while(Result::ok) {
+                    let v: Value = serde_json::from_str(&line).unwrap_or_else(|e| {
+                        panic!("agent printed a line that is not JSON ({e}): {line}")
+                    });
+                    lines.lock().unwrap().push(v);
+                }
+            });
+            let err = child.stderr.take().unwrap();
+            let stderr = stderr.clone();
+            thread::spawn(move || {
+                for line in BufReader::new(err).lines().map_while(Result::ok) {
+                    eprintln!("[tracer] {line}");
+                    stderr.lock().unwrap().push_str(&(line + "\n"));
+                }
+            });
+        }
+        let mut agent = Agent {
+            child: Some(child),
+            api,
+            lines,
+            stderr,
+        };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some(status) = agent.child.as_mut().unwrap().try_wait().unwrap() {
+                thread::sleep(Duration::from_millis(200));
+                panic!(
+                    "the tracer exited ({status}) before it was ready:\n{}",
+                    agent.stderr.lock().unwrap()
+                );
+            }
+            if let Ok((200, _)) = http_get(api, "/readyz") {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the tracer was not ready within 60 s:\n{}",
+                agent.stderr.lock().unwrap()
+            );
+            thread::sleep(Duration::from_millis(100));
+        }
+        agent
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().unwrap().id()
+    }
+
+    /// Wait for a printed line matching `pred`.
+    pub fn wait_for(&self, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(v) = self.lines.lock().unwrap().iter().find(|v| pred(v)) {
+                return v.clone();
+            }
+            if Instant::now() > deadline {
+                let lines = self.lines.lock().unwrap();
+                let dump: Vec<String> = lines.iter().map(|v| v.to_string()).collect();
+                panic!(
+                    "no line for {what} within 10 s; the agent printed:\n{}",
+                    dump.join("\n")
+                );
+            }
+            thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn metrics(&self) -> String {
+        http_get(self.api, "/metrics").expect("GET /metrics").1
+    }
+
+    /// Value of one metric line (`name{labels}`), 0 when absent.
+    pub fn metric(&self, series: &str) -> u64 {
+        self.metrics()
+            .lines()
+            .find_map(|l| {
+                l.strip_prefix(series)
+                    .and_then(|r| r.trim().parse::<f64>().ok())
+            })
+            .map(|v| v as u64)
+            .unwrap_or(0)
+    }
+
+    /// No event was dropped anywhere (kernel or userspace) so far.
+    pub fn assert_no_drops(&self) {
+        let m = self.metrics();
+        for l in m.lines().filter(|l| !l.starts_with('#')) {
+            let dropped_kernel = ["ringbuf_full", "active_io_full", "sock_read_failed"]
+                .iter()
+                .any(|c| l.starts_with(&format!("tracer_kernel_total{{counter=\"{c}\"}}")));
+            if dropped_kernel || l.starts_with("tracer_events_dropped_total") {
+                let v: f64 = l.rsplit(' ').next().unwrap().parse().unwrap();
+                assert_eq!(v, 0.0, "drop counter not zero: {l}");
+            }
+        }
+    }
+
+    /// SIGTERM; the agent must exit 0 promptly.
+    pub fn stop(mut self) {
+        let mut child = self.child.take().unwrap();
+        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                assert!(
+                    status.success(),
+                    "tracer exited with {status} on SIGTERM:\n{}",
+                    self.stderr.lock().unwrap()
+                );
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "tracer did not exit within 10 s of SIGTERM"
+            );
+            thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn kill(mut self) {
+        let mut child = self.child.take().unwrap();
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// A child process killed when dropped.
+pub struct Proc(pub Child);
+
+impl Proc {
+    pub fn pid(&self) -> u32 {
+        self.0.id()
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Wait until something accepts TCP connections at `addr` (run inside `netns`
+/// when given).
+pub fn wait_listening(addr: &str, netns: Option<&str>) {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let ok = match netns {
+            None => TcpStream::connect_timeout(&addr.parse().unwrap(), Duration::from_millis(200))
+                .is_ok(),
+            Some(ns) => {
+                let (host, port) = addr.rsplit_once(':').unwrap();
+                Command::new("ip")
+                    .args([
+                        "netns",
+                        "exec",
+                        ns,
+                        "bash",
+                        "-c",
+                        &format!("echo > /dev/tcp/{host}/{port}"),
+                    ])
+                    .stderr(Stdio::null())
+                    .status()
+                    .map(|s| s.success())
+                    .unwrap_or(false)
+            }
+        };
+        if ok {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "nothing listens on {addr} after 15 s"
+        );
+        thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// `python3 -m http.server` serving `dir` on `bind:port` (optionally in a netns).
+pub fn http_server(bind: &str, port: u16, netns: Option<&str>, dir: &std::path::Path) -> Proc {
+    let mut cmd = match netns {
+        Some(ns) => {
+            let mut c = Command::new("ip");
+            c.args(["netns", "exec", ns, "python3"]);
+            c
+        }
+        None => Command::new("python3"),
+    };
+    cmd.args([
+        "-m",
+        "http.server",
+        "--bind",
+        bind,
+        &port.to_string(),
+        "--directory",
+    ])
+    .arg(dir)
+    .stdout(Stdio::null())
+    .stderr(Stdio::null());
+    let p = Proc(cmd.spawn().expect("starting python3 -m http.server"));
+    let host = if bind.contains(':') {
+        format!("[{bind}]")
+    } else {
+        bind.to_string()
+    };
+    wait_listening(&format!("{host}:{port}"), netns);
+    p
+}
+
+/// What curl itself reports about one transfer.
+#[derive(Debug)]
+pub struct CurlReport {
+    pub pid: u32,
+    pub local_port: u16,
+    pub bytes_sent: u64,
+    pub bytes_received: u64,
+    pub http_code: u16,
+}
+
+/// Run curl once and return its own account of the transfer.
+pub fn curl(url: &str, netns: Option<&str>, extra: &[&str]) -> CurlReport {
+    let mut cmd = match netns {
+        Some(ns) => {
+            let mut c = Command::new("ip");
+            c.args(["netns", "exec", ns, "curl"]);
+            c
+        }
+        None => Command::new("curl"),
+    };
+    cmd.args([
+        "-sS",
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{local_port} %{size_request} %{size_header} %{size_download} %{http_code}",
+    ])
+    .args(extra)
+    .arg(url)
+    .stdout(Stdio::piped());
+    let child = cmd.spawn().expect("starting curl");
+    // With `ip netns exec` the pid is that of curl itself (ip execs it).
+    let pid = child.id();
+    let out = child.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let f: Vec<u64> = text
+        .split_whitespace()
+        .map(|x| x.parse().unwrap())
+        .collect();
+    CurlReport {
+        pid,
+        local_port: f[0] as u16,
+        bytes_sent: f[1],
+        bytes_received: f[2] + f[3],
+        http_code: f[4] as u16,
+    }
+}
+
+pub fn port_of(addr: &Value) -> u16 {
+    addr.as_str()
+        .unwrap()
+        .rsplit(':')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+pub fn ip_of(addr: &Value) -> String {
+    let s = addr.as_str().unwrap();
+    let (ip, _) = s.rsplit_once(':').unwrap();
+    ip.trim_start_matches('[').trim_end_matches(']').to_string()
+}
+
+pub fn is_conn(v: &Value, event: &str, role: &str, local_port: u16) -> bool {
+    v["type"] == "connection"
+        && v["event"] == event
+        && v["role"] == role
+        && port_of(&v["local"]) == local_port
+}
+
+/// A temp directory with an index file of `size` bytes.
+pub fn site(size: usize) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("tracer-e2e-{}-{size}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("index.html"), "x".repeat(size)).unwrap();
+    dir
+}

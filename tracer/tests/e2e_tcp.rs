@@ -1,0 +1,362 @@
+//! End-to-end: the real agent with its probes on the real kernel, real
+//! programs (python http.server, curl), checked against what those programs
+//! report about themselves. Root only; run serially by `cargo xtask test`.
+
+mod common;
+
+use std::{
+    io::{BufRead, BufReader, Write},
+    process::{Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use common::*;
+use serde_json::Value;
+
+/// Client and server records of one curl -> http.server exchange agree with
+/// curl's own byte counts, pids and ports.
+fn check_exchange(
+    agent: &Agent,
+    server_pid: u32,
+    server_port: u16,
+    c: &CurlReport,
+    server_ip: &str,
+) {
+    assert_eq!(c.http_code, 200, "curl failed: {c:?}");
+    let client = agent.wait_for("curl's client close", |v| {
+        is_conn(v, "close", "client", c.local_port)
+    });
+    assert_eq!(client["pid"], c.pid, "client pid: {client}");
+    assert_eq!(client["comm"], "curl");
+    assert_eq!(port_of(&client["remote"]), server_port);
+    assert_eq!(ip_of(&client["remote"]), server_ip);
+    assert_eq!(
+        client["bytes_sent"], c.bytes_sent,
+        "client bytes sent: {client}"
+    );
+    assert_eq!(
+        client["bytes_received"], c.bytes_received,
+        "client bytes received: {client}"
+    );
+    assert_eq!(client["close_reason"], "normal");
+    assert_eq!(client["seen_from"], "handshake");
+    let open = agent.wait_for("curl's client open", |v| {
+        is_conn(v, "open", "client", c.local_port)
+    });
+    assert_eq!(open["pid"], c.pid);
+
+    let server = agent.wait_for("the server side", |v| {
+        is_conn(v, "close", "server", server_port) && port_of(&v["remote"]) == c.local_port
+    });
+    assert_eq!(server["pid"], server_pid, "server pid: {server}");
+    assert_eq!(ip_of(&server["local"]), server_ip);
+    assert_eq!(
+        server["bytes_received"], c.bytes_sent,
+        "server bytes received: {server}"
+    );
+    assert_eq!(
+        server["bytes_sent"], c.bytes_received,
+        "server bytes sent: {server}"
+    );
+    assert!(server["calls_sent"].as_u64().unwrap() >= 1);
+    // The kernel's own counters agree (its FIN counts one sequence number).
+    let acked = server["tcp"]["bytes_acked"].as_u64().unwrap();
+    assert!(
+        (c.bytes_received..=c.bytes_received + 1).contains(&acked),
+        "{server}"
+    );
+}
+
+#[test]
+fn loopback_http_server_and_curl_ipv4() {
+    let agent = Agent::start(&[]);
+    let port = free_port();
+    let server = http_server("127.0.0.1", port, None, &site(3000));
+    let c = curl(&format!("http://127.0.0.1:{port}/index.html"), None, &[]);
+    check_exchange(&agent, server.pid(), port, &c, "127.0.0.1");
+    agent.assert_no_drops();
+    agent.stop();
+}
+
+#[test]
+fn loopback_ipv6() {
+    let agent = Agent::start(&[]);
+    let port = free_port();
+    let server = http_server("::1", port, None, &site(1000));
+    let c = curl(&format!("http://[::1]:{port}/index.html"), None, &[]);
+    check_exchange(&agent, server.pid(), port, &c, "::1");
+    agent.stop();
+}
+
+/// A dual-stack server (bound to ::) reached over IPv4: the kernel reports
+/// v4-mapped addresses, the agent shows them as IPv4.
+#[test]
+fn dual_stack_v4_mapped() {
+    let agent = Agent::start(&[]);
+    let port = free_port();
+    let server = http_server("::", port, None, &site(100));
+    let c = curl(&format!("http://127.0.0.1:{port}/index.html"), None, &[]);
+    check_exchange(&agent, server.pid(), port, &c, "127.0.0.1");
+    agent.stop();
+}
+
+/// Two network namespaces joined by a veth pair stand for two hosts.
+struct Netns {
+    names: [String; 2],
+}
+
+impl Netns {
+    fn create() -> Netns {
+        let tag = std::process::id() % 10000;
+        let names = [format!("trc{tag}a"), format!("trc{tag}b")];
+        let sh = |c: &str| {
+            let st = Command::new("sh").args(["-ec", c]).status().unwrap();
+            assert!(st.success(), "failed: {c}");
+        };
+        let (a, b) = (&names[0], &names[1]);
+        sh(&format!("ip netns add {a}; ip netns add {b}"));
+        let guard = Netns {
+            names: names.clone(),
+        };
+        sh(&format!(
+            "ip link add v{a} type veth peer name v{b}
+             ip link set v{a} netns {a}; ip link set v{b} netns {b}
+             ip -n {a} addr add 10.213.0.1/24 dev v{a}; ip -n {b} addr add 10.213.0.2/24 dev v{b}
+             ip -n {a} link set v{a} up; ip -n {b} link set v{b} up
+             ip -n {a} link set lo up; ip -n {b} link set lo up"
+        ));
+        guard
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        for n in &self.names {
+            let _ = Command::new("ip").args(["netns", "del", n]).status();
+        }
+    }
+}
+
+#[test]
+fn client_and_server_in_two_network_namespaces() {
+    let ns = Netns::create();
+    let agent = Agent::start(&[]);
+    let port = free_port();
+    let server = http_server("10.213.0.2", port, Some(&ns.names[1]), &site(5000));
+    let c = curl(
+        &format!("http://10.213.0.2:{port}/index.html"),
+        Some(&ns.names[0]),
+        &[],
+    );
+    check_exchange(&agent, server.pid(), port, &c, "10.213.0.2");
+    let client = agent.wait_for("client", |v| is_conn(v, "close", "client", c.local_port));
+    assert_eq!(ip_of(&client["local"]), "10.213.0.1");
+    agent.assert_no_drops();
+    agent.stop();
+}
+
+/// A connection opened before the agent started is picked up from its first
+/// byte, with the right roles (from the listening port) and exact byte counts.
+#[test]
+fn connection_opened_before_the_agent() {
+    let port = free_port();
+    let server = http_server("127.0.0.1", port, None, &site(2000));
+    // The client connects, waits for a line on stdin, then sends one request
+    // and prints its local port, bytes sent and bytes received.
+    let script = format!(
+        r#"
+import socket, sys
+s = socket.create_connection(("127.0.0.1", {port}))
+print(s.getsockname()[1], flush=True)
+sys.stdin.readline()
+req = b"GET /index.html HTTP/1.0\r\nHost: x\r\n\r\n"
+s.sendall(req)
+got = 0
+while True:
+    b = s.recv(65536)
+    if not b: break
+    got += len(b)
+s.close()
+print(len(req), got, flush=True)
+"#
+    );
+    let mut client = Proc(
+        Command::new("python3")
+            .args(["-c", &script])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let mut out = BufReader::new(client.0.stdout.take().unwrap());
+    let mut line = String::new();
+    out.read_line(&mut line).unwrap();
+    let local_port: u16 = line.trim().parse().unwrap();
+
+    let agent = Agent::start(&[]);
+    client.0.stdin.as_mut().unwrap().write_all(b"go\n").unwrap();
+    line.clear();
+    out.read_line(&mut line).unwrap();
+    let f: Vec<u64> = line
+        .split_whitespace()
+        .map(|x| x.parse().unwrap())
+        .collect();
+    let (sent, received) = (f[0], f[1]);
+
+    let c = agent.wait_for("pre-existing client", |v| {
+        is_conn(v, "close", "client", local_port)
+    });
+    assert_eq!(c["seen_from"], "mid_stream", "{c}");
+    assert_eq!(c["pid"], client.pid());
+    assert_eq!(c["bytes_sent"], sent, "{c}");
+    assert_eq!(c["bytes_received"], received, "{c}");
+    let s = agent.wait_for("pre-existing server side", |v| {
+        is_conn(v, "close", "server", port) && port_of(&v["remote"]) == local_port
+    });
+    assert_eq!(s["seen_from"], "mid_stream", "{s}");
+    assert_eq!(s["pid"], server.pid());
+    assert_eq!(s["bytes_received"], sent);
+    assert_eq!(s["bytes_sent"], received);
+    agent.stop();
+}
+
+#[test]
+fn refused_connection() {
+    let agent = Agent::start(&[]);
+    let port = free_port(); // nothing listens there
+    let child = Command::new("curl")
+        .args([
+            "-sS",
+            "-o",
+            "/dev/null",
+            &format!("http://127.0.0.1:{port}/"),
+        ])
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let st = child.wait_with_output().unwrap().status;
+    assert_eq!(st.code(), Some(7), "curl should fail to connect");
+    let v = agent.wait_for("refused connect", |v| {
+        v["event"] == "connect_failed" && port_of(&v["remote"]) == port
+    });
+    assert_eq!(v["close_reason"], "refused", "{v}");
+    assert_eq!(v["role"], "client");
+    assert_eq!(v["pid"], pid);
+    assert_eq!(v["comm"], "curl");
+    agent.stop();
+}
+
+/// The payload prefix reaches userspace: /metrics counts socket I/O and the
+/// kernel submitted every record it produced (no ring-buffer loss).
+#[test]
+fn metrics_and_readiness() {
+    let agent = Agent::start(&[]);
+    let (code, body) = http_get(agent.api, "/healthz").unwrap();
+    assert_eq!(code, 200, "{body}");
+    let port = free_port();
+    let _server = http_server("127.0.0.1", port, None, &site(10));
+    for _ in 0..20 {
+        curl(&format!("http://127.0.0.1:{port}/index.html"), None, &[]);
+    }
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while agent.metric("tracer_kernel_total{counter=\"socket_io\"}") < 40 {
+        assert!(
+            Instant::now() < deadline,
+            "socket I/O not counted:\n{}",
+            agent.metrics()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let m = agent.metrics();
+    assert!(m.contains("tracer_probes_attached 21"), "{m}");
+    // Every record the kernel submitted was decoded (none malformed, none lost).
+    std::thread::sleep(Duration::from_millis(200));
+    let submitted = agent.metric("tracer_kernel_total{counter=\"events_submitted\"}");
+    let received: u64 = ["state", "data", "accept"]
+        .iter()
+        .map(|k| agent.metric(&format!("tracer_events_received_total{{kind=\"{k}\"}}")))
+        .sum();
+    assert!(
+        received <= submitted && submitted - received < 50,
+        "submitted {submitted}, received {received}"
+    );
+    agent.assert_no_drops();
+    agent.stop();
+}
+
+fn our_bpf_programs() -> Vec<String> {
+    let out = Command::new("bpftool")
+        .args(["-j", "prog", "list"])
+        .output()
+        .expect("bpftool (apt install bpftool)");
+    assert!(out.status.success());
+    let progs: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap();
+    // The kernel keeps the first 15 characters of a program's name.
+    let ours = [
+        "inet_sock_set_s",
+        "sock_send_lengt",
+        "sock_recv_lengt",
+        "sys_enter_read",
+        "sys_exit_read",
+        "sys_exit_accept",
+    ];
+    progs
+        .iter()
+        .filter_map(|p| p["name"].as_str())
+        .filter(|n| ours.iter().any(|o| n.starts_with(o)))
+        .map(str::to_owned)
+        .collect()
+}
+
+#[test]
+fn sigkill_leaves_no_program_behind() {
+    let agent = Agent::start(&[]);
+    assert!(
+        !our_bpf_programs().is_empty(),
+        "bpftool does not see the loaded programs"
+    );
+    agent.kill();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let left = our_bpf_programs();
+        if left.is_empty() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "programs left after SIGKILL: {left:?}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[test]
+fn without_privileges_says_what_is_missing() {
+    let out = Command::new("setpriv")
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "--inh-caps=-all",
+            "--bounding-set=-all",
+        ])
+        .args([
+            TRACER,
+            "run",
+            "--api-addr",
+            &format!("127.0.0.1:{}", free_port()),
+        ])
+        .output()
+        .expect("setpriv (util-linux)");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("missing capabilities CAP_BPF, CAP_PERFMON"),
+        "stderr: {err}"
+    );
+    assert_eq!(
+        err.lines().filter(|l| l.starts_with("tracer:")).count(),
+        1,
+        "stderr: {err}"
+    );
+}
