@@ -16,6 +16,8 @@ pub struct Config {
     pub api: ApiConfig,
     /// What `tracer run` prints on stdout: json, text or none.
     pub output: OutputFormat,
+    /// Also print one line per data event (debugging capture).
+    pub data_events: bool,
 }
 
 impl Default for Config {
@@ -25,6 +27,7 @@ impl Default for Config {
             conntrack: ConntrackConfig::default(),
             api: ApiConfig::default(),
             output: OutputFormat::Text,
+            data_events: false,
         }
     }
 }

@@ -32,6 +32,10 @@ struct RunArgs {
     /// Payload bytes captured per read/write syscall (max 4096).
     #[arg(long)]
     capture_bytes: Option<u32>,
+    /// Also print one line per data event: syscall, bytes, TCP sequence number
+    /// and the payload's first line (debugging capture).
+    #[arg(long)]
+    data_events: bool,
 }
 
 fn main() -> ExitCode {
@@ -63,6 +67,7 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
     if let Some(a) = args.api_addr {
         cfg.api.addr = a;
     }
+    cfg.data_events |= args.data_events;
     if let Some(c) = args.capture_bytes {
         cfg.capture.capture_bytes = c;
     }

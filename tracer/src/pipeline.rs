@@ -84,6 +84,7 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<()> 
         conntrack_rx,
         conntrack_to_export,
         telemetry.clone(),
+        cfg.data_events,
     ));
     let reader_task = tokio::spawn(
         Reader {

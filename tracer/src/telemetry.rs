@@ -79,7 +79,7 @@ impl Telemetry {
         );
         registry.register(
             "connections_evicted",
-            "Connections dropped from the table before their close was seen, by reason",
+            "Connections dropped from the table before their close was seen (idle past conntrack.idle_timeout_secs)",
             t.connections_evicted.clone(),
         );
         registry.register(

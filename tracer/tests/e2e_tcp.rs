@@ -360,3 +360,190 @@ fn without_privileges_says_what_is_missing() {
         "stderr: {err}"
     );
 }
+
+/// Payload capture through iovecs (sendmsg/recvmsg, writev/readv) and TCP
+/// sequence numbers that both ends agree on: the client's send and the
+/// server's receive of the same bytes carry the same sequence number.
+#[test]
+fn payload_iovecs_and_sequence_numbers() {
+    let agent = Agent::start(&["--data-events"]);
+    let port = free_port();
+    let script = format!(
+        r#"
+import os, socket, threading
+srv = socket.socket(); srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+srv.bind(("127.0.0.1", {port})); srv.listen(1)
+def serve():
+    c, _ = srv.accept()
+    a, b = bytearray(4), bytearray(100)
+    c.recvmsg_into([a, b])                                   # recvmsg, 2 iovecs
+    os.writev(c.fileno(), [b"HTTP/1.1 200", b" OK\r\n\r\n"])  # writev, 2 iovecs
+    c.recv(100)                                              # recvfrom
+    c.close()
+t = threading.Thread(target=serve); t.start()
+s = socket.create_connection(("127.0.0.1", {port}))
+s.sendmsg([b"GET /a", b"b HTTP/1.1\r\n\r\n"])                # sendmsg, 2 iovecs
+x, y = bytearray(3), bytearray(100)
+os.readv(s.fileno(), [x, y])                                 # readv, 2 iovecs
+s.send(b"PING\r\n")                                          # sendto
+t.join()
+print(s.getsockname()[1], flush=True)
+"#
+    );
+    let out = Command::new("python3")
+        .args(["-c", &script])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let cport: u16 = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
+
+    let data = |dir: &str, local: u16, head: &str| {
+        agent.wait_for(&format!("{dir} {head} on :{local}"), |v| {
+            v["type"] == "data"
+                && v["direction"] == dir
+                && port_of(&v["local"]) == local
+                && v["payload_head"] == head
+        })
+    };
+    let req_out = data("egress", cport, "GET /ab HTTP/1.1");
+    let req_in = data("ingress", port, "GET /ab HTTP/1.1");
+    let resp_out = data("egress", port, "HTTP/1.1 200 OK");
+    let resp_in = data("ingress", cport, "HTTP/1.1 200 OK");
+    let ping_out = data("egress", cport, "PING");
+    let ping_in = data("ingress", port, "PING");
+    assert_eq!(req_out["syscall"], "sendmsg");
+    assert_eq!(req_in["syscall"], "recvmsg");
+    assert_eq!(resp_out["syscall"], "writev");
+    assert_eq!(resp_in["syscall"], "readv");
+    assert_eq!(ping_out["syscall"], "sendto");
+    assert_eq!(ping_in["syscall"], "recvfrom");
+    assert_eq!(req_out["bytes"], 20);
+    assert_eq!(req_out["payload_len"], 20);
+    for (a, b) in [
+        (&req_out, &req_in),
+        (&resp_out, &resp_in),
+        (&ping_out, &ping_in),
+    ] {
+        assert!(a["seq"].is_u64(), "{a}");
+        assert_eq!(
+            a["seq"], b["seq"],
+            "both ends see the same sequence number:\n{a}\n{b}"
+        );
+    }
+    let next = req_out["seq"].as_u64().unwrap() + req_out["bytes"].as_u64().unwrap();
+    assert_eq!(
+        ping_out["seq"].as_u64().unwrap(),
+        next & 0xffff_ffff,
+        "sequence continues"
+    );
+    agent.stop();
+}
+
+/// `--capture-bytes` bounds the payload prefix; byte counts stay exact.
+#[test]
+fn capture_size_is_configurable() {
+    let agent = Agent::start(&["--data-events", "--capture-bytes", "16"]);
+    let port = free_port();
+    let _server = http_server("127.0.0.1", port, None, &site(5000));
+    let c = curl(&format!("http://127.0.0.1:{port}/index.html"), None, &[]);
+    let v = agent.wait_for("request data", |v| {
+        v["type"] == "data" && v["direction"] == "egress" && port_of(&v["local"]) == c.local_port
+    });
+    assert_eq!(v["payload_len"], 16, "{v}");
+    assert_eq!(v["bytes"], c.bytes_sent, "{v}");
+    assert_eq!(v["payload_head"], "GET /index.html ");
+    agent.stop();
+}
+
+/// The server aborts with a RST (SO_LINGER 0): the client's connection
+/// closes with reason "reset".
+#[test]
+fn reset_connection() {
+    let agent = Agent::start(&[]);
+    let port = free_port();
+    let script = format!(
+        r#"
+import socket, struct, threading
+srv = socket.socket(); srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+srv.bind(("127.0.0.1", {port})); srv.listen(1)
+def serve():
+    c, _ = srv.accept()
+    c.recv(100)
+    c.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    c.close()
+t = threading.Thread(target=serve); t.start()
+s = socket.create_connection(("127.0.0.1", {port}))
+print(s.getsockname()[1], flush=True)
+s.send(b"hello")
+try:
+    s.recv(100)
+except ConnectionResetError:
+    pass
+t.join()
+"#
+    );
+    let out = Command::new("python3")
+        .args(["-c", &script])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let cport: u16 = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
+    let v = agent.wait_for("reset client", |v| is_conn(v, "close", "client", cport));
+    assert_eq!(v["close_reason"], "reset", "{v}");
+    assert_eq!(v["bytes_sent"], 5);
+    agent.stop();
+}
+
+/// SYNs into a black hole (a neighbour entry for a host that does not exist)
+/// give up: "timeout". One SYN retry in that namespace keeps it to ~3 s.
+#[test]
+fn connect_timeout() {
+    let ns = Netns::create();
+    let a = &ns.names[0];
+    let st = Command::new("sh")
+        .args([
+            "-ec",
+            &format!(
+                "ip netns exec {a} sysctl -qw net.ipv4.tcp_syn_retries=1
+                 ip -n {a} neigh add 10.213.0.99 lladdr 02:00:00:00:00:99 dev v{a} nud permanent"
+            ),
+        ])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let agent = Agent::start(&[]);
+    let script = r#"
+import errno, socket
+s = socket.socket()
+try:
+    s.connect(("10.213.0.99", 80))
+except OSError as e:
+    print(e.errno, flush=True)
+"#;
+    let child = Command::new("ip")
+        .args(["netns", "exec", a, "python3", "-c", script])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        libc::ETIMEDOUT.to_string()
+    );
+    let v = agent.wait_for("timed out connect", |v| {
+        v["event"] == "connect_failed" && v["remote"] == "10.213.0.99:80"
+    });
+    assert_eq!(v["close_reason"], "timeout", "{v}");
+    assert_eq!(v["pid"], pid);
+    assert_eq!(v["role"], "client");
+    agent.stop();
+}

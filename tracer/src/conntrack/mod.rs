@@ -6,6 +6,65 @@ pub mod table;
 
 pub use table::{CloseReason, ConnRecord, Role, Table, TableConfig};
 
+use serde::Serialize;
+
+use crate::capture::event::{Data, Direction};
+
+/// What the connection stage hands to the output.
+#[derive(Clone, Debug)]
+pub enum Record {
+    Conn(ConnRecord),
+    /// One data event (only with `--data-events`, for inspecting capture).
+    Data(DataRecord),
+}
+
+/// A data event as printed by `--data-events`. The payload is not printed,
+/// only its first line (a request or status line), at most 64 bytes.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct DataRecord {
+    pub ts_ns: u64,
+    pub pid: u32,
+    pub tid: u32,
+    pub comm: String,
+    pub fd: i32,
+    pub syscall: &'static str,
+    pub direction: &'static str,
+    pub local: String,
+    pub remote: String,
+    pub bytes: u32,
+    pub seq: Option<u32>,
+    pub payload_len: usize,
+    pub payload_head: String,
+}
+
+impl DataRecord {
+    pub fn from(d: &Data) -> Self {
+        let head = &d.payload[..d.payload.len().min(64)];
+        let head = head
+            .split(|b| *b == b'\r' || *b == b'\n')
+            .next()
+            .unwrap_or_default();
+        DataRecord {
+            ts_ns: d.ts_ns,
+            pid: d.task.pid,
+            tid: d.task.tid,
+            comm: d.task.comm.to_string(),
+            fd: d.fd,
+            syscall: d.syscall.name(),
+            direction: match d.direction {
+                Direction::Egress => "egress",
+                Direction::Ingress => "ingress",
+            },
+            local: d.tuple.local.to_string(),
+            remote: d.tuple.remote.to_string(),
+            bytes: d.bytes,
+            seq: d.seq,
+            payload_len: d.payload.len(),
+            payload_head: String::from_utf8_lossy(head).into_owned(),
+        }
+    }
+}
+
 use std::{sync::Arc, time::Duration};
 
 use tokio::sync::mpsc;
@@ -18,16 +77,13 @@ use crate::{capture::event::Event, clock::monotonic_ns, telemetry::Telemetry};
 pub async fn run(
     cfg: TableConfig,
     mut from_capture: mpsc::Receiver<Vec<Event>>,
-    to_export: mpsc::Sender<ConnRecord>,
+    to_export: mpsc::Sender<Record>,
     telemetry: Arc<Telemetry>,
+    data_events: bool,
 ) {
     let mut table = Table::new(cfg, ProcListen::new());
     let mut sweep = tokio::time::interval(Duration::from_secs(5));
     let mut out = Vec::new();
-    let full = telemetry
-        .connections_evicted
-        .get_or_create(&vec![("reason", "table_full")])
-        .clone();
     let idle = telemetry
         .connections_evicted
         .get_or_create(&vec![("reason", "idle")])
@@ -38,12 +94,16 @@ pub async fn run(
                 let Some(batch) = batch else { break };
                 for ev in &batch {
                     if let Err(Refused::Full) = table.apply(ev, &mut out) {
-                        full.inc();
+                        telemetry.drop_event("conntrack", "table_full", 1);
                     }
-                }
-                for r in out.drain(..) {
-                    if to_export.try_send(r).is_err() {
-                        telemetry.drop_event("conntrack_to_export", "queue_full", 1);
+                    let data = match ev {
+                        Event::Data(d) if data_events => Some(Record::Data(DataRecord::from(d))),
+                        _ => None,
+                    };
+                    for r in out.drain(..).map(Record::Conn).chain(data) {
+                        if to_export.try_send(r).is_err() {
+                            telemetry.drop_event("conntrack_to_export", "queue_full", 1);
+                        }
                     }
                 }
                 telemetry.connections_live.set(table.len() as i64);

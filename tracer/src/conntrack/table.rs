@@ -238,12 +238,23 @@ impl<L: ListenLookup> Table<L> {
                 c.open_emitted = true;
                 out.push(record(c, ConnEventKind::Open, s.ts_ns, None));
             }
-            (tcp_state::SYN_RECV, tcp_state::ESTABLISHED) => {
-                self.insert(
-                    s.sk,
-                    Self::new_conn(s.tuple, Role::Server, s.ts_ns, SeenFrom::Handshake),
-                )?;
-            }
+            (tcp_state::SYN_RECV, tcp_state::ESTABLISHED) => match self.conns.get_mut(&s.sk) {
+                // Simultaneous open (a client that went SYN_SENT -> SYN_RECV)
+                // or a TCP Fast Open server that read before ESTABLISHED:
+                // the same connection, keep what is known.
+                Some(c) if c.tuple == s.tuple || c.tuple.local.port() == 0 => {
+                    c.tuple = s.tuple;
+                    c.last_ns = s.ts_ns;
+                    if c.role == Role::Client && !c.open_emitted {
+                        c.open_emitted = true;
+                        out.push(record(c, ConnEventKind::Open, s.ts_ns, None));
+                    }
+                }
+                _ => {
+                    let c = Self::new_conn(s.tuple, Role::Server, s.ts_ns, SeenFrom::Handshake);
+                    self.insert(s.sk, c)?;
+                }
+            },
             (old, tcp_state::CLOSE) => {
                 let reason = CloseReason::from(old, s.sk_err);
                 let kind = if old == tcp_state::SYN_SENT {
@@ -293,6 +304,9 @@ impl<L: ListenLookup> Table<L> {
             self.conns.remove(&d.sk);
         }
         if known != Some(true) {
+            if self.conns.len() >= self.cfg.max_connections {
+                return Err(Refused::Full);
+            }
             let role = if self.listen.is_listening(d.task.pid, d.tuple.local.port()) {
                 Role::Server
             } else {

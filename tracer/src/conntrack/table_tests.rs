@@ -1004,8 +1004,6 @@ fn records_serialize_with_the_documented_names() {
 // ---- a tracked socket going through SYN_RECV -------------------------------
 
 #[test]
-#[ignore = "bug: SYN_RECV -> ESTABLISHED replaces an entry already tracked for the socket; \
-            a simultaneous open (e.g. TCP self-connect) loses the client's pid and becomes a server"]
 fn simultaneous_open_keeps_the_connecting_client() {
     let mut t = table();
     // A socket connecting to its own port: SYN_SENT -> SYN_RECV (not
@@ -1036,8 +1034,6 @@ fn simultaneous_open_keeps_the_connecting_client() {
 }
 
 #[test]
-#[ignore = "bug: SYN_RECV -> ESTABLISHED replaces the entry a TCP Fast Open server's first read \
-            created: a second Open, and the bytes read before ESTABLISHED are lost"]
 fn fast_open_server_read_before_established_is_one_connection() {
     let mut t = listening_on(&[80]);
     let s = server_tuple();

@@ -5,7 +5,10 @@ use std::io::Write as _;
 
 use serde::Serialize;
 
-use crate::{clock::Clock, conntrack::ConnRecord};
+use crate::{
+    clock::Clock,
+    conntrack::{ConnRecord, DataRecord, Record},
+};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -16,12 +19,12 @@ pub enum OutputFormat {
 }
 
 #[derive(Serialize)]
-struct JsonLine<'a> {
+struct JsonLine<'a, R> {
     #[serde(rename = "type")]
     kind: &'static str,
     time: String,
     #[serde(flatten)]
-    record: &'a ConnRecord,
+    record: &'a R,
 }
 
 pub struct LineWriter {
@@ -39,25 +42,35 @@ impl LineWriter {
         }
     }
 
-    pub fn write(&mut self, r: &ConnRecord) {
-        let time = humantime::format_rfc3339_micros(self.clock.wall(r.ts_ns)).to_string();
-        let res = match self.format {
-            OutputFormat::None => Ok(()),
-            OutputFormat::Json => {
-                let line = JsonLine {
-                    kind: "connection",
-                    time,
-                    record: r,
-                };
-                serde_json::to_writer(&mut self.out, &line)
-                    .map_err(std::io::Error::other)
-                    .and_then(|()| self.out.write_all(b"\n"))
-            }
-            OutputFormat::Text => writeln!(self.out, "{}", text(&time, r)),
+    pub fn write(&mut self, r: &Record) {
+        let ts = match r {
+            Record::Conn(c) => c.ts_ns,
+            Record::Data(d) => d.ts_ns,
+        };
+        let time = humantime::format_rfc3339_micros(self.clock.wall(ts)).to_string();
+        let res = match (self.format, r) {
+            (OutputFormat::None, _) => Ok(()),
+            (OutputFormat::Json, Record::Conn(c)) => self.json(&JsonLine {
+                kind: "connection",
+                time,
+                record: c,
+            }),
+            (OutputFormat::Json, Record::Data(d)) => self.json(&JsonLine {
+                kind: "data",
+                time,
+                record: d,
+            }),
+            (OutputFormat::Text, Record::Conn(c)) => writeln!(self.out, "{}", text(&time, c)),
+            (OutputFormat::Text, Record::Data(d)) => writeln!(self.out, "{}", data_text(&time, d)),
         };
         if let Err(e) = res {
             tracing::warn!(error = %e, "writing to stdout failed");
         }
+    }
+
+    fn json(&mut self, line: &impl Serialize) -> std::io::Result<()> {
+        serde_json::to_writer(&mut self.out, line).map_err(std::io::Error::other)?;
+        self.out.write_all(b"\n")
     }
 
     pub fn flush(&mut self) {
@@ -102,4 +115,20 @@ fn text(time: &str, r: &ConnRecord) -> String {
         }
     }
     s
+}
+
+fn data_text(time: &str, d: &DataRecord) -> String {
+    format!(
+        "{time} data {:<7} {}[{}/{}] fd {} {} {}B {} -> {} {:?}",
+        d.direction,
+        d.comm,
+        d.pid,
+        d.tid,
+        d.fd,
+        d.syscall,
+        d.bytes,
+        d.local,
+        d.remote,
+        d.payload_head
+    )
 }
