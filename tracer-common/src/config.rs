@@ -4,10 +4,14 @@
 
 /// Largest payload prefix a data event can carry.
 pub const MAX_CAPTURE: usize = 4096;
+/// Bytes read at once through a window of KernelOffsets.
+pub const BLOCK: usize = 32;
 /// iovec entries copied at most per readv/writev/sendmsg/recvmsg.
 pub const MAX_IOV: usize = 8;
 
 /// Byte offsets inside kernel structs, resolved from /sys/kernel/btf/vmlinux.
+/// The window fields (`*_block`) are checked by the agent: every field read
+/// through a window lies wholly inside its 32 bytes.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct KernelOffsets {
@@ -49,7 +53,35 @@ pub struct KernelOffsets {
     pub file_private_data: u16,
     /// socket.sk
     pub socket_sk: u16,
-    pub _pad: u16,
+    /// pt_regs: the syscall number (x86_64 orig_ax, arm64 syscallno)
+    pub regs_nr: u16,
+    /// pt_regs: syscall arguments 0..=2 (x86_64 di/si/dx, arm64 regs[0..=2])
+    pub regs_arg: [u16; 3],
+    /// sock.sk_protocol
+    pub sk_protocol: u16,
+    /// Start of a 32-byte window of sock_common holding skc_daddr,
+    /// skc_rcv_saddr, skc_dport, skc_num and skc_family: the hot path reads
+    /// them with one copy instead of five.
+    pub skc_block: u16,
+    /// Start of a 32-byte window of pt_regs holding the syscall number and
+    /// arguments 0..=2 (one copy instead of four).
+    pub regs_block: u16,
+    pub _pad: [u16; 2],
+}
+
+/// Syscall numbers of this architecture, so a probe firing inside the socket
+/// layer can tell from the task's saved registers which syscall it is in.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SyscallNrs {
+    pub read: u32,
+    pub write: u32,
+    pub readv: u32,
+    pub writev: u32,
+    pub recvfrom: u32,
+    pub sendto: u32,
+    pub recvmsg: u32,
+    pub sendmsg: u32,
 }
 
 /// Everything the probes read from [`crate::maps::PROBE_CONFIG`].
@@ -57,6 +89,7 @@ pub struct KernelOffsets {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ProbeConfig {
     pub offsets: KernelOffsets,
+    pub syscalls: SyscallNrs,
     /// The agent's own tgid: its syscalls are never traced.
     pub self_pid: u32,
     /// Payload bytes copied per data event (<= MAX_CAPTURE).
@@ -67,8 +100,8 @@ pub struct ProbeConfig {
     pub wakeup_bytes: u64,
 }
 
-const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 40);
-const _: () = assert!(core::mem::size_of::<ProbeConfig>() == 56);
+const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 56);
+const _: () = assert!(core::mem::size_of::<ProbeConfig>() == 104);
 
 #[cfg(feature = "user")]
 unsafe impl aya::Pod for ProbeConfig {}

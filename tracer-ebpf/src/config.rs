@@ -1,7 +1,7 @@
 //! The read-only global the agent fills before load (see
 //! `tracer_common::config::ProbeConfig`).
 
-use tracer_common::config::{KernelOffsets, ProbeConfig};
+use tracer_common::config::{KernelOffsets, ProbeConfig, SyscallNrs};
 
 #[unsafe(no_mangle)]
 static PROBE_CONFIG: ProbeConfig = ProbeConfig {
@@ -25,7 +25,22 @@ static PROBE_CONFIG: ProbeConfig = ProbeConfig {
         fdtable_fd: 0,
         file_private_data: 0,
         socket_sk: 0,
-        _pad: 0,
+        regs_nr: 0,
+        regs_arg: [0; 3],
+        sk_protocol: 0,
+        skc_block: 0,
+        regs_block: 0,
+        _pad: [0; 2],
+    },
+    syscalls: SyscallNrs {
+        read: 0,
+        write: 0,
+        readv: 0,
+        writev: 0,
+        recvfrom: 0,
+        sendto: 0,
+        recvmsg: 0,
+        sendmsg: 0,
     },
     self_pid: 0,
     capture_bytes: 0,
@@ -53,4 +68,9 @@ pub fn capture_bytes() -> u32 {
 #[inline(always)]
 pub fn wakeup_bytes() -> u64 {
     unsafe { core::ptr::read_volatile(&raw const PROBE_CONFIG.wakeup_bytes) }
+}
+
+#[inline(always)]
+pub fn syscalls() -> SyscallNrs {
+    unsafe { core::ptr::read_volatile(&raw const PROBE_CONFIG.syscalls) }
 }

@@ -3,12 +3,12 @@
 use aya_ebpf::{
     bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
     macros::map,
-    maps::{LruHashMap, PerCpuArray, RingBuf},
+    maps::{PerCpuArray, RingBuf},
 };
 use tracer_common::{
     config::MAX_CAPTURE,
     event::DataEvent,
-    maps::{ACTIVE_IO_ENTRIES, Counter, EVENTS_BYTES},
+    maps::{Counter, EVENTS_BYTES},
 };
 
 use crate::config;
@@ -18,29 +18,6 @@ pub static EVENTS: RingBuf = RingBuf::with_byte_size(EVENTS_BYTES, 0);
 
 #[map(name = "COUNTERS")]
 pub static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(Counter::COUNT, 0);
-
-/// What a read/write-family syscall was asked to do, saved at enter.
-#[repr(C)]
-#[derive(Clone, Copy)]
-pub struct IoArgs {
-    /// Buffer (read/write/recvfrom/sendto), iovec array (readv/writev) or
-    /// user_msghdr (recvmsg/sendmsg).
-    pub ptr: u64,
-    /// Buffer length or iovec count.
-    pub len: u64,
-    /// Filled by sock_{send,recv}_length when the syscall hits a TCP socket.
-    pub sk: u64,
-    pub fd: i32,
-    pub seq: u32,
-    pub syscall: u8,
-    pub seq_valid: u8,
-    pub _pad: [u8; 6],
-}
-
-/// LRU so an entry whose exit never fired (a thread killed inside the
-/// syscall) cannot pin a slot forever.
-#[map(name = "ACTIVE_IO")]
-pub static ACTIVE_IO: LruHashMap<u64, IoArgs> = LruHashMap::with_max_entries(ACTIVE_IO_ENTRIES, 0);
 
 /// Per-CPU buffer a data event is assembled in. Twice the capture limit so the
 /// verifier can prove every copy at offset < MAX_CAPTURE of up to

@@ -51,6 +51,9 @@ pub struct Args {
     /// wrk threads (-t).
     #[arg(long, default_value_t = 1)]
     threads: u32,
+    /// Extra argument for `tracer run` (repeatable), e.g. --tracer-arg=--capture-bytes=0.
+    #[arg(long = "tracer-arg", allow_hyphen_values = true)]
+    tracer_args: Vec<String>,
 }
 
 pub fn run(args: Args) -> Result<()> {
@@ -92,11 +95,14 @@ pub fn run(args: Args) -> Result<()> {
     let mut rounds = Vec::new();
     for i in 1..=args.rounds {
         let untraced = wrk(&args, &url, args.duration)?;
-        let mut agent = start_agent(&bin, &dir, i)?;
+        let mut agent = start_agent(&bin, &dir, i, &args.tracer_args)?;
         let cpu_before = cpu_ticks(agent.pid())?;
         let traced = wrk(&args, &url, args.duration)?;
         let agent_cpu_s = (cpu_ticks(agent.pid())? - cpu_before) as f64 / ticks_per_s;
         let agent_rss_kib = peak_rss_kib(agent.pid())?;
+        // Let the pipeline drain what is still in the ring buffer, so the
+        // counters add up (submitted = received + dropped) when scraped.
+        thread::sleep(Duration::from_millis(500));
         let metrics = http_get(agent.api, "/metrics")
             .map(|(_, body)| body)
             .unwrap_or_default();
@@ -215,6 +221,7 @@ fn summarize(args: &Args, rounds: &[Round]) -> (String, String) {
         duration,
         connections,
         threads,
+        ..
     } = args;
     let text = format!(
         "\nnginx under wrk -t{threads} -c{connections}, {n} rounds x {duration} s; medians over rounds, ratios paired per round\n\
@@ -329,12 +336,25 @@ struct Nginx {
 fn start_nginx(dir: &Path) -> Result<Nginx> {
     let port = free_port()?;
     let d = dir.display();
+    // Debian's nginx is built with logs and temp paths under /var: keep
+    // everything it writes inside `dir`.
     let conf = format!(
-        "worker_processes 1;\ndaemon off;\nmaster_process on;\npid {d}/nginx.pid;\nerror_log {d}/nginx-error.log warn;\n\
-         events {{ worker_connections 1024; }}\n\
-         http {{\n  access_log off;\n  client_body_temp_path {d}/tmp-body;\n  proxy_temp_path {d}/tmp-proxy;\n  \
-         fastcgi_temp_path {d}/tmp-fastcgi;\n  uwsgi_temp_path {d}/tmp-uwsgi;\n  scgi_temp_path {d}/tmp-scgi;\n  \
-         server {{\n    listen 127.0.0.1:{port};\n    location / {{ return 200 \"hello\\n\"; }}\n  }}\n}}\n"
+        r#"worker_processes 1;
+daemon off;
+master_process on;
+pid {d}/nginx.pid;
+error_log {d}/nginx-error.log warn;
+events {{ worker_connections 1024; }}
+http {{
+    access_log off;
+    client_body_temp_path {d}/tmp-body; proxy_temp_path {d}/tmp-proxy; fastcgi_temp_path {d}/tmp-fastcgi;
+    uwsgi_temp_path {d}/tmp-uwsgi; scgi_temp_path {d}/tmp-scgi;
+    server {{
+        listen 127.0.0.1:{port};
+        location / {{ return 200 "hello\n"; }}
+    }}
+}}
+"#
     );
     let conf_path = dir.join("nginx.conf");
     fs::write(&conf_path, conf).with_context(|| format!("writing {}", conf_path.display()))?;
@@ -390,12 +410,13 @@ impl Agent {
 }
 
 /// Start `tracer run --output none` and wait until /readyz answers 200.
-fn start_agent(bin: &Path, dir: &Path, round: u32) -> Result<Agent> {
+fn start_agent(bin: &Path, dir: &Path, round: u32, extra: &[String]) -> Result<Agent> {
     let api = SocketAddr::from(([127, 0, 0, 1], free_port()?));
     let log = dir.join(format!("tracer-round-{round}.log"));
     let stderr = fs::File::create(&log).with_context(|| format!("creating {}", log.display()))?;
     let child = Command::new(bin)
         .args(["run", "--output", "none", "--api-addr", &api.to_string()])
+        .args(extra)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(stderr)

@@ -1,26 +1,26 @@
-//! Socket data: read/write-family syscalls on TCP sockets.
+//! Socket data: one event per read/write-family syscall on a TCP socket.
 //!
-//! Three hooks per syscall, all tracepoints:
-//! 1. sys_enter_<syscall>: save the user buffer (or iovec / msghdr) per thread
-//!    in ACTIVE_IO;
-//! 2. sock:sock_{send,recv}_length: fires inside the socket layer only for
-//!    sockets, with the struct sock: mark the saved entry as TCP, record the
-//!    socket and the TCP sequence number of the first byte moved;
-//! 3. sys_exit_<syscall>: if the entry was marked, copy the first bytes of the
-//!    payload and submit a DataEvent; always drop the entry.
-//! Pairing 2 with 1/3 yields the socket without walking the fd table, and
-//! sockets opened before the agent started are seen on their first byte.
-//! A socket transfer with no saved entry (sendfile, splice, io_uring, or a
-//! syscall that was already blocked when the agent attached) still yields an
-//! event from 2 alone: bytes and sequence number, no payload.
+//! A single hook does it: the sock_{send,recv}_length tracepoints, attached
+//! as raw tracepoints (no trace record is built: the cheapest hook there
+//! is), fire inside the
+//! socket layer, only for sockets, in the calling thread, after the bytes
+//! were copied (to the send queue, or into the receiver's buffer). It gives
+//! the struct sock and the byte count; which syscall is running, and its
+//! buffer, come from the task's saved user registers (bpf_task_pt_regs).
+//! No syscall tracepoint is needed, so the many syscalls that are not
+//! socket I/O (files, pipes, epoll...) pay nothing, and a syscall that was
+//! already blocked when the agent attached is still seen whole.
+//!
+//! A transfer that is not one of the hooked syscalls (sendfile, splice,
+//! io_uring, compat syscalls) yields bytes and sequence number, no payload.
 
 use aya_ebpf::{
     helpers::{
-        bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_ktime_get_ns,
-        bpf_probe_read_user as read_user, generated::bpf_probe_read_user,
+        bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_current_task_btf, bpf_ktime_get_ns,
+        bpf_probe_read_user as read_user, bpf_task_pt_regs, generated::bpf_probe_read_user,
     },
-    macros::tracepoint,
-    programs::TracePointContext,
+    macros::raw_tracepoint,
+    programs::RawTracePointContext,
 };
 use tracer_common::{
     config::{MAX_CAPTURE, MAX_IOV},
@@ -31,181 +31,140 @@ use tracer_common::{
     maps::Counter,
 };
 
-use super::{SYSCALL_ARG0, SYSCALL_RET, field};
 use crate::{
     config,
-    maps::{self, ACTIVE_IO, DATA_SCRATCH, DataScratch, IoArgs},
+    maps::{self, DATA_SCRATCH, DataScratch},
     sock,
 };
 
 const IPPROTO_TCP: u16 = 6;
 const MSG_PEEK: i32 = 2;
 
-// ---- 1. syscall enter -------------------------------------------------------
-
-// syscalls:sys_enter_* (struct syscall_trace_enter): args[] at offset 16, u64 each.
-//   read/write(fd, buf, count)       recvfrom/sendto(fd, buf, len, flags, ...)
-//   readv/writev(fd, iov, iovcnt)    recvmsg/sendmsg(fd, msghdr, flags)
-#[inline(always)]
-fn enter(ctx: &TracePointContext, syscall: Syscall) -> u32 {
-    let pid_tgid = bpf_get_current_pid_tgid();
-    if (pid_tgid >> 32) as u32 == config::self_pid() {
-        return 0;
-    }
-    let args = IoArgs {
-        fd: field::<u64>(ctx, SYSCALL_ARG0) as i32,
-        ptr: field(ctx, SYSCALL_ARG0 + 8),
-        len: field(ctx, SYSCALL_ARG0 + 16),
-        sk: 0,
-        seq: 0,
-        syscall: syscall as u8,
-        seq_valid: 0,
-        _pad: [0; 6],
-    };
-    if ACTIVE_IO.insert(pid_tgid, args, 0).is_err() {
-        maps::count(Counter::ActiveIoFull);
-    }
-    0
+// sock_send_length / sock_recv_length (include/trace/events/sock.h):
+//   TP_PROTO(struct sock *sk, int ret, int flags)
+#[raw_tracepoint(tracepoint = "sock_send_length")]
+pub fn sock_send_length(ctx: RawTracePointContext) -> i32 {
+    sock_length(&ctx, true)
 }
 
-macro_rules! enter_probe {
-    ($name:ident, $syscall:expr) => {
-        #[tracepoint]
-        pub fn $name(ctx: TracePointContext) -> u32 {
-            enter(&ctx, $syscall)
-        }
-    };
+#[raw_tracepoint(tracepoint = "sock_recv_length")]
+pub fn sock_recv_length(ctx: RawTracePointContext) -> i32 {
+    sock_length(&ctx, false)
 }
 
-enter_probe!(sys_enter_read, Syscall::Read);
-enter_probe!(sys_enter_write, Syscall::Write);
-enter_probe!(sys_enter_readv, Syscall::Readv);
-enter_probe!(sys_enter_writev, Syscall::Writev);
-enter_probe!(sys_enter_recvfrom, Syscall::Recvfrom);
-enter_probe!(sys_enter_sendto, Syscall::Sendto);
-enter_probe!(sys_enter_recvmsg, Syscall::Recvmsg);
-enter_probe!(sys_enter_sendmsg, Syscall::Sendmsg);
-
-// ---- 2. socket layer --------------------------------------------------------
-
-// sock:sock_send_length / sock:sock_recv_length (include/trace/events/sock.h)
-//   void *sk;        offset:8
-//   __u16 family;    offset:16
-//   __u16 protocol;  offset:18
-//   int ret;         offset:20
-//   int flags;       offset:24
-pub mod fmt {
-    pub const SK: usize = 8;
-    pub const FAMILY: usize = 16;
-    pub const PROTOCOL: usize = 18;
-    pub const RET: usize = 20;
-    pub const FLAGS: usize = 24;
+/// The running syscall and its first three arguments.
+struct Call {
+    syscall: Syscall,
+    fd: i32,
+    /// Buffer (read/write/recvfrom/sendto), iovec array (readv/writev) or
+    /// user_msghdr (recvmsg/sendmsg).
+    ptr: u64,
+    /// Buffer length or iovec count.
+    len: u64,
 }
 
 #[inline(always)]
-fn sock_length(ctx: &TracePointContext, send: bool) -> u32 {
-    let family: u16 = field(ctx, fmt::FAMILY);
-    if field::<u16>(ctx, fmt::PROTOCOL) != IPPROTO_TCP || (family != AF_INET && family != AF_INET6)
-    {
+fn sock_length(ctx: &RawTracePointContext, send: bool) -> i32 {
+    let sk: u64 = ctx.arg(0);
+    let ret = ctx.arg::<u64>(1) as i32;
+    let flags = ctx.arg::<u64>(2) as i32;
+    if ret <= 0 || (!send && flags & MSG_PEEK != 0) {
         return 0;
     }
-    let ret: i32 = field(ctx, fmt::RET);
-    if ret <= 0 || (!send && field::<i32>(ctx, fmt::FLAGS) & MSG_PEEK != 0) {
-        return 0;
-    }
-    let pid_tgid = bpf_get_current_pid_tgid();
-    if (pid_tgid >> 32) as u32 == config::self_pid() {
-        return 0;
-    }
-    let sk: u64 = field(ctx, fmt::SK);
-    maps::count(Counter::SocketIo);
-    // The sequence counters already moved past the bytes of this call.
     let o = config::offsets();
+    let Ok(common) = sock::common(sk) else {
+        return 0;
+    };
+    let family = common.u16(o.skc_family);
+    if family != AF_INET && family != AF_INET6 {
+        return 0;
+    }
+    if sock::read::<u16>(sk, o.sk_protocol) != Ok(IPPROTO_TCP) {
+        return 0;
+    }
+    let pid_tgid = bpf_get_current_pid_tgid();
+    if (pid_tgid >> 32) as u32 == config::self_pid() {
+        return 0;
+    }
+    // The sequence counters already moved past the bytes of this call.
     let seq_off = if send {
         o.tcp_write_seq
     } else {
         o.tcp_copied_seq
     };
     let seq = sock::read::<u32>(sk, seq_off).map(|s| s.wrapping_sub(ret as u32));
-
-    let args = match ACTIVE_IO.get_ptr_mut(pid_tgid) {
-        Some(a) => unsafe { &mut *a },
-        None => {
-            let args = IoArgs {
-                ptr: 0,
-                len: 0,
-                sk,
-                fd: -1,
-                seq: seq.unwrap_or(0),
-                syscall: Syscall::Other as u8,
-                seq_valid: seq.is_ok() as u8,
-                _pad: [0; 6],
-            };
-            let _ = emit(pid_tgid, &args, ret as u64, send);
-            return 0;
-        }
-    };
-    if Syscall::from_u8(args.syscall).is_none_or(|s| s.is_send() != send) {
-        return 0;
-    }
-    args.sk = sk;
-    if let Ok(seq) = seq {
-        args.seq = seq;
-        args.seq_valid = 1;
-    }
+    let call = current_call(send);
+    let _ = emit(pid_tgid, sk, &common, seq.ok(), &call, ret as u64, send);
     0
 }
 
-#[tracepoint]
-pub fn sock_send_length(ctx: TracePointContext) -> u32 {
-    sock_length(&ctx, true)
-}
-
-#[tracepoint]
-pub fn sock_recv_length(ctx: TracePointContext) -> u32 {
-    sock_length(&ctx, false)
-}
-
-// ---- 3. syscall exit --------------------------------------------------------
-
-// syscalls:sys_exit_* (struct syscall_trace_exit): long ret at offset 16.
+/// Which hooked syscall the thread is in, from its saved user registers.
 #[inline(always)]
-fn exit(ctx: &TracePointContext) -> u32 {
-    let pid_tgid = bpf_get_current_pid_tgid();
-    let Some(args) = ACTIVE_IO.get_ptr(pid_tgid) else {
-        return 0;
+fn current_call(send: bool) -> Call {
+    let other = Call {
+        syscall: Syscall::Other,
+        fd: -1,
+        ptr: 0,
+        len: 0,
     };
-    let args = unsafe { *args };
-    let _ = ACTIVE_IO.remove(pid_tgid);
-    let ret: i64 = field(ctx, SYSCALL_RET);
-    if args.sk == 0 || ret <= 0 {
-        return 0;
+    let regs = unsafe { bpf_task_pt_regs(bpf_get_current_task_btf()) } as u64;
+    if regs == 0 {
+        maps::count(Counter::RegsReadFailed);
+        return other;
     }
-    let send = Syscall::from_u8(args.syscall).is_some_and(|s| s.is_send());
-    let _ = emit(pid_tgid, &args, ret as u64, send);
-    0
-}
-
-macro_rules! exit_probe {
-    ($name:ident) => {
-        #[tracepoint]
-        pub fn $name(ctx: TracePointContext) -> u32 {
-            exit(&ctx)
-        }
+    let o = config::offsets();
+    let Ok(r) = sock::Block::read(regs, o.regs_block) else {
+        maps::count(Counter::RegsReadFailed);
+        return other;
     };
+    let (nr, a0, a1, a2) = (
+        r.u64(o.regs_nr),
+        r.u64(o.regs_arg[0]),
+        r.u64(o.regs_arg[1]),
+        r.u64(o.regs_arg[2]),
+    );
+    let n = config::syscalls();
+    let nr = nr as u32;
+    let syscall = if nr == n.read {
+        Syscall::Read
+    } else if nr == n.write {
+        Syscall::Write
+    } else if nr == n.readv {
+        Syscall::Readv
+    } else if nr == n.writev {
+        Syscall::Writev
+    } else if nr == n.recvfrom {
+        Syscall::Recvfrom
+    } else if nr == n.sendto {
+        Syscall::Sendto
+    } else if nr == n.recvmsg {
+        Syscall::Recvmsg
+    } else if nr == n.sendmsg {
+        Syscall::Sendmsg
+    } else {
+        return other;
+    };
+    if syscall.is_send() != send {
+        return other;
+    }
+    Call {
+        syscall,
+        fd: a0 as i32,
+        ptr: a1,
+        len: a2,
+    }
 }
-
-exit_probe!(sys_exit_read);
-exit_probe!(sys_exit_write);
-exit_probe!(sys_exit_readv);
-exit_probe!(sys_exit_writev);
-exit_probe!(sys_exit_recvfrom);
-exit_probe!(sys_exit_sendto);
-exit_probe!(sys_exit_recvmsg);
-exit_probe!(sys_exit_sendmsg);
 
 #[inline(always)]
-fn emit(pid_tgid: u64, args: &IoArgs, ret: u64, send: bool) -> Result<(), i64> {
+fn emit(
+    pid_tgid: u64,
+    sk: u64,
+    common: &sock::Block,
+    seq: Option<u32>,
+    call: &Call,
+    ret: u64,
+    send: bool,
+) -> Result<(), i64> {
     let Some(s) = DATA_SCRATCH.get_ptr_mut(0) else {
         return Err(0);
     };
@@ -214,40 +173,37 @@ fn emit(pid_tgid: u64, args: &IoArgs, ret: u64, send: bool) -> Result<(), i64> {
     ev.header.kind = EventKind::Data as u16;
     ev.header.version = EVENT_VERSION;
     ev.header.ts_ns = unsafe { bpf_ktime_get_ns() };
-    ev.sk = args.sk;
+    ev.sk = sk;
     ev.tuple = Default::default();
-    if sock::tuple(args.sk, &mut ev.tuple).is_err() {
+    if sock::tuple(sk, common, &mut ev.tuple).is_err() {
         maps::count(Counter::SockReadFailed);
     }
     ev.task.pid = (pid_tgid >> 32) as u32;
     ev.task.tid = pid_tgid as u32;
     ev.task.comm = bpf_get_current_comm().unwrap_or_default();
-    ev.fd = args.fd;
+    ev.fd = call.fd;
     ev.bytes = ret as u32;
-    ev.seq = args.seq;
-    ev.srtt_us = sock::read(args.sk, config::offsets().tcp_srtt_us).unwrap_or(0);
-    ev.syscall = args.syscall;
-    ev.flags = if args.seq_valid != 0 {
-        DATA_SEQ_VALID
-    } else {
-        0
-    } | if send { DATA_EGRESS } else { 0 };
+    ev.seq = seq.unwrap_or(0);
+    // RTT travels with state changes (ESTABLISHED, CLOSE), not per syscall.
+    ev.srtt_us = 0;
+    ev.syscall = call.syscall as u8;
+    ev.flags = if seq.is_some() { DATA_SEQ_VALID } else { 0 } | if send { DATA_EGRESS } else { 0 };
     ev._pad = 0;
 
     let mut want = config::capture_bytes() as u64;
     if want > ret {
         want = ret;
     }
-    let (copied, partial) = match Syscall::from_u8(args.syscall) {
-        Some(Syscall::Readv | Syscall::Writev) => copy_iov(s, args.ptr, args.len, want),
-        Some(Syscall::Recvmsg | Syscall::Sendmsg) => {
+    let (copied, partial) = match call.syscall {
+        Syscall::Readv | Syscall::Writev => copy_iov(s, call.ptr, call.len, want),
+        Syscall::Recvmsg | Syscall::Sendmsg => {
             // struct user_msghdr (UAPI): msg_iov at 16, msg_iovlen at 24.
-            let iov: u64 = unsafe { read_user((args.ptr + 16) as *const u64) }.unwrap_or(0);
-            let cnt: u64 = unsafe { read_user((args.ptr + 24) as *const u64) }.unwrap_or(0);
+            let iov: u64 = unsafe { read_user((call.ptr + 16) as *const u64) }.unwrap_or(0);
+            let cnt: u64 = unsafe { read_user((call.ptr + 24) as *const u64) }.unwrap_or(0);
             copy_iov(s, iov, cnt, want)
         }
-        Some(Syscall::Other) | None => (0, false),
-        _ => copy_flat(s, args.ptr, want),
+        Syscall::Other => (0, false),
+        _ => copy_flat(s, call.ptr, want),
     };
     if partial {
         s.event.flags |= DATA_PAYLOAD_PARTIAL;

@@ -13,8 +13,5 @@ pub fn field<T: Copy>(ctx: &TracePointContext, off: usize) -> T {
     unsafe { core::ptr::read((ctx.as_ptr() as *const u8).add(off) as *const T) }
 }
 
-/// Offset of the first argument in a syscalls:sys_enter_* record
-/// (struct syscall_trace_enter: common header, int nr, then u64 args).
-pub const SYSCALL_ARG0: usize = 16;
 /// Offset of the return value in a syscalls:sys_exit_* record.
 pub const SYSCALL_RET: usize = 16;

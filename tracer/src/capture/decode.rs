@@ -126,6 +126,10 @@ fn tuple(t: &SockTuple) -> Tuple {
 }
 
 #[cfg(test)]
+#[expect(
+    clippy::field_reassign_with_default,
+    reason = "records built field by field like the probes do"
+)]
 mod tests {
     use tracer_common::event::tcp_state;
 

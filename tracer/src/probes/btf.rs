@@ -22,7 +22,8 @@ pub fn kernel_offsets(path: &Path) -> Result<KernelOffsets> {
     // apply to a struct sock pointer; checked rather than assumed.
     let common = r.offset("sock", "__sk_common")?;
     let sc = |f: &str| r.offset("sock_common", f).map(|o| o + common);
-    Ok(KernelOffsets {
+    let regs = syscall_regs(&r)?;
+    let mut o = KernelOffsets {
         skc_daddr: sc("skc_daddr")?,
         skc_rcv_saddr: sc("skc_rcv_saddr")?,
         skc_dport: sc("skc_dport")?,
@@ -42,8 +43,84 @@ pub fn kernel_offsets(path: &Path) -> Result<KernelOffsets> {
         fdtable_fd: r.offset("fdtable", "fd")?,
         file_private_data: r.offset("file", "private_data")?,
         socket_sk: r.offset("socket", "sk")?,
-        _pad: 0,
-    })
+        regs_nr: regs.0,
+        regs_arg: regs.1,
+        sk_protocol: r.offset("sock", "sk_protocol")?,
+        skc_block: 0,
+        regs_block: 0,
+        _pad: [0; 2],
+    };
+    o.skc_block = window(
+        "sock_common",
+        &[
+            (o.skc_daddr, 4),
+            (o.skc_rcv_saddr, 4),
+            (o.skc_dport, 2),
+            (o.skc_num, 2),
+            (o.skc_family, 2),
+        ],
+    )?;
+    o.regs_block = window(
+        "pt_regs",
+        &[
+            (o.regs_nr, 8),
+            (o.regs_arg[0], 8),
+            (o.regs_arg[1], 8),
+            (o.regs_arg[2], 8),
+        ],
+    )?;
+    Ok(o)
+}
+
+/// Start of a BLOCK-byte window covering every (offset, size) field.
+fn window(what: &str, fields: &[(u16, u16)]) -> Result<u16> {
+    let start = fields.iter().map(|f| f.0).min().unwrap_or(0);
+    let end = fields.iter().map(|f| f.0 + f.1).max().unwrap_or(0);
+    if usize::from(end - start) > tracer_common::config::BLOCK {
+        bail!(
+            "the {what} fields the probes read span {} bytes in this kernel, more than the {}-byte window they read at once: unsupported layout",
+            end - start,
+            tracer_common::config::BLOCK
+        );
+    }
+    Ok(start)
+}
+
+/// Where the saved user registers keep the syscall number and arguments.
+#[cfg(target_arch = "x86_64")]
+fn syscall_regs(r: &Resolver<'_>) -> Result<(u16, [u16; 3])> {
+    Ok((
+        r.offset("pt_regs", "orig_ax")?,
+        [
+            r.offset("pt_regs", "di")?,
+            r.offset("pt_regs", "si")?,
+            r.offset("pt_regs", "dx")?,
+        ],
+    ))
+}
+
+#[cfg(target_arch = "aarch64")]
+fn syscall_regs(r: &Resolver<'_>) -> Result<(u16, [u16; 3])> {
+    // struct pt_regs { union { struct user_pt_regs user_regs; struct { u64 regs[31]; ... } } ... syscallno }
+    let regs = r.offset("pt_regs", "regs")?;
+    Ok((
+        r.offset("pt_regs", "syscallno")?,
+        [regs, regs + 8, regs + 16],
+    ))
+}
+
+/// This architecture's numbers of the hooked syscalls.
+pub fn syscall_nrs() -> tracer_common::config::SyscallNrs {
+    tracer_common::config::SyscallNrs {
+        read: libc::SYS_read as u32,
+        write: libc::SYS_write as u32,
+        readv: libc::SYS_readv as u32,
+        writev: libc::SYS_writev as u32,
+        recvfrom: libc::SYS_recvfrom as u32,
+        sendto: libc::SYS_sendto as u32,
+        recvmsg: libc::SYS_recvmsg as u32,
+        sendmsg: libc::SYS_sendmsg as u32,
+    }
 }
 
 struct Resolver<'a> {
@@ -116,5 +193,6 @@ mod tests {
         assert_ne!(o.tcp_write_seq, 0);
         assert_ne!(o.tcp_copied_seq, o.tcp_write_seq);
         assert_ne!(o.task_files, 0);
+        assert_ne!(o.regs_arg[0], o.regs_arg[1]);
     }
 }

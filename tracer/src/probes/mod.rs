@@ -11,14 +11,14 @@ use anyhow::{Context as _, Result, anyhow, bail};
 use aya::{
     Ebpf, EbpfLoader,
     maps::{MapData, PerCpuArray, RingBuf},
-    programs::TracePoint,
+    programs::{RawTracePoint, TracePoint},
 };
 use tracer_common::{
     config::{MAX_CAPTURE, ProbeConfig},
     maps::{COUNTERS, Counter, EVENTS, PROBE_CONFIG},
 };
 
-use self::registry::{PROBES, ProbeSpec};
+use self::registry::{Kind, PROBES, ProbeSpec};
 
 /// The object built by build.rs from tracer-ebpf.
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/tracer"));
@@ -50,6 +50,7 @@ impl Probes {
         let offsets = btf::kernel_offsets(Path::new(btf::VMLINUX_BTF))?;
         let cfg = ProbeConfig {
             offsets,
+            syscalls: btf::syscall_nrs(),
             self_pid: std::process::id(),
             capture_bytes: opts.capture_bytes.min(MAX_CAPTURE as u32),
             wakeup_bytes: opts.wakeup_bytes,
@@ -80,22 +81,31 @@ impl Probes {
     }
 
     fn attach(&mut self, spec: &ProbeSpec) -> Result<()> {
-        let prog: &mut TracePoint = self
+        let prog = self
             .ebpf
             .program_mut(spec.program)
-            .ok_or_else(|| anyhow!("probe {} is missing from the eBPF object", spec.program))?
-            .try_into()
-            .with_context(|| format!("probe {} is not a tracepoint program", spec.program))?;
-        prog.load()
-            .map_err(|e| anyhow!("probe {}: the kernel refused to load it: {e}", spec.program))?;
-        prog.attach(spec.category, spec.name).map_err(|e| {
+            .ok_or_else(|| anyhow!("probe {} is missing from the eBPF object", spec.program))?;
+        let refused = |e| anyhow!("probe {}: the kernel refused to load it: {e}", spec.program);
+        let failed = |e| {
             anyhow!(
                 "probe {}: attaching to tracepoint {}:{} failed: {e}",
                 spec.program,
                 spec.category,
                 spec.name
             )
-        })?;
+        };
+        match spec.kind {
+            Kind::TracePoint => {
+                let p: &mut TracePoint = prog.try_into()?;
+                p.load().map_err(refused)?;
+                p.attach(spec.category, spec.name).map_err(failed)?;
+            }
+            Kind::RawTracePoint => {
+                let p: &mut RawTracePoint = prog.try_into()?;
+                p.load().map_err(refused)?;
+                p.attach(spec.name).map_err(failed)?;
+            }
+        }
         Ok(())
     }
 

@@ -95,7 +95,9 @@ fn parse_field_offset(format: &str, field: &str) -> Option<usize> {
 
 /// The record offsets compiled into the probes, checked against this kernel.
 pub fn check_tracepoint_layouts() -> Result<()> {
-    let expect: &[(&str, &str, &[(&str, usize)])] = &[
+    /// (category, tracepoint, [(field, offset the probes use)])
+    type Layout = (&'static str, &'static str, &'static [(&'static str, usize)]);
+    let expect: &[Layout] = &[
         (
             "sock",
             "inet_sock_set_state",
@@ -111,28 +113,6 @@ pub fn check_tracepoint_layouts() -> Result<()> {
                 ("daddr", 36),
                 ("saddr_v6", 40),
                 ("daddr_v6", 56),
-            ],
-        ),
-        (
-            "sock",
-            "sock_send_length",
-            &[
-                ("sk", 8),
-                ("family", 16),
-                ("protocol", 18),
-                ("ret", 20),
-                ("flags", 24),
-            ],
-        ),
-        (
-            "sock",
-            "sock_recv_length",
-            &[
-                ("sk", 8),
-                ("family", 16),
-                ("protocol", 18),
-                ("ret", 20),
-                ("flags", 24),
             ],
         ),
         (

@@ -2,8 +2,18 @@
 //! object, the tracepoint it attaches to, and whether the agent can run
 //! without it. Lifecycle first so connections are known before their data.
 
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    /// A tracepoint with its trace record (`category:name`).
+    TracePoint,
+    /// The same tracepoint as a raw tracepoint (the C arguments, no record):
+    /// cheaper, used on the hot path.
+    RawTracePoint,
+}
+
 pub struct ProbeSpec {
     pub program: &'static str,
+    pub kind: Kind,
     pub category: &'static str,
     pub name: &'static str,
     pub required: bool,
@@ -12,6 +22,7 @@ pub struct ProbeSpec {
 const fn tp(program: &'static str, category: &'static str, required: bool) -> ProbeSpec {
     ProbeSpec {
         program,
+        kind: Kind::TracePoint,
         category,
         name: program,
         required,
@@ -22,24 +33,13 @@ pub const PROBES: &[ProbeSpec] = &[
     tp("inet_sock_set_state", "sock", true),
     tp("sys_exit_accept", "syscalls", false),
     tp("sys_exit_accept4", "syscalls", true),
-    // sock_*_length before the syscall hooks: an entry saved at enter is only
-    // useful once the socket layer can mark it.
-    tp("sock_send_length", "sock", true),
-    tp("sock_recv_length", "sock", true),
-    tp("sys_exit_read", "syscalls", true),
-    tp("sys_exit_write", "syscalls", true),
-    tp("sys_exit_readv", "syscalls", true),
-    tp("sys_exit_writev", "syscalls", true),
-    tp("sys_exit_recvfrom", "syscalls", true),
-    tp("sys_exit_sendto", "syscalls", true),
-    tp("sys_exit_recvmsg", "syscalls", true),
-    tp("sys_exit_sendmsg", "syscalls", true),
-    tp("sys_enter_read", "syscalls", true),
-    tp("sys_enter_write", "syscalls", true),
-    tp("sys_enter_readv", "syscalls", true),
-    tp("sys_enter_writev", "syscalls", true),
-    tp("sys_enter_recvfrom", "syscalls", true),
-    tp("sys_enter_sendto", "syscalls", true),
-    tp("sys_enter_recvmsg", "syscalls", true),
-    tp("sys_enter_sendmsg", "syscalls", true),
+    raw("sock_send_length", "sock", true),
+    raw("sock_recv_length", "sock", true),
 ];
+
+const fn raw(program: &'static str, category: &'static str, required: bool) -> ProbeSpec {
+    ProbeSpec {
+        kind: Kind::RawTracePoint,
+        ..tp(program, category, required)
+    }
+}

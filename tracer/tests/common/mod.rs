@@ -156,7 +156,7 @@ impl Agent {
     pub fn assert_no_drops(&self) {
         let m = self.metrics();
         for l in m.lines().filter(|l| !l.starts_with('#')) {
-            let dropped_kernel = ["ringbuf_full", "active_io_full", "sock_read_failed"]
+            let dropped_kernel = ["ringbuf_full", "regs_read_failed", "sock_read_failed"]
                 .iter()
                 .any(|c| l.starts_with(&format!("tracer_kernel_total{{counter=\"{c}\"}}")));
             if dropped_kernel || l.starts_with("tracer_events_dropped_total") {

@@ -1,0 +1,86 @@
+//! Application protocols over a TCP connection's two byte streams. Each
+//! protocol implements [`ProtocolParser`]: it is fed one syscall's worth of
+//! a direction at a time ([`Segment`]: how many bytes moved, and the captured
+//! prefix of them), frames messages, pairs requests with responses and
+//! returns finished [`Exchange`]s. Parsers are pure (bytes in, exchanges out)
+//! and bounded; bytes that are not the protocol are classified, never fatal.
+
+pub mod http1;
+
+use std::sync::Arc;
+
+/// A run of bytes one syscall moved in one direction.
+#[derive(Clone, Copy, Debug)]
+pub struct Segment<'a> {
+    /// Monotonic ns when the syscall returned.
+    pub ts_ns: u64,
+    /// Bytes the syscall moved.
+    pub bytes: u32,
+    /// The captured prefix of those bytes (may be shorter than `bytes`).
+    pub payload: &'a [u8],
+    /// TCP sequence number of the first byte.
+    pub seq: Option<u32>,
+    /// Thread that moved the bytes.
+    pub tid: u32,
+}
+
+/// Which half of an exchange a direction carries.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Side {
+    Request,
+    Response,
+}
+
+/// When and by which thread one message crossed the socket.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Timing {
+    /// Return of the syscall that moved the first byte.
+    pub first_ns: u64,
+    /// Return of the syscall that moved the last byte (0: not seen).
+    pub last_ns: u64,
+    /// TCP sequence number of the first byte.
+    pub seq: Option<u32>,
+    /// Thread that moved the first byte.
+    pub tid: u32,
+}
+
+/// A request and (when seen) its response: what a span is made of.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Exchange {
+    pub request: Timing,
+    pub response: Option<Timing>,
+    pub info: Info,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum Info {
+    Http(http1::HttpExchange),
+}
+
+pub trait ProtocolParser: Send {
+    fn name(&self) -> &'static str;
+    /// One segment of the request or response direction.
+    fn feed(&mut self, side: Side, seg: &Segment<'_>, out: &mut Vec<Exchange>);
+    /// The connection closed: finish what EOF completes, flush the rest.
+    fn close(&mut self, out: &mut Vec<Exchange>);
+    /// Why parsing stopped for good on this connection (upgrade, tunnel).
+    fn stopped(&self) -> Option<&'static str>;
+}
+
+/// Protocol settings shared by every connection's parser.
+#[derive(Clone, Debug, Default)]
+pub struct ProtocolConfig {
+    pub http: Arc<http1::HttpConfig>,
+}
+
+/// What the first bytes of a direction say about the protocol and about
+/// which side this direction carries.
+pub fn detect(payload: &[u8], cfg: &ProtocolConfig) -> Option<(Side, Box<dyn ProtocolParser>)> {
+    if http1::looks_like_request(payload) {
+        return Some((Side::Request, Box::new(http1::Http1::new(cfg.http.clone()))));
+    }
+    if http1::looks_like_response(payload) {
+        return Some((Side::Response, Box::new(http1::Http1::new(cfg.http.clone()))));
+    }
+    None
+}
