@@ -44,6 +44,11 @@ pub struct CaptureConfig {
     pub drain_interval_ms: u64,
     /// Batches (of up to 256 events) queued between capture and the table.
     pub queue_batches: usize,
+    /// Hook accept()/accept4() exits to name the accepting process at once.
+    /// Off by default: a syscall tracepoint slows every syscall of every
+    /// process a little; without it a server connection gets its process
+    /// from its first data event.
+    pub accept_hook: bool,
 }
 
 impl Default for CaptureConfig {
@@ -53,6 +58,7 @@ impl Default for CaptureConfig {
             wakeup_bytes: 1 << 20,
             drain_interval_ms: 20,
             queue_batches: 1024,
+            accept_hook: false,
         }
     }
 }

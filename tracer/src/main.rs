@@ -36,6 +36,10 @@ struct RunArgs {
     /// and the payload's first line (debugging capture).
     #[arg(long)]
     data_events: bool,
+    /// Hook accept() to name a server connection's process at once (costs
+    /// every syscall a little; see `capture.accept_hook`).
+    #[arg(long)]
+    accept_hook: bool,
 }
 
 fn main() -> ExitCode {
@@ -68,6 +72,7 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
         cfg.api.addr = a;
     }
     cfg.data_events |= args.data_events;
+    cfg.capture.accept_hook |= args.accept_hook;
     if let Some(c) = args.capture_bytes {
         cfg.capture.capture_bytes = c;
     }

@@ -33,6 +33,7 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<()> 
     let mut probes = Probes::load(&LoadOptions {
         capture_bytes: cfg.capture.capture_bytes,
         wakeup_bytes: cfg.capture.wakeup_bytes,
+        accept_hook: cfg.capture.accept_hook,
     })?;
     let ring = probes.take_events()?;
     let kernel_counters = probes.take_counters()?;

@@ -26,12 +26,15 @@ static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/tr
 pub struct LoadOptions {
     pub capture_bytes: u32,
     pub wakeup_bytes: u64,
+    /// Attach the accept() syscall tracepoints (see registry::ProbeSpec).
+    pub accept_hook: bool,
 }
 
 /// Loaded and attached probes. Dropping this detaches everything; the kernel
 /// also releases all of it when the process dies (nothing is pinned).
 pub struct Probes {
     ebpf: Ebpf,
+    accept_hook: bool,
     pub attached: Vec<&'static str>,
 }
 
@@ -61,6 +64,7 @@ impl Probes {
             .context("loading the eBPF object (maps and BTF)")?;
         Ok(Probes {
             ebpf,
+            accept_hook: opts.accept_hook,
             attached: Vec::new(),
         })
     }
@@ -68,7 +72,8 @@ impl Probes {
     /// Verify and attach every probe of the registry, in order. A required
     /// probe that fails is an error naming it and the kernel's reason.
     pub fn attach_all(&mut self) -> Result<()> {
-        for spec in PROBES {
+        let accept_hook = self.accept_hook;
+        for spec in PROBES.iter().filter(|s| accept_hook || !s.accept_hook) {
             match self.attach(spec) {
                 Ok(()) => self.attached.push(spec.program),
                 Err(e) if spec.required => return Err(e),

@@ -14,6 +14,11 @@ pub enum Kind {
 pub struct ProbeSpec {
     pub program: &'static str,
     pub kind: Kind,
+    /// Attached only when `capture.accept_hook` is on: any syscall
+    /// tracepoint puts every thread's syscalls on the kernel's tracing slow
+    /// path, a cost all processes pay for the accepting pid of connections
+    /// that never move a byte (the first data event names it otherwise).
+    pub accept_hook: bool,
     pub category: &'static str,
     pub name: &'static str,
     pub required: bool,
@@ -23,6 +28,7 @@ const fn tp(program: &'static str, category: &'static str, required: bool) -> Pr
     ProbeSpec {
         program,
         kind: Kind::TracePoint,
+        accept_hook: false,
         category,
         name: program,
         required,
@@ -31,8 +37,14 @@ const fn tp(program: &'static str, category: &'static str, required: bool) -> Pr
 
 pub const PROBES: &[ProbeSpec] = &[
     tp("inet_sock_set_state", "sock", true),
-    tp("sys_exit_accept", "syscalls", false),
-    tp("sys_exit_accept4", "syscalls", true),
+    ProbeSpec {
+        accept_hook: true,
+        ..tp("sys_exit_accept", "syscalls", false)
+    },
+    ProbeSpec {
+        accept_hook: true,
+        ..tp("sys_exit_accept4", "syscalls", true)
+    },
     raw("sock_send_length", "sock", true),
     raw("sock_recv_length", "sock", true),
 ];
