@@ -1,12 +1,16 @@
 //! Agent configuration: one serde struct per section, every field defaulted.
 //! Sources, later wins: defaults, the config file (`--config`, TOML), CLI flags.
 
-use std::{net::SocketAddr, path::Path, time::Duration};
+use std::{net::SocketAddr, path::Path, sync::Arc, time::Duration};
 
 use anyhow::{Context as _, Result};
 use serde::Deserialize;
 
-use crate::export::lines::OutputFormat;
+use crate::{
+    chain::{route::RouteConfig, span::SpanConfig},
+    export::lines::OutputFormat,
+    protocols::{ProtocolConfig, http1::HttpConfig},
+};
 
 #[derive(Clone, Debug, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -14,6 +18,7 @@ pub struct Config {
     pub capture: CaptureConfig,
     pub conntrack: ConntrackConfig,
     pub api: ApiConfig,
+    pub http: HttpSection,
     /// What `tracer run` prints on stdout: json, text or none.
     pub output: OutputFormat,
     /// Also print one line per data event (debugging capture).
@@ -26,6 +31,7 @@ impl Default for Config {
             capture: CaptureConfig::default(),
             conntrack: ConntrackConfig::default(),
             api: ApiConfig::default(),
+            http: HttpSection::default(),
             output: OutputFormat::Text,
             data_events: false,
         }
@@ -102,6 +108,55 @@ impl Default for ApiConfig {
         ApiConfig {
             addr: SocketAddr::from(([127, 0, 0, 1], 9400)),
         }
+    }
+}
+
+/// `[http]`: what HTTP spans record, and how routes are templated.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HttpSection {
+    /// Request headers recorded on spans as http.request.header.<name>. Default: none.
+    pub request_headers: Vec<String>,
+    /// Response headers recorded on spans as http.response.header.<name>. Default: none.
+    pub response_headers: Vec<String>,
+    /// Headers whose values never leave the node even when listed above, on
+    /// top of authorization, proxy-authorization, cookie, set-cookie, x-api-key.
+    pub sensitive_headers: Vec<String>,
+    /// Replace query-string values by REDACTED in url.query (keys kept). Default: true.
+    pub redact_query_values: bool,
+    /// Requests waiting for a response per connection (pipelining depth). Default: 64.
+    pub max_pending: usize,
+    /// Route templating (`[http.routes]`).
+    pub routes: RouteConfig,
+}
+
+impl Default for HttpSection {
+    fn default() -> Self {
+        HttpSection {
+            request_headers: vec![],
+            response_headers: vec![],
+            sensitive_headers: vec![],
+            redact_query_values: true,
+            max_pending: 64,
+            routes: RouteConfig::default(),
+        }
+    }
+}
+
+impl HttpSection {
+    pub fn protocol_config(&self) -> ProtocolConfig {
+        ProtocolConfig {
+            http: Arc::new(HttpConfig {
+                request_headers: self.request_headers.clone(),
+                response_headers: self.response_headers.clone(),
+                sensitive_headers: self.sensitive_headers.clone(),
+                max_pending: self.max_pending.max(1),
+            }),
+        }
+    }
+
+    pub fn span_config(&self) -> SpanConfig {
+        SpanConfig { redact_query_values: self.redact_query_values }
     }
 }
 

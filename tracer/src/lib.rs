@@ -4,11 +4,14 @@
 
 pub mod api;
 pub mod capture;
+pub mod chain;
 pub mod clock;
 pub mod config;
 pub mod conntrack;
 pub mod export;
+pub mod identity;
 pub mod pipeline;
+pub mod protocols;
 pub mod probes;
 pub mod telemetry;
 

@@ -3,11 +3,15 @@
 //!
 //! ```text
 //! probes --ring buffer--> capture::reader --capture_to_conntrack--> conntrack
-//!        --conntrack_to_export--> export::lines (stdout)
+//!   (connection table + protocol parsers) --conntrack_to_chain--> chain (spans)
+//!   --chain_to_export--> export::lines (stdout)
 //! api (/healthz /readyz /metrics) reads telemetry
 //! ```
+//!
+//! Every channel is bounded; a full channel drops (counted in
+//! tracer_events_dropped_total{stage=<channel>}) and never blocks capture.
 
-use std::{future::Future, time::Duration};
+use std::{future::Future, sync::Arc, time::Duration};
 
 use anyhow::{Context as _, Result};
 use tokio::sync::{mpsc, watch};
@@ -15,6 +19,7 @@ use tokio::sync::{mpsc, watch};
 use crate::{
     api,
     capture::reader::Reader,
+    chain::{self, ChainConfig},
     config::Config,
     conntrack::{self, TableConfig},
     export::lines::LineWriter,
@@ -45,26 +50,12 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<()> 
 
     // Consumers start before the probes attach, so nothing waits on them.
     let (capture_to_conntrack, conntrack_rx) = mpsc::channel(cfg.capture.queue_batches.max(1));
-    let (conntrack_to_export, mut export_rx) = mpsc::channel(cfg.conntrack.output_queue.max(1));
-    {
-        // Weak handles: the refresher must not keep a channel open at shutdown.
-        let (a, b) = (
-            capture_to_conntrack.downgrade(),
-            conntrack_to_export.downgrade(),
-        );
-        telemetry.add_refresher(move |t| {
-            let depth =
-                |cap: Option<(usize, usize)>| cap.map_or(0, |(max, free)| (max - free) as i64);
-            let a = a.upgrade().map(|s| (s.max_capacity(), s.capacity()));
-            let b = b.upgrade().map(|s| (s.max_capacity(), s.capacity()));
-            t.queue_depth
-                .get_or_create(&vec![("queue", "capture_to_conntrack")])
-                .set(depth(a));
-            t.queue_depth
-                .get_or_create(&vec![("queue", "conntrack_to_export")])
-                .set(depth(b));
-        });
-    }
+    let (conntrack_to_chain, chain_rx) = mpsc::channel(cfg.conntrack.output_queue.max(1));
+    let (chain_to_export, mut export_rx) = mpsc::channel(cfg.conntrack.output_queue.max(1));
+    queue_depth(&telemetry, "capture_to_conntrack", &capture_to_conntrack);
+    queue_depth(&telemetry, "conntrack_to_chain", &conntrack_to_chain);
+    queue_depth(&telemetry, "chain_to_export", &chain_to_export);
+
     let export_task = {
         let mut writer = LineWriter::new(cfg.output);
         tokio::task::spawn_blocking(move || {
@@ -77,15 +68,22 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<()> 
             writer.flush();
         })
     };
+    let chain_task = tokio::spawn(chain::run(
+        ChainConfig { span: cfg.http.span_config(), routes: cfg.http.routes.clone() },
+        chain_rx,
+        chain_to_export,
+        telemetry.clone(),
+    ));
     let conntrack_task = tokio::spawn(conntrack::run(
         TableConfig {
             max_connections: cfg.conntrack.max_connections,
             idle_timeout: Duration::from_secs(cfg.conntrack.idle_timeout_secs),
         },
         conntrack_rx,
-        conntrack_to_export,
+        conntrack_to_chain,
         telemetry.clone(),
         cfg.data_events,
+        cfg.http.protocol_config(),
     ));
     let reader_task = tokio::spawn(
         Reader {
@@ -106,13 +104,25 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<()> 
     tracing::info!("shutting down: detaching probes");
     drop(probes);
     let _ = stop_tx.send(true);
+    // Each stage ends when the one before it closes its channel.
     let _ = tokio::time::timeout(Duration::from_secs(5), async {
         reader_task.await.context("reader task")??;
         conntrack_task.await.context("conntrack task")?;
+        chain_task.await.context("chain task")??;
         export_task.await.context("export task")?;
         api_task.await.context("api task")?
     })
     .await
     .context("stages did not stop within 5 s")?;
     Ok(())
+}
+
+/// Report a channel's fill level on /metrics. Holds a weak handle, so the
+/// channel still closes at shutdown.
+fn queue_depth<T: Send + 'static>(telemetry: &Arc<Telemetry>, name: &'static str, tx: &mpsc::Sender<T>) {
+    let weak = tx.downgrade();
+    telemetry.add_refresher(move |t| {
+        let depth = weak.upgrade().map_or(0, |s| (s.max_capacity() - s.capacity()) as i64);
+        t.queue_depth.get_or_create(&vec![("queue", name)]).set(depth);
+    });
 }

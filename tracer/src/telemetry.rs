@@ -33,6 +33,10 @@ pub struct Telemetry {
     /// Connections the table stopped tracking, by reason.
     pub connections_evicted: Family<Labels, Counter>,
     pub probes_attached: Gauge,
+    /// Connections whose protocol was recognised, or given up on.
+    pub l7_connections: Family<Labels, Counter>,
+    /// HTTP routes turned into the overflow route by the per-service cap.
+    pub http_route_overflow: Counter,
     ready: AtomicBool,
     refreshers: Mutex<Vec<Refresher>>,
 }
@@ -48,6 +52,8 @@ impl Telemetry {
             connections_live: Gauge::default(),
             connections_evicted: Family::default(),
             probes_attached: Gauge::default(),
+            l7_connections: Family::default(),
+            http_route_overflow: Counter::default(),
             ready: AtomicBool::new(false),
             refreshers: Mutex::new(Vec::new()),
             registry: Registry::default(),
@@ -86,6 +92,16 @@ impl Telemetry {
             "probes_attached",
             "eBPF programs attached",
             t.probes_attached.clone(),
+        );
+        registry.register(
+            "l7_connections",
+            "Connections by protocol detection result (detected, unknown)",
+            t.l7_connections.clone(),
+        );
+        registry.register(
+            "http_route_overflow",
+            "HTTP routes reported as /{overflow} because their service hit its route cap",
+            t.http_route_overflow.clone(),
         );
         Arc::new(Telemetry { registry, ..t })
     }

@@ -1,10 +1,11 @@
 //! The connection table: every TCP connection the probes saw, keyed by socket
 //! identity, with its owner, role, and byte/call counts each way.
 
+pub mod l7;
 pub mod listen;
 pub mod table;
 
-pub use table::{CloseReason, ConnRecord, Role, Table, TableConfig};
+pub use table::{CallRecord, CloseReason, ConnRecord, Role, Table, TableConfig};
 
 use serde::Serialize;
 
@@ -14,6 +15,8 @@ use crate::capture::event::{Data, Direction};
 #[derive(Clone, Debug)]
 pub enum Record {
     Conn(ConnRecord),
+    /// A finished request/response exchange.
+    Call(CallRecord),
     /// One data event (only with `--data-events`, for inspecting capture).
     Data(DataRecord),
 }
@@ -80,8 +83,9 @@ pub async fn run(
     to_export: mpsc::Sender<Record>,
     telemetry: Arc<Telemetry>,
     data_events: bool,
+    protocols: crate::protocols::ProtocolConfig,
 ) {
-    let mut table = Table::new(cfg, ProcListen::new());
+    let mut table = Table::new(cfg, ProcListen::new()).with_protocols(protocols);
     let mut sweep = tokio::time::interval(Duration::from_secs(5));
     let mut out = Vec::new();
     let idle = telemetry
@@ -100,7 +104,8 @@ pub async fn run(
                         Event::Data(d) if data_events => Some(Record::Data(DataRecord::from(d))),
                         _ => None,
                     };
-                    for r in out.drain(..).map(Record::Conn).chain(data) {
+                    let calls: Vec<_> = table.take_calls().map(Record::Call).collect();
+                    for r in out.drain(..).map(Record::Conn).chain(calls).chain(data) {
                         if to_export.try_send(r).is_err() {
                             telemetry.drop_event("conntrack_to_export", "queue_full", 1);
                         }
@@ -109,6 +114,9 @@ pub async fn run(
                 telemetry.connections_live.set(table.len() as i64);
             }
             _ = sweep.tick() => {
+                let l7 = table.take_l7_counters();
+                telemetry.l7_connections.get_or_create(&vec![("result", "detected")]).inc_by(l7.detected);
+                telemetry.l7_connections.get_or_create(&vec![("result", "unknown")]).inc_by(l7.unknown);
                 idle.inc_by(table.expire(monotonic_ns()) as u64);
                 telemetry.connections_live.set(table.len() as i64);
             }

@@ -8,7 +8,11 @@ use std::{collections::HashMap, time::Duration};
 use serde::Serialize;
 use tracer_common::event::tcp_state;
 
-use super::listen::ListenLookup;
+use super::{
+    l7::{L7, L7Change},
+    listen::ListenLookup,
+};
+use crate::protocols::{Exchange, ProtocolConfig};
 use crate::capture::event::{
     Accept, Comm, Data, Direction, Event, SockId, StateChange, TcpStats, Tuple,
 };
@@ -95,7 +99,7 @@ pub enum SeenFrom {
     MidStream,
 }
 
-#[derive(Clone, Debug)]
+#[derive(Debug)]
 struct Conn {
     tuple: Tuple,
     role: Role,
@@ -109,6 +113,7 @@ struct Conn {
     rx_calls: u64,
     seen_from: SeenFrom,
     open_emitted: bool,
+    l7: L7,
 }
 
 /// One line of `--output json` for connections.
@@ -138,6 +143,33 @@ pub struct ConnRecord {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tcp: Option<TcpStats>,
     pub seen_from: SeenFrom,
+    /// Application protocol detected on the connection.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub protocol: Option<&'static str>,
+    /// Why protocol parsing stopped (upgrade, CONNECT tunnel).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub l7_stopped: Option<&'static str>,
+}
+
+/// A request/response exchange with the connection it crossed.
+#[derive(Clone, Debug, PartialEq)]
+pub struct CallRecord {
+    /// The request came in (this process is the server of the exchange).
+    pub requests_inbound: bool,
+    pub pid: Option<u32>,
+    pub comm: String,
+    pub role: Role,
+    pub tuple: Tuple,
+    pub exchange: Exchange,
+}
+
+/// Protocol-layer counters since the last `take_l7_counters`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct L7Counters {
+    /// Connections classified as a known protocol.
+    pub detected: u64,
+    /// Connections given up on (no known protocol in their first bytes).
+    pub unknown: u64,
 }
 
 impl Serialize for TcpStats {
@@ -163,6 +195,10 @@ pub struct Table<L> {
     conns: HashMap<SockId, Conn>,
     cfg: TableConfig,
     listen: L,
+    protocols: ProtocolConfig,
+    calls: Vec<CallRecord>,
+    exchanges: Vec<Exchange>,
+    l7_counters: L7Counters,
 }
 
 impl<L: ListenLookup> Table<L> {
@@ -171,6 +207,37 @@ impl<L: ListenLookup> Table<L> {
             conns: HashMap::new(),
             cfg,
             listen,
+            protocols: ProtocolConfig::default(),
+            calls: Vec::new(),
+            exchanges: Vec::new(),
+            l7_counters: L7Counters::default(),
+        }
+    }
+
+    pub fn with_protocols(mut self, protocols: ProtocolConfig) -> Self {
+        self.protocols = protocols;
+        self
+    }
+
+    /// Exchanges completed since the last call.
+    pub fn take_calls(&mut self) -> std::vec::Drain<'_, CallRecord> {
+        self.calls.drain(..)
+    }
+
+    pub fn take_l7_counters(&mut self) -> L7Counters {
+        std::mem::take(&mut self.l7_counters)
+    }
+
+    fn push_calls(calls: &mut Vec<CallRecord>, c: &Conn, exchanges: &mut Vec<Exchange>) {
+        for exchange in exchanges.drain(..) {
+            calls.push(CallRecord {
+                requests_inbound: c.l7.request_dir() == Some(Direction::Ingress),
+                pid: c.pid,
+                comm: c.comm.to_string(),
+                role: c.role,
+                tuple: c.tuple,
+                exchange,
+            });
         }
     }
 
@@ -212,6 +279,7 @@ impl<L: ListenLookup> Table<L> {
             rx_calls: 0,
             seen_from,
             open_emitted: false,
+            l7: L7::new(),
         }
     }
 
@@ -268,6 +336,8 @@ impl<L: ListenLookup> Table<L> {
                 if c.tuple.local.port() == 0 {
                     c.tuple = s.tuple;
                 }
+                c.l7.close(&mut self.exchanges);
+                Self::push_calls(&mut self.calls, &c, &mut self.exchanges);
                 let mut r = record(&c, kind, s.ts_ns, Some(reason));
                 r.sk_err = (s.sk_err != 0).then_some(s.sk_err);
                 r.tcp = Some(s.tcp);
@@ -338,6 +408,12 @@ impl<L: ListenLookup> Table<L> {
             c.open_emitted = true;
             out.push(record(c, ConnEventKind::Open, d.ts_ns, None));
         }
+        match c.l7.on_data(d, &self.protocols, &mut self.exchanges) {
+            L7Change::Detected(_) => self.l7_counters.detected += 1,
+            L7Change::GaveUp => self.l7_counters.unknown += 1,
+            L7Change::None => {}
+        }
+        Self::push_calls(&mut self.calls, c, &mut self.exchanges);
         Ok(())
     }
 
@@ -370,6 +446,8 @@ fn record(c: &Conn, event: ConnEventKind, ts_ns: u64, reason: Option<CloseReason
         sk_err: None,
         tcp: None,
         seen_from: c.seen_from,
+        protocol: c.l7.protocol(),
+        l7_stopped: c.l7.stopped(),
     }
 }
 

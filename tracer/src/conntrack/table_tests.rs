@@ -284,6 +284,8 @@ fn client_established_emits_one_open_with_the_connecting_process() {
         sk_err: None,
         tcp: None,
         seen_from: SeenFrom::Handshake,
+        protocol: None,
+        l7_stopped: None,
     };
     assert_eq!(open, want);
     assert_eq!(t.len(), 1);
@@ -337,6 +339,8 @@ fn client_orderly_close_reports_counts_duration_and_tcp_stats() {
         sk_err: None,
         tcp: Some(tcp),
         seen_from: SeenFrom::Handshake,
+        protocol: None,
+        l7_stopped: None,
     };
     assert_eq!(r, want);
     assert_eq!(t.len(), 0);
@@ -443,6 +447,8 @@ fn server_lifecycle_open_on_accept_then_data_then_close() {
         sk_err: None,
         tcp: None,
         seen_from: SeenFrom::Handshake,
+        protocol: None,
+        l7_stopped: None,
     };
     assert_eq!(open, want);
 
@@ -531,6 +537,8 @@ fn refused_connect_emits_connect_failed() {
         sk_err: Some(libc::ECONNREFUSED),
         tcp: Some(tcp),
         seen_from: SeenFrom::Handshake,
+        protocol: None,
+        l7_stopped: None,
     };
     assert_eq!(r, want);
     assert!(t.is_empty());
@@ -928,6 +936,8 @@ fn close_of_a_socket_never_seen_emits_an_unknown_close() {
         sk_err: None,
         tcp: Some(tcp),
         seen_from: SeenFrom::MidStream,
+        protocol: None,
+        l7_stopped: None,
     };
     assert_eq!(r, want);
     assert!(t.is_empty(), "a close never creates an entry");

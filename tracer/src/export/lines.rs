@@ -5,9 +5,11 @@ use std::io::Write as _;
 
 use serde::Serialize;
 
+use super::Item;
 use crate::{
+    chain::span::{Span, SpanKind, Status, Value, hex},
     clock::Clock,
-    conntrack::{ConnRecord, DataRecord, Record},
+    conntrack::{ConnRecord, DataRecord},
 };
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Deserialize)]
@@ -42,26 +44,24 @@ impl LineWriter {
         }
     }
 
-    pub fn write(&mut self, r: &Record) {
+    pub fn write(&mut self, r: &Item) {
         let ts = match r {
-            Record::Conn(c) => c.ts_ns,
-            Record::Data(d) => d.ts_ns,
+            Item::Conn(c) => c.ts_ns,
+            Item::Data(d) => d.ts_ns,
+            Item::Span(s) => s.end_ns,
         };
         let time = humantime::format_rfc3339_micros(self.clock.wall(ts)).to_string();
         let res = match (self.format, r) {
             (OutputFormat::None, _) => Ok(()),
-            (OutputFormat::Json, Record::Conn(c)) => self.json(&JsonLine {
-                kind: "connection",
-                time,
-                record: c,
-            }),
-            (OutputFormat::Json, Record::Data(d)) => self.json(&JsonLine {
-                kind: "data",
-                time,
-                record: d,
-            }),
-            (OutputFormat::Text, Record::Conn(c)) => writeln!(self.out, "{}", text(&time, c)),
-            (OutputFormat::Text, Record::Data(d)) => writeln!(self.out, "{}", data_text(&time, d)),
+            (OutputFormat::Json, Item::Conn(c)) => self.json(&JsonLine { kind: "connection", time, record: c }),
+            (OutputFormat::Json, Item::Data(d)) => self.json(&JsonLine { kind: "data", time, record: d }),
+            (OutputFormat::Json, Item::Span(s)) => {
+                let start = humantime::format_rfc3339_micros(self.clock.wall(s.start_ns)).to_string();
+                self.json(&JsonLine { kind: "span", time, record: &JsonSpan::from(s, start) })
+            }
+            (OutputFormat::Text, Item::Conn(c)) => writeln!(self.out, "{}", text(&time, c)),
+            (OutputFormat::Text, Item::Data(d)) => writeln!(self.out, "{}", data_text(&time, d)),
+            (OutputFormat::Text, Item::Span(s)) => writeln!(self.out, "{}", span_text(&time, s)),
         };
         if let Err(e) = res {
             tracing::warn!(error = %e, "writing to stdout failed");
@@ -130,5 +130,83 @@ fn data_text(time: &str, d: &DataRecord) -> String {
         d.local,
         d.remote,
         d.payload_head
+    )
+}
+
+/// A span as one JSON object (`--output json`).
+#[derive(Serialize)]
+struct JsonSpan<'a> {
+    trace_id: String,
+    span_id: String,
+    parent_span_id: Option<String>,
+    kind: SpanKind,
+    name: &'a str,
+    service: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    service_version: Option<&'a str>,
+    pid: Option<u32>,
+    comm: &'a str,
+    start: String,
+    start_ns: u64,
+    end_ns: u64,
+    duration_ns: u64,
+    /// Request's first byte to response's first byte.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    time_to_first_byte_ns: Option<u64>,
+    status: Status,
+    attributes: serde_json::Map<String, serde_json::Value>,
+}
+
+impl<'a> JsonSpan<'a> {
+    fn from(s: &'a Span, start: String) -> Self {
+        let attributes = s
+            .attributes
+            .iter()
+            .map(|(k, v)| {
+                let v = match v {
+                    Value::Str(x) => serde_json::Value::from(x.as_str()),
+                    Value::Int(i) => serde_json::Value::from(*i),
+                    Value::StrArray(a) => serde_json::Value::from(a.clone()),
+                };
+                (k.to_string(), v)
+            })
+            .collect();
+        JsonSpan {
+            trace_id: hex(&s.trace_id),
+            span_id: hex(&s.span_id),
+            parent_span_id: s.parent_span_id.map(|p| hex(&p)),
+            kind: s.kind,
+            name: &s.name,
+            service: &s.service.name,
+            service_version: s.service.version.as_deref(),
+            pid: s.pid,
+            comm: &s.comm,
+            start,
+            start_ns: s.start_ns,
+            end_ns: s.end_ns,
+            duration_ns: s.end_ns - s.start_ns,
+            time_to_first_byte_ns: s.response_first_ns.map(|f| f.saturating_sub(s.start_ns)),
+            status: s.status,
+            attributes,
+        }
+    }
+}
+
+fn span_text(time: &str, s: &Span) -> String {
+    let status = s.attr("http.response.status_code").map(|v| match v {
+        Value::Int(i) => i.to_string(),
+        _ => String::new(),
+    });
+    format!(
+        "{time} span {:<6} {:<20} {:<32} {} {:.2}ms{}",
+        match s.kind {
+            SpanKind::Server => "server",
+            SpanKind::Client => "client",
+        },
+        s.service.name,
+        s.name,
+        status.unwrap_or_else(|| "-".into()),
+        (s.end_ns - s.start_ns) as f64 / 1e6,
+        if s.status == Status::Error { " ERROR" } else { "" }
     )
 }

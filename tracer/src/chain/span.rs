@@ -1,0 +1,321 @@
+//! The span model and how an HTTP exchange becomes a span: kind from which
+//! end the process is, OpenTelemetry HTTP semantic conventions for names
+//! and attributes, status rules (5xx is an error on both kinds, 4xx only on
+//! CLIENT spans), and the trace context a request carried (W3C traceparent).
+
+use std::{borrow::Cow, net::SocketAddr, sync::Arc};
+
+use serde::Serialize;
+
+use crate::{
+    conntrack::CallRecord,
+    identity::Service,
+    protocols::{Info, http1::HttpExchange},
+};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SpanKind {
+    /// This process received the request.
+    Server,
+    /// This process sent the request.
+    Client,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    Unset,
+    Error,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(untagged)]
+pub enum Value {
+    Str(String),
+    Int(i64),
+    StrArray(Vec<String>),
+}
+
+pub type TraceId = [u8; 16];
+pub type SpanId = [u8; 8];
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Span {
+    pub trace_id: TraceId,
+    pub span_id: SpanId,
+    pub parent_span_id: Option<SpanId>,
+    pub kind: SpanKind,
+    pub name: String,
+    /// Monotonic ns: request's first byte.
+    pub start_ns: u64,
+    /// Monotonic ns: response's last byte (request's last byte when no response).
+    pub end_ns: u64,
+    /// Monotonic ns: response's first byte.
+    pub response_first_ns: Option<u64>,
+    pub status: Status,
+    pub attributes: Vec<(Cow<'static, str>, Value)>,
+    pub service: Arc<Service>,
+    pub pid: Option<u32>,
+    pub comm: String,
+    /// Thread that read (SERVER) or wrote (CLIENT) the request's first byte,
+    /// and thread that moved the response: evidence for chain linking.
+    pub request_tid: u32,
+    pub response_tid: Option<u32>,
+    /// TCP sequence number of the request's first byte.
+    pub request_seq: Option<u32>,
+    /// The connection (local, remote) from this process's side.
+    pub local: SocketAddr,
+    pub remote: SocketAddr,
+}
+
+impl Span {
+    pub fn attr(&self, key: &str) -> Option<&Value> {
+        self.attributes.iter().find(|(k, _)| *k == key).map(|(_, v)| v)
+    }
+}
+
+const KNOWN_METHODS: &[&str] = &["GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH"];
+
+/// Settings of span building (`[http]` in the config file, with the parser's).
+#[derive(Clone, Debug)]
+pub struct SpanConfig {
+    /// Replace query values by REDACTED (keys kept).
+    pub redact_query_values: bool,
+}
+
+impl Default for SpanConfig {
+    fn default() -> Self {
+        SpanConfig { redact_query_values: true }
+    }
+}
+
+/// A W3C traceparent `00-<trace-id>-<parent-id>-<flags>`, if valid.
+pub fn parse_traceparent(v: &str) -> Option<(TraceId, SpanId)> {
+    let mut parts = v.trim().split('-');
+    let (ver, tid, sid, flags) = (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
+    if ver.len() != 2 || ver == "ff" || tid.len() != 32 || sid.len() != 16 || flags.len() != 2 {
+        return None;
+    }
+    let mut t = [0u8; 16];
+    let mut s = [0u8; 8];
+    hex_into(tid, &mut t)?;
+    hex_into(sid, &mut s)?;
+    if t == [0; 16] || s == [0; 8] {
+        return None;
+    }
+    Some((t, s))
+}
+
+fn hex_into(s: &str, out: &mut [u8]) -> Option<()> {
+    for (i, o) in out.iter_mut().enumerate() {
+        *o = u8::from_str_radix(s.get(2 * i..2 * i + 2)?, 16).ok()?;
+    }
+    Some(())
+}
+
+pub fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+pub fn random_trace_id() -> TraceId {
+    loop {
+        let v = fastrand::u128(..).to_be_bytes();
+        if v != [0; 16] {
+            return v;
+        }
+    }
+}
+
+pub fn random_span_id() -> SpanId {
+    loop {
+        let v = fastrand::u64(..).to_be_bytes();
+        if v != [0; 8] {
+            return v;
+        }
+    }
+}
+
+/// Query string with every value replaced by REDACTED (keys kept).
+pub fn redact_query(q: &str) -> String {
+    q.split('&')
+        .map(|kv| match kv.split_once('=') {
+            Some((k, _)) => format!("{k}=REDACTED"),
+            None => kv.to_string(),
+        })
+        .collect::<Vec<_>>()
+        .join("&")
+}
+
+/// Build the span of one HTTP exchange. `kind` is which end this process is;
+/// `route` the templated route of the path.
+pub fn http_span(
+    call: &CallRecord,
+    h: &HttpExchange,
+    kind: SpanKind,
+    route: &str,
+    service: Arc<Service>,
+    cfg: &SpanConfig,
+) -> Span {
+    let ex = &call.exchange;
+    let req = &h.request;
+    let (path, query) = match req.target.split_once('?') {
+        Some((p, q)) => (p, Some(q)),
+        None => (req.target.as_str(), None),
+    };
+    let mut a: Vec<(Cow<'static, str>, Value)> = Vec::with_capacity(24);
+    let method_known = KNOWN_METHODS.contains(&req.method.as_str());
+    if method_known {
+        put(&mut a, "http.request.method", Value::Str(req.method.clone()));
+    } else {
+        put(&mut a, "http.request.method", Value::Str("_OTHER".into()));
+        put(&mut a, "http.request.method_original", Value::Str(req.method.clone()));
+    }
+    put(&mut a, "url.path", Value::Str(path.to_string()));
+    if let Some(q) = query {
+        let q = if cfg.redact_query_values { redact_query(q) } else { q.to_string() };
+        put(&mut a, "url.query", Value::Str(q));
+    }
+    put(&mut a, "url.scheme", Value::Str("http".into()));
+    put(&mut a, "http.route", Value::Str(route.to_string()));
+    let status = h.response.as_ref().map(|r| r.status);
+    if let Some(s) = status {
+        put(&mut a, "http.response.status_code", Value::Int(i64::from(s)));
+    }
+    // The server end of the connection.
+    let (server_sock, client_sock) = match kind {
+        SpanKind::Server => (call.tuple.local, call.tuple.remote),
+        SpanKind::Client => (call.tuple.remote, call.tuple.local),
+    };
+    let (host, host_port) = split_host(req.host.as_deref());
+    put(&mut a, "server.address", Value::Str(host.unwrap_or_else(|| server_sock.ip().to_string())));
+    put(&mut a, "server.port", Value::Int(i64::from(host_port.unwrap_or(server_sock.port()))));
+    if kind == SpanKind::Server {
+        put(&mut a, "client.address", Value::Str(client_sock.ip().to_string()));
+    }
+    put(&mut a, "network.peer.address", Value::Str(call.tuple.remote.ip().to_string()));
+    put(&mut a, "network.peer.port", Value::Int(i64::from(call.tuple.remote.port())));
+    put(&mut a, "network.transport", Value::Str("tcp".into()));
+    let version = if req.common.minor_version == 0 { "1.0" } else { "1.1" };
+    put(&mut a, "network.protocol.version", Value::Str(version.into()));
+    if let Some(ua) = &req.user_agent {
+        put(&mut a, "user_agent.original", Value::Str(ua.clone()));
+    }
+    if let Some(n) = h.request_body {
+        put(&mut a, "http.request.body.size", Value::Int(n as i64));
+    }
+    if let Some(n) = h.response_body {
+        put(&mut a, "http.response.body.size", Value::Int(n as i64));
+    }
+    for (name, value) in &req.common.headers {
+        a.push((format!("http.request.header.{name}").into(), Value::StrArray(vec![value.clone()])));
+    }
+    if let Some(r) = &h.response {
+        for (name, value) in &r.common.headers {
+            a.push((format!("http.response.header.{name}").into(), Value::StrArray(vec![value.clone()])));
+        }
+    }
+
+    let error_type = match status {
+        Some(s) if s >= 500 => Some(s.to_string()),
+        Some(s) if s >= 400 && kind == SpanKind::Client => Some(s.to_string()),
+        None if h.no_response => Some("no_response".to_string()),
+        _ => None,
+    };
+    let status = if error_type.is_some() { Status::Error } else { Status::Unset };
+    if let Some(e) = error_type {
+        put(&mut a, "error.type", Value::Str(e));
+    }
+    if h.response_incomplete {
+        put(&mut a, "tracer.http.response_incomplete", Value::Str("true".into()));
+    }
+    if req.common.truncated {
+        put(&mut a, "tracer.http.request_head_truncated", Value::Str("true".into()));
+    }
+
+    let (trace_id, parent) = match req.traceparent.as_deref().and_then(parse_traceparent) {
+        Some((t, p)) => (t, Some(p)),
+        None => (random_trace_id(), None),
+    };
+    let name = if method_known { format!("{} {route}", req.method) } else { format!("HTTP {route}") };
+    let response = ex.response;
+    let end_ns = response
+        .map(|r| r.last_ns)
+        .filter(|n| *n > 0)
+        .unwrap_or(ex.request.last_ns.max(ex.request.first_ns));
+    Span {
+        trace_id,
+        span_id: random_span_id(),
+        parent_span_id: parent,
+        kind,
+        name,
+        start_ns: ex.request.first_ns,
+        end_ns: end_ns.max(ex.request.first_ns),
+        response_first_ns: response.map(|r| r.first_ns),
+        status,
+        attributes: a,
+        service,
+        pid: call.pid,
+        comm: call.comm.clone(),
+        request_tid: ex.request.tid,
+        response_tid: response.map(|r| r.tid),
+        request_seq: ex.request.seq,
+        local: call.tuple.local,
+        remote: call.tuple.remote,
+    }
+}
+
+fn put(a: &mut Vec<(Cow<'static, str>, Value)>, k: &'static str, v: Value) {
+    a.push((Cow::Borrowed(k), v));
+}
+
+/// Host header `name[:port]` (IPv6 literals in brackets).
+fn split_host(h: Option<&str>) -> (Option<String>, Option<u16>) {
+    let Some(h) = h.map(str::trim).filter(|h| !h.is_empty()) else { return (None, None) };
+    if let Some(rest) = h.strip_prefix('[') {
+        let (ip, tail) = rest.split_once(']').unwrap_or((rest, ""));
+        return (Some(ip.to_string()), tail.strip_prefix(':').and_then(|p| p.parse().ok()));
+    }
+    match h.rsplit_once(':') {
+        Some((n, p)) if p.chars().all(|c| c.is_ascii_digit()) => (Some(n.to_string()), p.parse().ok()),
+        _ => (Some(h.to_string()), None),
+    }
+}
+
+/// Which end of the exchange this process is.
+pub fn kind_of(call: &CallRecord) -> SpanKind {
+    if call.requests_inbound { SpanKind::Server } else { SpanKind::Client }
+}
+
+/// An HTTP exchange's info, when it is one.
+pub fn http(call: &CallRecord) -> Option<&HttpExchange> {
+    match &call.exchange.info {
+        Info::Http(h) => Some(h),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn traceparent() {
+        let (t, s) = parse_traceparent("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01").unwrap();
+        assert_eq!(hex(&t), "4bf92f3577b34da6a3ce929d0e0e4736");
+        assert_eq!(hex(&s), "00f067aa0ba902b7");
+        assert!(parse_traceparent("00-00000000000000000000000000000000-00f067aa0ba902b7-01").is_none());
+        assert!(parse_traceparent("garbage").is_none());
+    }
+
+    #[test]
+    fn query_values_are_redacted() {
+        assert_eq!(redact_query("token=abc&x=1&flag"), "token=REDACTED&x=REDACTED&flag");
+    }
+
+    #[test]
+    fn host_header() {
+        assert_eq!(split_host(Some("api:8080")), (Some("api".into()), Some(8080)));
+        assert_eq!(split_host(Some("[::1]:80")), (Some("::1".into()), Some(80)));
+        assert_eq!(split_host(Some("example.com")), (Some("example.com".into()), None));
+    }
+}

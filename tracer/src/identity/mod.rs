@@ -1,0 +1,147 @@
+//! Who a process is: its service name and version, as OpenTelemetry SDKs
+//! would name it. OTEL_SERVICE_NAME, then service.name in
+//! OTEL_RESOURCE_ATTRIBUTES, read from /proc/<pid>/environ; else the
+//! executable name. Cached per pid, refreshed when the pid is reused (its
+//! start time changes). Bounded: the cache is cleared when full.
+
+use std::{collections::HashMap, fs, sync::Arc};
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Service {
+    pub name: String,
+    pub version: Option<String>,
+    /// Other OTEL_RESOURCE_ATTRIBUTES of the process (key, value).
+    pub attributes: Vec<(String, String)>,
+}
+
+pub struct Identity {
+    cache: HashMap<u32, (u64, Arc<Service>)>,
+}
+
+const MAX_PIDS: usize = 8192;
+
+impl Identity {
+    pub fn new() -> Self {
+        Identity { cache: HashMap::new() }
+    }
+
+    /// The service of `pid`; `comm` names it when /proc has nothing better.
+    pub fn service(&mut self, pid: u32, comm: &str) -> Arc<Service> {
+        let start = start_time(pid);
+        if let Some((s, svc)) = self.cache.get(&pid)
+            && (start.is_none() || start == Some(*s))
+        {
+            return svc.clone();
+        }
+        let env = fs::read(format!("/proc/{pid}/environ")).unwrap_or_default();
+        let exe = fs::read_link(format!("/proc/{pid}/exe"))
+            .ok()
+            .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()));
+        let svc = Arc::new(from_environ(&env, exe.as_deref().unwrap_or(comm)));
+        if let Some(start) = start {
+            if self.cache.len() >= MAX_PIDS {
+                self.cache.clear();
+            }
+            self.cache.insert(pid, (start, svc.clone()));
+        }
+        svc
+    }
+}
+
+impl Default for Identity {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Process start time in clock ticks (field 22 of /proc/<pid>/stat).
+fn start_time(pid: u32) -> Option<u64> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // comm (field 2) may hold spaces and parentheses: count from the last ')'.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    rest.split_whitespace().nth(19)?.parse().ok()
+}
+
+/// Service identity from a NUL-separated environment block.
+pub fn from_environ(env: &[u8], fallback: &str) -> Service {
+    let mut name = None;
+    let mut attrs = Vec::new();
+    for var in env.split(|b| *b == 0) {
+        let var = String::from_utf8_lossy(var);
+        if let Some(v) = var.strip_prefix("OTEL_SERVICE_NAME=") {
+            if !v.is_empty() {
+                name = Some(v.to_string());
+            }
+        } else if let Some(v) = var.strip_prefix("OTEL_RESOURCE_ATTRIBUTES=") {
+            attrs = parse_resource_attributes(v);
+        }
+    }
+    let mut svc = Service { name: fallback.to_string(), version: None, attributes: Vec::new() };
+    for (k, v) in attrs {
+        match k.as_str() {
+            "service.name" if name.is_none() => name = Some(v),
+            "service.version" => svc.version = Some(v),
+            _ => svc.attributes.push((k, v)),
+        }
+    }
+    if let Some(n) = name {
+        svc.name = n;
+    }
+    svc
+}
+
+/// `key1=value1,key2=value2` with percent-encoded values (OTel spec).
+pub fn parse_resource_attributes(s: &str) -> Vec<(String, String)> {
+    s.split(',')
+        .filter_map(|kv| {
+            let (k, v) = kv.split_once('=')?;
+            let k = k.trim();
+            (!k.is_empty()).then(|| (k.to_string(), percent_decode(v.trim())))
+        })
+        .take(64)
+        .collect()
+}
+
+fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%'
+            && i + 2 < b.len()
+            && let Ok(v) = u8::from_str_radix(std::str::from_utf8(&b[i + 1..i + 3]).unwrap_or("zz"), 16)
+        {
+            out.push(v);
+            i += 3;
+            continue;
+        }
+        out.push(b[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn service_from_environment() {
+        let env = b"PATH=/bin\0OTEL_RESOURCE_ATTRIBUTES=service.name=ignored,service.version=1.2,deployment.environment=prod%20eu\0OTEL_SERVICE_NAME=checkout\0";
+        let s = from_environ(env, "python3");
+        assert_eq!(s.name, "checkout");
+        assert_eq!(s.version.as_deref(), Some("1.2"));
+        assert_eq!(s.attributes, vec![("deployment.environment".into(), "prod eu".into())]);
+        let s = from_environ(b"OTEL_RESOURCE_ATTRIBUTES=service.name=cart\0", "x");
+        assert_eq!(s.name, "cart");
+        assert_eq!(from_environ(b"HOME=/\0", "nginx").name, "nginx");
+    }
+
+    #[test]
+    fn own_process() {
+        let mut id = Identity::new();
+        let s = id.service(std::process::id(), "fallback");
+        assert!(!s.name.is_empty());
+        assert!(start_time(std::process::id()).is_some());
+    }
+}
