@@ -365,3 +365,104 @@ pub fn site(size: usize) -> std::path::PathBuf {
     std::fs::write(dir.join("index.html"), "x".repeat(size)).unwrap();
     dir
 }
+
+/// The test backend (tests/fixtures/backend.py) on 127.0.0.1:`port`.
+pub fn backend(port: u16, env: &[(&str, &str)]) -> Proc {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/backend.py");
+    let p = Proc(
+        Command::new("python3")
+            .arg(script)
+            .arg(port.to_string())
+            .envs(env.iter().copied())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("starting the test backend"),
+    );
+    wait_listening(&format!("127.0.0.1:{port}"), None);
+    p
+}
+
+/// nginx (one worker) on 127.0.0.1:`port` proxying everything to 127.0.0.1:`upstream`.
+pub fn nginx_proxy(port: u16, upstream: u16) -> Proc {
+    let dir = std::env::temp_dir().join(format!("tracer-e2e-nginx-{}-{port}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let conf = format!(
+        r#"
+worker_processes 1;
+daemon off;
+pid {dir}/nginx.pid;
+error_log {dir}/error.log warn;
+events {{ worker_connections 256; }}
+http {{
+    access_log off;
+    client_body_temp_path {dir}/body;
+    proxy_temp_path {dir}/proxy;
+    fastcgi_temp_path {dir}/fastcgi;
+    uwsgi_temp_path {dir}/uwsgi;
+    scgi_temp_path {dir}/scgi;
+    upstream backend {{ server 127.0.0.1:{upstream}; keepalive 4; }}
+    server {{
+        listen 127.0.0.1:{port};
+        location / {{
+            proxy_pass http://backend;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_buffering off;
+        }}
+    }}
+}}
+"#,
+        dir = dir.display()
+    );
+    let path = dir.join("nginx.conf");
+    std::fs::write(&path, conf).unwrap();
+    let p = Proc(
+        Command::new("nginx")
+            .args(["-c"])
+            .arg(&path)
+            .arg("-p")
+            .arg(&dir)
+            .arg("-e")
+            .arg(dir.join("error.log"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("starting nginx (apt install nginx)"),
+    );
+    wait_listening(&format!("127.0.0.1:{port}"), None);
+    p
+}
+
+impl Agent {
+    /// Every span line printed so far.
+    pub fn spans(&self) -> Vec<Value> {
+        self.lines.lock().unwrap().iter().filter(|v| v["type"] == "span").cloned().collect()
+    }
+
+    /// Wait until `n` spans match `pred`, and return them.
+    pub fn wait_spans(&self, what: &str, n: usize, pred: impl Fn(&Value) -> bool) -> Vec<Value> {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let got: Vec<Value> = self.spans().into_iter().filter(|v| pred(v)).collect();
+            if got.len() >= n {
+                return got;
+            }
+            if Instant::now() > deadline {
+                let all: Vec<String> = self.spans().iter().map(|v| v.to_string()).collect();
+                panic!("{what}: {} of {n} spans within 10 s; spans printed:\n{}", got.len(), all.join("\n"));
+            }
+            thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Everything the agent printed (stdout lines and stderr).
+    pub fn all_output(&self) -> String {
+        let lines: Vec<String> = self.lines.lock().unwrap().iter().map(|v| v.to_string()).collect();
+        lines.join("\n") + &self.stderr.lock().unwrap()
+    }
+}
+
+pub fn attr<'a>(span: &'a Value, key: &str) -> &'a Value {
+    &span["attributes"][key]
+}

@@ -22,8 +22,8 @@ pub fn looks_like_request(p: &[u8]) -> bool {
     if METHODS.iter().any(|m| p.starts_with(m)) {
         return true;
     }
-    let Some(sp) = p.iter().take(21).position(|b| *b == b' ') else { return false };
-    if sp == 0 || !p[..sp].iter().all(|b| b.is_ascii_uppercase() || *b == b'-' || *b == b'_') {
+    let Some(sp) = p.iter().take(MAX_METHOD + 1).position(|b| *b == b' ') else { return false };
+    if sp == 0 || !p[..sp].iter().all(|b| is_method_byte(*b)) {
         return false;
     }
     let line_end = p.iter().position(|b| *b == b'\r').unwrap_or(p.len());
@@ -33,11 +33,57 @@ pub fn looks_like_request(p: &[u8]) -> bool {
 
 /// A status line: `HTTP/1.x NNN`.
 pub fn looks_like_response(p: &[u8]) -> bool {
-    p.len() >= 12
-        && p.starts_with(b"HTTP/1.")
-        && (p[7] == b'0' || p[7] == b'1')
-        && p[8] == b' '
-        && p[9..12].iter().all(u8::is_ascii_digit)
+    p.len() >= STATUS_PREFIX && could_be_response(p)
+}
+
+/// Whether `p` starts a message of the given kind: `Some(true)` or
+/// `Some(false)`, or `None` when `p` is a prefix of a plausible start that is
+/// too short to tell (a syscall that split the first line).
+pub fn starts_message(p: &[u8], request: bool) -> Option<bool> {
+    let (yes, maybe) = if request {
+        (looks_like_request(p), could_be_request(p))
+    } else {
+        (looks_like_response(p), could_be_response(p))
+    };
+    match (yes, maybe) {
+        (true, _) => Some(true),
+        (false, true) => None,
+        (false, false) => Some(false),
+    }
+}
+
+/// Bytes of `HTTP/1.x NNN`.
+const STATUS_PREFIX: usize = 12;
+/// Longest method token accepted for a method outside [`METHODS`].
+const MAX_METHOD: usize = 20;
+
+fn is_method_byte(b: u8) -> bool {
+    b.is_ascii_uppercase() || b == b'-' || b == b'_'
+}
+
+/// `p` agrees with `HTTP/1.x NNN` as far as it goes.
+fn could_be_response(p: &[u8]) -> bool {
+    p.iter().take(STATUS_PREFIX).enumerate().all(|(i, b)| match i {
+        0..7 => *b == b"HTTP/1."[i],
+        7 => *b == b'0' || *b == b'1',
+        8 => *b == b' ',
+        _ => b.is_ascii_digit(),
+    })
+}
+
+/// `p` is a request line cut before it could be recognised: part of a known
+/// method, or a method token and a target whose line has not ended yet.
+fn could_be_request(p: &[u8]) -> bool {
+    if METHODS.iter().any(|m| m.starts_with(p)) {
+        return true;
+    }
+    match p.iter().take(MAX_METHOD + 1).position(|b| *b == b' ') {
+        None => p.len() <= MAX_METHOD && p.iter().all(|b| is_method_byte(*b)),
+        Some(0) => false,
+        Some(sp) => {
+            p[..sp].iter().all(|b| is_method_byte(*b)) && p[sp + 1..].iter().all(|b| b.is_ascii_graphic() || *b == b' ')
+        }
+    }
 }
 
 /// How the body of a message is delimited (RFC 9112 section 6).
@@ -88,16 +134,25 @@ pub enum Head {
     Response(ResponseHead),
 }
 
-/// `Ok(Some((head, len)))`: a complete head of `len` bytes; `Ok(None)`: more
-/// bytes needed; `Err`: not HTTP/1.
-pub fn parse(buf: &[u8], request: bool, cfg: &HttpConfig) -> Result<Option<(Head, usize)>, ()> {
+/// What [`parse`] found at the start of a buffer.
+#[derive(Debug)]
+pub enum Parsed {
+    /// A complete head of this many bytes.
+    Complete(Head, usize),
+    /// More bytes needed.
+    Partial,
+    /// Not an HTTP/1 head, or one with more than [`MAX_HEADERS`] headers.
+    Invalid,
+}
+
+pub fn parse(buf: &[u8], request: bool, cfg: &HttpConfig) -> Parsed {
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     if request {
         let mut req = httparse::Request::new(&mut headers);
         match req.parse(buf) {
             Ok(httparse::Status::Complete(n)) => {
                 let mut h = RequestHead {
-                    method: req.method.unwrap_or_default().to_string(),
+                    method: cut(req.method.unwrap_or_default(), MAX_METHOD),
                     target: cut(req.path.unwrap_or_default(), MAX_TARGET),
                     ..Default::default()
                 };
@@ -105,11 +160,10 @@ pub fn parse(buf: &[u8], request: bool, cfg: &HttpConfig) -> Result<Option<(Head
                 for hd in req.headers.iter() {
                     request_header(&mut h, hd.name, hd.value, cfg);
                 }
-                Ok(Some((Head::Request(h), n)))
+                Parsed::Complete(Head::Request(h), n)
             }
-            Ok(httparse::Status::Partial) => Ok(None),
-            Err(httparse::Error::TooManyHeaders) => Err(()),
-            Err(_) => Err(()),
+            Ok(httparse::Status::Partial) => Parsed::Partial,
+            Err(_) => Parsed::Invalid,
         }
     } else {
         let mut resp = httparse::Response::new(&mut headers);
@@ -120,24 +174,34 @@ pub fn parse(buf: &[u8], request: bool, cfg: &HttpConfig) -> Result<Option<(Head
                 for hd in resp.headers.iter() {
                     common_header(&mut h.common, hd.name, hd.value, &cfg.response_headers, cfg);
                 }
-                Ok(Some((Head::Response(h), n)))
+                Parsed::Complete(Head::Response(h), n)
             }
-            Ok(httparse::Status::Partial) => Ok(None),
-            Err(_) => Err(()),
+            Ok(httparse::Status::Partial) => Parsed::Partial,
+            Err(_) => Parsed::Invalid,
         }
     }
 }
 
-/// The first line alone, for a head whose rest was not captured.
+/// The first line alone, for a head whose rest was not captured (marked
+/// `truncated`). A line cut before its end still gives the method and the
+/// start of the target, or the status once `HTTP/1.x NNN` was captured.
 pub fn parse_first_line(buf: &[u8], request: bool) -> Option<Head> {
-    let end = buf.iter().position(|b| *b == b'\r' || *b == b'\n')?;
-    let line = std::str::from_utf8(&buf[..end]).ok()?;
+    let end = buf.iter().position(|b| *b == b'\r' || *b == b'\n');
+    let line = String::from_utf8_lossy(&buf[..end.unwrap_or(buf.len())]);
     let mut parts = line.splitn(3, ' ');
     let (a, b, c) = (parts.next()?, parts.next()?, parts.next());
+    let version = |v: &str| v.strip_prefix("HTTP/1.").and_then(|m| m.parse::<u8>().ok()).filter(|m| *m <= 1);
     let mut common = Common { truncated: true, minor_version: 1, ..Default::default() };
     if request {
-        let v = c?;
-        common.minor_version = v.strip_prefix("HTTP/1.")?.parse().ok()?;
+        if a.is_empty() || a.len() > MAX_METHOD || !a.bytes().all(|b| b.is_ascii_alphabetic() || b == b'-' || b == b'_') {
+            return None;
+        }
+        match c.and_then(version) {
+            Some(m) => common.minor_version = m,
+            // A cut line may end inside the target or the version.
+            None if end.is_none() && !b.is_empty() => {}
+            None => return None,
+        }
         Some(Head::Request(RequestHead {
             method: a.to_string(),
             target: cut(b, MAX_TARGET),
@@ -145,14 +209,21 @@ pub fn parse_first_line(buf: &[u8], request: bool) -> Option<Head> {
             ..Default::default()
         }))
     } else {
-        common.minor_version = a.strip_prefix("HTTP/1.")?.parse().ok()?;
+        common.minor_version = version(a)?;
+        if b.len() != 3 || !b.bytes().all(|d| d.is_ascii_digit()) {
+            return None;
+        }
         Some(Head::Response(ResponseHead { status: b.parse().ok()?, common }))
     }
 }
 
 fn request_header(h: &mut RequestHead, name: &str, value: &[u8], cfg: &HttpConfig) {
     let v = || cut(&String::from_utf8_lossy(value), MAX_VALUE);
-    if name.eq_ignore_ascii_case("host") {
+    if name.eq_ignore_ascii_case("upgrade") {
+        h.upgrade = true;
+    } else if cfg.is_sensitive(name) {
+        // Configured as sensitive: not even the fields spans always carry.
+    } else if name.eq_ignore_ascii_case("host") {
         h.host = Some(v());
     } else if name.eq_ignore_ascii_case("user-agent") {
         h.user_agent = Some(v());
@@ -160,8 +231,6 @@ fn request_header(h: &mut RequestHead, name: &str, value: &[u8], cfg: &HttpConfi
         h.traceparent = Some(v());
     } else if name.eq_ignore_ascii_case("tracestate") {
         h.tracestate = Some(v());
-    } else if name.eq_ignore_ascii_case("upgrade") {
-        h.upgrade = true;
     }
     common_header(&mut h.common, name, value, &cfg.request_headers, cfg);
 }
@@ -251,7 +320,7 @@ mod tests {
             ..HttpConfig::default()
         };
         let raw = b"GET /a?b=c HTTP/1.1\r\nAuthorization: Bearer s3cret\r\nX-Request-Id: 42\r\nCookie: sid=1\r\n\r\n";
-        let Ok(Some((Head::Request(h), n))) = parse(raw, true, &cfg) else { panic!() };
+        let Parsed::Complete(Head::Request(h), n) = parse(raw, true, &cfg) else { panic!() };
         assert_eq!(n, raw.len());
         assert_eq!(h.target, "/a?b=c");
         assert_eq!(
@@ -288,6 +357,11 @@ mod tests {
             panic!()
         };
         assert_eq!(r.status, 503);
-        assert!(parse_first_line(b"HTTP/1.1 200 OK", false).is_none(), "line not complete");
+        let Some(Head::Response(r)) = parse_first_line(b"HTTP/1.1 200 O", false) else { panic!("status captured") };
+        assert_eq!(r.status, 200);
+        assert!(parse_first_line(b"HTTP/1.1 20", false).is_none(), "status not complete");
+        let Some(Head::Request(h)) = parse_first_line(b"GET /very/long/pa", true) else { panic!("cut target") };
+        assert_eq!((h.method.as_str(), h.target.as_str()), ("GET", "/very/long/pa"));
+        assert!(parse_first_line(b"GET /x HTTZ\r\n", true).is_none(), "bad version");
     }
 }
