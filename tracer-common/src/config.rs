@@ -66,7 +66,10 @@ pub struct KernelOffsets {
     /// Start of a 32-byte window of pt_regs holding the syscall number and
     /// arguments 0..=2 (one copy instead of four).
     pub regs_block: u16,
-    pub _pad: [u16; 2],
+    /// sock_common.skc_net (possible_net_t: a struct net pointer)
+    pub skc_net: u16,
+    /// net.ns.inum: the network namespace's inode number
+    pub net_ns_inum: u16,
 }
 
 /// Syscall numbers of this architecture, so a probe firing inside the socket
@@ -98,10 +101,13 @@ pub struct ProbeConfig {
     /// below it records are submitted without a wakeup and the reader's
     /// timer drains them.
     pub wakeup_bytes: u64,
+    /// Only sockets of this network namespace (inode number); 0: all.
+    pub netns: u32,
+    pub _pad: u32,
 }
 
 const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 56);
-const _: () = assert!(core::mem::size_of::<ProbeConfig>() == 104);
+const _: () = assert!(core::mem::size_of::<ProbeConfig>() == 112);
 
 #[cfg(feature = "user")]
 unsafe impl aya::Pod for ProbeConfig {}

@@ -30,7 +30,8 @@ static PROBE_CONFIG: ProbeConfig = ProbeConfig {
         sk_protocol: 0,
         skc_block: 0,
         regs_block: 0,
-        _pad: [0; 2],
+        skc_net: 0,
+        net_ns_inum: 0,
     },
     syscalls: SyscallNrs {
         read: 0,
@@ -45,6 +46,8 @@ static PROBE_CONFIG: ProbeConfig = ProbeConfig {
     self_pid: 0,
     capture_bytes: 0,
     wakeup_bytes: 0,
+    netns: 0,
+    _pad: 0,
 };
 
 // Volatile reads so the compiler does not fold the zero initialiser: the
@@ -73,4 +76,9 @@ pub fn wakeup_bytes() -> u64 {
 #[inline(always)]
 pub fn syscalls() -> SyscallNrs {
     unsafe { core::ptr::read_volatile(&raw const PROBE_CONFIG.syscalls) }
+}
+
+#[inline(always)]
+pub fn netns() -> u32 {
+    unsafe { core::ptr::read_volatile(&raw const PROBE_CONFIG.netns) }
 }

@@ -86,3 +86,15 @@ pub fn tuple(sk: u64, c: &Block, t: &mut SockTuple) -> Result<(), i64> {
     }
     Ok(())
 }
+
+/// Is the socket in the network namespace the agent watches (`--netns`)?
+#[inline(always)]
+pub fn in_watched_netns(sk: u64) -> bool {
+    let want = config::netns();
+    if want == 0 {
+        return true;
+    }
+    let o = config::offsets();
+    let Ok(net) = read::<u64>(sk, o.skc_net) else { return false };
+    read::<u32>(net, o.net_ns_inum) == Ok(want)
+}

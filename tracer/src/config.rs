@@ -7,7 +7,7 @@ use anyhow::{Context as _, Result};
 use serde::Deserialize;
 
 use crate::{
-    chain::{route::RouteConfig, span::SpanConfig},
+    chain::{link::LinkConfig, route::RouteConfig, span::SpanConfig},
     export::lines::OutputFormat,
     protocols::{ProtocolConfig, http1::HttpConfig},
 };
@@ -19,6 +19,7 @@ pub struct Config {
     pub conntrack: ConntrackConfig,
     pub api: ApiConfig,
     pub http: HttpSection,
+    pub chain: LinkConfig,
     /// What `tracer run` prints on stdout: json, text or none.
     pub output: OutputFormat,
     /// Also print one line per data event (debugging capture).
@@ -32,6 +33,7 @@ impl Default for Config {
             conntrack: ConntrackConfig::default(),
             api: ApiConfig::default(),
             http: HttpSection::default(),
+            chain: LinkConfig::default(),
             output: OutputFormat::Text,
             data_events: false,
         }
@@ -55,6 +57,10 @@ pub struct CaptureConfig {
     /// process a little; without it a server connection gets its process
     /// from its first data event.
     pub accept_hook: bool,
+    /// Watch only the sockets of one network namespace: a path such as
+    /// /var/run/netns/<name> or /proc/<pid>/ns/net, or its inode number.
+    /// Default: every namespace.
+    pub netns: Option<String>,
 }
 
 impl Default for CaptureConfig {
@@ -65,11 +71,24 @@ impl Default for CaptureConfig {
             drain_interval_ms: 20,
             queue_batches: 1024,
             accept_hook: false,
+            netns: None,
         }
     }
 }
 
 impl CaptureConfig {
+    /// The inode number of the watched network namespace (0: all).
+    pub fn netns_inode(&self) -> Result<u32> {
+        use std::os::unix::fs::MetadataExt as _;
+        let Some(ns) = self.netns.as_deref() else { return Ok(0) };
+        if let Ok(n) = ns.parse::<u32>() {
+            return Ok(n);
+        }
+        let meta = std::fs::metadata(ns)
+            .with_context(|| format!("--netns {ns}: not a network namespace path (/var/run/netns/<name>, /proc/<pid>/ns/net) or inode number"))?;
+        u32::try_from(meta.ino()).with_context(|| format!("--netns {ns}: inode {} out of range", meta.ino()))
+    }
+
     pub fn drain_interval(&self) -> Duration {
         Duration::from_millis(self.drain_interval_ms.max(1))
     }

@@ -40,6 +40,10 @@ struct RunArgs {
     /// every syscall a little; see `capture.accept_hook`).
     #[arg(long)]
     accept_hook: bool,
+    /// Watch only one network namespace: /var/run/netns/<name>,
+    /// /proc/<pid>/ns/net, or an inode number.
+    #[arg(long)]
+    netns: Option<String>,
 }
 
 fn main() -> ExitCode {
@@ -73,6 +77,9 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
     }
     cfg.data_events |= args.data_events;
     cfg.capture.accept_hook |= args.accept_hook;
+    if args.netns.is_some() {
+        cfg.capture.netns = args.netns;
+    }
     if let Some(c) = args.capture_bytes {
         cfg.capture.capture_bytes = c;
     }

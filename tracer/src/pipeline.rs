@@ -39,6 +39,7 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<()> 
         capture_bytes: cfg.capture.capture_bytes,
         wakeup_bytes: cfg.capture.wakeup_bytes,
         accept_hook: cfg.capture.accept_hook,
+        netns: cfg.capture.netns_inode()?,
     })?;
     let ring = probes.take_events()?;
     let kernel_counters = probes.take_counters()?;
@@ -69,7 +70,7 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<()> 
         })
     };
     let chain_task = tokio::spawn(chain::run(
-        ChainConfig { span: cfg.http.span_config(), routes: cfg.http.routes.clone() },
+        ChainConfig { span: cfg.http.span_config(), routes: cfg.http.routes.clone(), link: cfg.chain.clone() },
         chain_rx,
         chain_to_export,
         telemetry.clone(),

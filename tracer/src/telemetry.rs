@@ -37,6 +37,13 @@ pub struct Telemetry {
     pub l7_connections: Family<Labels, Counter>,
     /// HTTP routes turned into the overflow route by the per-service cap.
     pub http_route_overflow: Counter,
+    /// Spans held by the chain linker, waiting for their parents.
+    pub chain_held: Gauge,
+    /// Parent links made, by rule (header, thread, peer, remote), and spans
+    /// left unlinked as ambiguous or released early from a full buffer.
+    pub chain_links: Family<Labels, Counter>,
+    /// OTLP exporter: items exported, dropped by reason, retries, queue fill.
+    pub otlp: OtlpMetrics,
     ready: AtomicBool,
     refreshers: Mutex<Vec<Refresher>>,
 }
@@ -54,6 +61,9 @@ impl Telemetry {
             probes_attached: Gauge::default(),
             l7_connections: Family::default(),
             http_route_overflow: Counter::default(),
+            chain_held: Gauge::default(),
+            chain_links: Family::default(),
+            otlp: OtlpMetrics::default(),
             ready: AtomicBool::new(false),
             refreshers: Mutex::new(Vec::new()),
             registry: Registry::default(),
@@ -103,6 +113,13 @@ impl Telemetry {
             "HTTP routes reported as /{overflow} because their service hit its route cap",
             t.http_route_overflow.clone(),
         );
+        registry.register("chain_held", "Spans held by the chain linker waiting for their parents", t.chain_held.clone());
+        registry.register(
+            "chain_links",
+            "Chain linking outcomes: rule=thread|peer|remote links made, ambiguous (unlinked), released_early (buffer full)",
+            t.chain_links.clone(),
+        );
+        t.otlp.register(&mut registry);
         Arc::new(Telemetry { registry, ..t })
     }
 
@@ -147,4 +164,57 @@ impl Telemetry {
 /// Set a counter to an absolute value kept elsewhere (monotonic by source).
 pub fn set_counter(c: &Counter, v: u64) {
     c.inner().store(v, Ordering::Relaxed);
+}
+
+/// Self-metrics of the OTLP exporter (export/otlp). `signal` is traces or
+/// metrics; items are spans (traces) or data points (metrics).
+#[derive(Default)]
+pub struct OtlpMetrics {
+    /// Items the backend accepted (partial-success rejections excluded).
+    pub exported: Family<Labels, Counter>,
+    /// Items that will never be delivered, by signal and reason: queue_full,
+    /// queue_bytes, too_large, rejected (non-retryable answer),
+    /// partial_success (the backend refused part of a request),
+    /// retries_exhausted, shutdown.
+    pub dropped: Family<Labels, Counter>,
+    /// Requests sent again after a retryable answer.
+    pub retries: Family<Labels, Counter>,
+    /// Failed requests, by signal and error (unavailable, http_503, connect, ...).
+    pub send_errors: Family<Labels, Counter>,
+    /// Spans waiting in the export queue, and their estimated bytes.
+    pub queue_items: Gauge,
+    pub queue_bytes: Gauge,
+}
+
+impl OtlpMetrics {
+    fn register(&self, registry: &mut Registry) {
+        registry.register("otlp_exported", "Items accepted by the OTLP backend, by signal", self.exported.clone());
+        registry.register(
+            "otlp_dropped",
+            "Items the OTLP exporter gave up on, by signal and reason (queue_full, queue_bytes, too_large, rejected, partial_success, retries_exhausted, shutdown)",
+            self.dropped.clone(),
+        );
+        registry.register("otlp_retries", "OTLP requests retried after a retryable answer", self.retries.clone());
+        registry.register("otlp_send_errors", "OTLP requests that failed, by signal and error", self.send_errors.clone());
+        registry.register("otlp_queue_items", "Spans waiting in the OTLP export queue", self.queue_items.clone());
+        registry.register(
+            "otlp_queue_bytes",
+            "Estimated bytes of the spans waiting in the OTLP export queue",
+            self.queue_bytes.clone(),
+        );
+    }
+
+    pub fn drop_items(&self, signal: &'static str, reason: &'static str, n: u64) {
+        if n > 0 {
+            self.dropped.get_or_create(&vec![("signal", signal), ("reason", reason)]).inc_by(n);
+        }
+    }
+
+    pub fn dropped_items(&self, signal: &'static str, reason: &'static str) -> u64 {
+        self.dropped.get_or_create(&vec![("signal", signal), ("reason", reason)]).get()
+    }
+
+    pub fn exported_items(&self, signal: &'static str) -> u64 {
+        self.exported.get_or_create(&vec![("signal", signal)]).get()
+    }
 }

@@ -79,7 +79,7 @@ fn sock_length(ctx: &RawTracePointContext, send: bool) -> i32 {
     if family != AF_INET && family != AF_INET6 {
         return 0;
     }
-    if sock::read::<u16>(sk, o.sk_protocol) != Ok(IPPROTO_TCP) {
+    if sock::read::<u16>(sk, o.sk_protocol) != Ok(IPPROTO_TCP) || !sock::in_watched_netns(sk) {
         return 0;
     }
     let pid_tgid = bpf_get_current_pid_tgid();

@@ -74,12 +74,15 @@ fn try_inet_sock_set_state(ctx: &TracePointContext) -> Result<(), i64> {
         return Ok(());
     }
 
+    let sk: u64 = field(ctx, fmt::SKADDR);
+    if !sock::in_watched_netns(sk) {
+        return Ok(());
+    }
     let mut ev = ConnEvent::default();
     ev.header.kind = EventKind::Conn as u16;
     ev.header.version = EVENT_VERSION;
     ev.header.len = core::mem::size_of::<ConnEvent>() as u32;
     ev.header.ts_ns = unsafe { bpf_ktime_get_ns() };
-    let sk: u64 = field(ctx, fmt::SKADDR);
     ev.sk = sk;
     ev.old_state = old;
     ev.new_state = new;
@@ -181,6 +184,9 @@ fn try_accept_exit(ctx: &TracePointContext) -> Result<(), i64> {
         maps::count(Counter::SockReadFailed);
         return Ok(());
     };
+    if !sock::in_watched_netns(sk) {
+        return Ok(());
+    }
     let mut ev = AcceptEvent::default();
     ev.header.kind = EventKind::Accept as u16;
     ev.header.version = EVENT_VERSION;

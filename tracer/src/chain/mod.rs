@@ -3,6 +3,7 @@
 //! identity of each process (`crate::identity`). Connection and data records
 //! pass through to the output unchanged.
 
+pub mod link;
 pub mod route;
 pub mod span;
 
@@ -11,6 +12,7 @@ use std::sync::Arc;
 use tokio::sync::mpsc;
 
 use self::{
+    link::{LinkConfig, Linker},
     route::{RouteConfig, Router},
     span::{SpanConfig, http_span, kind_of},
 };
@@ -19,9 +21,12 @@ use crate::{conntrack::Record, export::Item, identity::Identity, telemetry::Tele
 pub struct ChainConfig {
     pub span: SpanConfig,
     pub routes: RouteConfig,
+    pub link: LinkConfig,
 }
 
-/// The span stage. A full output queue drops the item (counted).
+/// The span stage: builds spans, holds them in the linker until their
+/// parents had time to arrive, releases them linked. A full output queue
+/// drops the item (counted).
 pub async fn run(
     cfg: ChainConfig,
     mut from_conntrack: mpsc::Receiver<Record>,
@@ -30,29 +35,60 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let mut router = Router::new(&cfg.routes)?;
     let mut identity = Identity::new();
-    let overflow = telemetry.http_route_overflow.clone();
-    while let Some(r) = from_conntrack.recv().await {
-        let item = match r {
-            Record::Conn(c) => Item::Conn(c),
-            Record::Data(d) => Item::Data(d),
-            Record::Call(call) => {
-                let Some(h) = span::http(&call) else { continue };
-                let service = match call.pid {
-                    Some(pid) => identity.service(pid, &call.comm),
-                    None => Arc::new(crate::identity::Service { name: call.comm.clone(), ..Default::default() }),
-                };
-                let path = h.request.target.split('?').next().unwrap_or("");
-                let (route, overflowed) = router.route(&service.name, path);
-                if overflowed {
-                    overflow.inc();
-                }
-                let kind = kind_of(&call);
-                Item::Span(Box::new(http_span(&call, h, kind, &route, service, &cfg.span)))
-            }
-        };
+    let mut linker = Linker::new(cfg.link.clone());
+    let mut released = Vec::new();
+    let mut tick = tokio::time::interval(std::time::Duration::from_millis(50));
+    let send = |item: Item| {
         if to_export.try_send(item).is_err() {
             telemetry.drop_event("chain_to_export", "queue_full", 1);
         }
+    };
+    loop {
+        tokio::select! {
+            r = from_conntrack.recv() => {
+                let Some(r) = r else { break };
+                match r {
+                    Record::Conn(c) => send(Item::Conn(c)),
+                    Record::Data(d) => send(Item::Data(d)),
+                    Record::Call(call) => {
+                        let Some(h) = span::http(&call) else { continue };
+                        let service = match call.pid {
+                            Some(pid) => identity.service(pid, &call.comm),
+                            None => Arc::new(crate::identity::Service { name: call.comm.clone(), ..Default::default() }),
+                        };
+                        let path = h.request.target.split('?').next().unwrap_or("");
+                        let (route, overflowed) = router.route(&service.name, path);
+                        if overflowed {
+                            telemetry.http_route_overflow.inc();
+                        }
+                        let span = http_span(&call, h, kind_of(&call), &route, service, &cfg.span);
+                        linker.insert(span, &mut released);
+                    }
+                }
+            }
+            _ = tick.tick() => linker.release_due(crate::clock::monotonic_ns(), &mut released),
+        }
+        for s in released.drain(..) {
+            send(Item::Span(Box::new(s)));
+        }
+        telemetry.chain_held.set(linker.len() as i64);
+        let c = std::mem::take(&mut linker.counters);
+        for (rule, n) in [
+            ("thread", c.thread_links),
+            ("peer", c.peer_links),
+            ("remote", c.remote_links),
+            ("ambiguous", c.ambiguous),
+            ("released_early", c.released_early),
+        ] {
+            if n > 0 {
+                telemetry.chain_links.get_or_create(&vec![("rule", rule)]).inc_by(n);
+            }
+        }
+    }
+    // Input closed (shutdown): release everything held.
+    linker.release_due(u64::MAX, &mut released);
+    for s in released.drain(..) {
+        send(Item::Span(Box::new(s)));
     }
     Ok(())
 }

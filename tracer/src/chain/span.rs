@@ -67,6 +67,8 @@ pub struct Span {
     /// The connection (local, remote) from this process's side.
     pub local: SocketAddr,
     pub remote: SocketAddr,
+    /// Trace id and parent came from the request's traceparent header.
+    pub context_from_header: bool,
 }
 
 impl Span {
@@ -233,7 +235,8 @@ pub fn http_span(
         put(&mut a, "tracer.http.request_head_truncated", Value::Str("true".into()));
     }
 
-    let (trace_id, parent) = match req.traceparent.as_deref().and_then(parse_traceparent) {
+    let header = req.traceparent.as_deref().and_then(parse_traceparent);
+    let (trace_id, parent) = match header {
         Some((t, p)) => (t, Some(p)),
         None => (random_trace_id(), None),
     };
@@ -262,6 +265,7 @@ pub fn http_span(
         request_seq: ex.request.seq,
         local: call.tuple.local,
         remote: call.tuple.remote,
+        context_from_header: header.is_some(),
     }
 }
 

@@ -48,7 +48,8 @@ pub fn kernel_offsets(path: &Path) -> Result<KernelOffsets> {
         sk_protocol: r.offset("sock", "sk_protocol")?,
         skc_block: 0,
         regs_block: 0,
-        _pad: [0; 2],
+        skc_net: sc("skc_net")?,
+        net_ns_inum: r.offset("net", "ns")? + r.offset("ns_common", "inum")?,
     };
     o.skc_block = window(
         "sock_common",

@@ -28,6 +28,8 @@ pub struct LoadOptions {
     pub wakeup_bytes: u64,
     /// Attach the accept() syscall tracepoints (see registry::ProbeSpec).
     pub accept_hook: bool,
+    /// Only this network namespace (inode number); 0: all.
+    pub netns: u32,
 }
 
 /// Loaded and attached probes. Dropping this detaches everything; the kernel
@@ -57,6 +59,8 @@ impl Probes {
             self_pid: std::process::id(),
             capture_bytes: opts.capture_bytes.min(MAX_CAPTURE as u32),
             wakeup_bytes: opts.wakeup_bytes,
+            netns: opts.netns,
+            _pad: 0,
         };
         let ebpf = EbpfLoader::new()
             .override_global(PROBE_CONFIG, &cfg, true)

@@ -204,6 +204,43 @@ impl Drop for Agent {
     }
 }
 
+/// Two network namespaces joined by a veth pair stand for two hosts.
+pub struct Netns {
+    pub names: [String; 2],
+}
+
+impl Netns {
+    pub fn create() -> Netns {
+        let tag = std::process::id() % 10000;
+        let names = [format!("trc{tag}a"), format!("trc{tag}b")];
+        let sh = |c: &str| {
+            let st = Command::new("sh").args(["-ec", c]).status().unwrap();
+            assert!(st.success(), "failed: {c}");
+        };
+        let (a, b) = (&names[0], &names[1]);
+        sh(&format!("ip netns add {a}; ip netns add {b}"));
+        let guard = Netns {
+            names: names.clone(),
+        };
+        sh(&format!(
+            "ip link add v{a} type veth peer name v{b}
+             ip link set v{a} netns {a}; ip link set v{b} netns {b}
+             ip -n {a} addr add 10.213.0.1/24 dev v{a}; ip -n {b} addr add 10.213.0.2/24 dev v{b}
+             ip -n {a} link set v{a} up; ip -n {b} link set v{b} up
+             ip -n {a} link set lo up; ip -n {b} link set lo up"
+        ));
+        guard
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        for n in &self.names {
+            let _ = Command::new("ip").args(["netns", "del", n]).status();
+        }
+    }
+}
+
 /// A child process killed when dropped.
 pub struct Proc(pub Child);
 

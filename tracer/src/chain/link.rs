@@ -1,0 +1,350 @@
+//! Chain linking: parent and trace id of every span, from evidence the agent
+//! sees, without touching traffic. Rules, in order:
+//!
+//! 1. A request that carried a W3C traceparent keeps its trace id and its
+//!    parent (applications already instrumented stay connected).
+//! 2. Within a process: a CLIENT span whose request was written by the thread
+//!    that read an inbound request (SERVER span), after reading it and before
+//!    writing its response, is that SERVER span's child — only when that
+//!    SERVER span is the one request in flight on the thread (event loops
+//!    serving several requests at once are left unlinked: a wrong parent is
+//!    worse than none).
+//! 3. Between processes on one node: a SERVER span's parent is the CLIENT span
+//!    of its peer socket, found by the connection (server address, client
+//!    address) and the TCP sequence number of the request's first byte,
+//!    which both ends see.
+//! 4. Across nodes: the same key derives the CLIENT span's id on one node and
+//!    the SERVER span's parent id on the other, so two agents agree without
+//!    talking. A root CLIENT span also derives its trace id from the key, so
+//!    a two-hop trace joins across nodes; deeper cross-node chains keep the
+//!    parent link but get the server side's trace id (limit, see README).
+//!
+//! Spans are held for a bounded time after they end (parents end after their
+//! children) and released with their links resolved; a full buffer releases
+//! its oldest spans early (counted).
+
+use std::{
+    collections::{HashMap, VecDeque},
+    net::SocketAddr,
+    time::Duration,
+};
+
+use serde::Deserialize;
+
+use super::span::{Span, SpanId, SpanKind, TraceId};
+
+/// `[chain]` config section.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LinkConfig {
+    /// How long a span waits after its end for its parents. Default 2000 ms.
+    pub hold_ms: u64,
+    /// Spans held at most; past it the oldest are released early. Default 100000.
+    pub max_spans: usize,
+    /// A SERVER span whose client is not on this node names the client's
+    /// derived span id as its parent (rule 4). Default true. Turn off when no
+    /// other node runs the agent, so such spans stay roots.
+    pub remote_parent: bool,
+}
+
+impl Default for LinkConfig {
+    fn default() -> Self {
+        LinkConfig { hold_ms: 2000, max_spans: 100_000, remote_parent: true }
+    }
+}
+
+/// The connection and request a span is about, as both ends see it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct PeerKey {
+    pub server: SocketAddr,
+    pub client: SocketAddr,
+    pub seq: u32,
+}
+
+impl PeerKey {
+    pub fn of(span: &Span) -> Option<PeerKey> {
+        let seq = span.request_seq?;
+        Some(match span.kind {
+            SpanKind::Server => PeerKey { server: span.local, client: span.remote, seq },
+            SpanKind::Client => PeerKey { server: span.remote, client: span.local, seq },
+        })
+    }
+
+    /// A stable 64-bit mix of the key (splitmix64 over its bytes). Stable
+    /// across agent builds and versions: two agents must derive equal ids.
+    fn hash(&self, domain: u64) -> u64 {
+        let mut h = 0x9e37_79b9_7f4a_7c15u64 ^ domain;
+        let mut mix = |v: u64| {
+            h = (h ^ v).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+            h ^= h >> 31;
+        };
+        for a in [self.server, self.client] {
+            match a.ip() {
+                std::net::IpAddr::V4(ip) => mix(u64::from(ip.to_bits())),
+                std::net::IpAddr::V6(ip) => {
+                    let v = ip.to_canonical();
+                    match v {
+                        std::net::IpAddr::V4(ip) => mix(u64::from(ip.to_bits())),
+                        std::net::IpAddr::V6(ip) => {
+                            let b = ip.to_bits();
+                            mix((b >> 64) as u64);
+                            mix(b as u64);
+                        }
+                    }
+                }
+            }
+            mix(u64::from(a.port()));
+        }
+        mix(u64::from(self.seq));
+        h ^= h >> 29;
+        h = h.wrapping_mul(0x94d0_49bb_1331_11eb);
+        h ^ (h >> 32)
+    }
+
+    /// The CLIENT span's id (and the SERVER span's parent).
+    pub fn client_span_id(&self) -> SpanId {
+        nonzero8(self.hash(1))
+    }
+
+    pub fn server_span_id(&self) -> SpanId {
+        nonzero8(self.hash(2))
+    }
+
+    /// Trace id of a trace whose root is this request's CLIENT span.
+    pub fn trace_id(&self) -> TraceId {
+        let mut t = [0u8; 16];
+        t[..8].copy_from_slice(&self.hash(3).to_be_bytes());
+        t[8..].copy_from_slice(&self.hash(4).to_be_bytes());
+        if t == [0; 16] {
+            t[15] = 1;
+        }
+        t
+    }
+}
+
+fn nonzero8(v: u64) -> SpanId {
+    if v == 0 { 1u64.to_be_bytes() } else { v.to_be_bytes() }
+}
+
+type Id = u64;
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LinkCounters {
+    /// Released before their hold ended because the buffer was full.
+    pub released_early: u64,
+    /// Parent found by rule 2 (same thread), 3 (peer socket on this node),
+    /// 4 (derived remote parent).
+    pub thread_links: u64,
+    pub peer_links: u64,
+    pub remote_links: u64,
+    /// CLIENT spans left unlinked because several requests were in flight on
+    /// their thread.
+    pub ambiguous: u64,
+}
+
+pub struct Linker {
+    cfg: LinkConfig,
+    next: Id,
+    spans: HashMap<Id, Span>,
+    /// Release order: (release at, id).
+    queue: VecDeque<(u64, Id)>,
+    clients: HashMap<PeerKey, Id>,
+    servers_by_thread: HashMap<(u32, u32), Vec<Id>>,
+    /// Trace ids already fixed (span id -> trace id), so later children and
+    /// parents agree; bounded with the buffer.
+    fixed: HashMap<SpanId, TraceId>,
+    fixed_order: VecDeque<SpanId>,
+    pub counters: LinkCounters,
+}
+
+impl Linker {
+    pub fn new(cfg: LinkConfig) -> Self {
+        Linker {
+            cfg,
+            next: 0,
+            spans: HashMap::new(),
+            queue: VecDeque::new(),
+            clients: HashMap::new(),
+            servers_by_thread: HashMap::new(),
+            fixed: HashMap::new(),
+            fixed_order: VecDeque::new(),
+            counters: LinkCounters::default(),
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.spans.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.spans.is_empty()
+    }
+
+    /// Take a finished span; spans pushed to `out` are released early when
+    /// the buffer is full.
+    pub fn insert(&mut self, mut span: Span, out: &mut Vec<Span>) {
+        let key = PeerKey::of(&span);
+        if let Some(k) = key {
+            span.span_id = match span.kind {
+                SpanKind::Client => k.client_span_id(),
+                SpanKind::Server => k.server_span_id(),
+            };
+        }
+        let id = self.next;
+        self.next += 1;
+        match (span.kind, key) {
+            (SpanKind::Client, Some(k)) => {
+                self.clients.insert(k, id);
+            }
+            (SpanKind::Server, _) => {
+                if let Some(pid) = span.pid {
+                    self.servers_by_thread.entry((pid, span.request_tid)).or_default().push(id);
+                }
+            }
+            _ => {}
+        }
+        let hold = Duration::from_millis(self.cfg.hold_ms).as_nanos() as u64;
+        self.queue.push_back((span.end_ns.saturating_add(hold), id));
+        self.spans.insert(id, span);
+        while self.spans.len() > self.cfg.max_spans {
+            let Some((_, old)) = self.queue.pop_front() else { break };
+            self.counters.released_early += 1;
+            if let Some(s) = self.release(old) {
+                out.push(s);
+            }
+        }
+    }
+
+    /// Release every span whose hold ended by `now_ns` (all with u64::MAX).
+    pub fn release_due(&mut self, now_ns: u64, out: &mut Vec<Span>) {
+        // Spans end in roughly increasing order; a span whose hold is not
+        // over keeps later ones waiting at most by the difference.
+        let mut keep = VecDeque::new();
+        while let Some((at, id)) = self.queue.pop_front() {
+            if at > now_ns {
+                keep.push_back((at, id));
+                continue;
+            }
+            if let Some(s) = self.release(id) {
+                out.push(s);
+            }
+        }
+        self.queue = keep;
+    }
+
+    fn release(&mut self, id: Id) -> Option<Span> {
+        let (trace, parent) = self.resolve(id, 0);
+        let mut span = self.spans.remove(&id)?;
+        span.trace_id = trace;
+        span.parent_span_id = parent;
+        match (span.kind, PeerKey::of(&span)) {
+            (SpanKind::Client, Some(k)) => {
+                if self.clients.get(&k) == Some(&id) {
+                    self.clients.remove(&k);
+                }
+            }
+            (SpanKind::Server, _) => {
+                if let Some(pid) = span.pid
+                    && let Some(v) = self.servers_by_thread.get_mut(&(pid, span.request_tid))
+                {
+                    v.retain(|x| *x != id);
+                    if v.is_empty() {
+                        self.servers_by_thread.remove(&(pid, span.request_tid));
+                    }
+                }
+            }
+            _ => {}
+        }
+        self.fix(span.span_id, trace);
+        Some(span)
+    }
+
+    fn fix(&mut self, span: SpanId, trace: TraceId) {
+        if self.fixed.insert(span, trace).is_none() {
+            self.fixed_order.push_back(span);
+        }
+        while self.fixed_order.len() > self.cfg.max_spans.max(1024) {
+            if let Some(old) = self.fixed_order.pop_front() {
+                self.fixed.remove(&old);
+            }
+        }
+    }
+
+    /// Trace id and parent of a held span.
+    fn resolve(&mut self, id: Id, depth: u32) -> (TraceId, Option<SpanId>) {
+        let Some(span) = self.spans.get(&id) else { return ([0; 16], None) };
+        if let Some(t) = self.fixed.get(&span.span_id) {
+            return (*t, span.parent_span_id);
+        }
+        if span.context_from_header || depth > 32 {
+            return (span.trace_id, span.parent_span_id);
+        }
+        let key = PeerKey::of(span);
+        let (kind, own_trace) = (span.kind, span.trace_id);
+        let (trace, parent) = match kind {
+            SpanKind::Server => match key {
+                Some(k) => match self.clients.get(&k).copied() {
+                    // Rule 3: the client end is on this node.
+                    Some(client) => {
+                        self.counters.peer_links += 1;
+                        (self.resolve(client, depth + 1).0, Some(k.client_span_id()))
+                    }
+                    // Rule 4: the client is elsewhere (or not traced).
+                    None if self.cfg.remote_parent => {
+                        self.counters.remote_links += 1;
+                        (k.trace_id(), Some(k.client_span_id()))
+                    }
+                    None => (k.trace_id(), None),
+                },
+                None => (own_trace, None),
+            },
+            SpanKind::Client => match self.thread_parent(id) {
+                Some(server) => {
+                    self.counters.thread_links += 1;
+                    let parent_id = self.spans[&server].span_id;
+                    (self.resolve(server, depth + 1).0, Some(parent_id))
+                }
+                None => (key.map_or(own_trace, |k| k.trace_id()), None),
+            },
+        };
+        let span_id = self.spans[&id].span_id;
+        self.fix(span_id, trace);
+        if let Some(s) = self.spans.get_mut(&id) {
+            s.trace_id = trace;
+            s.parent_span_id = parent;
+        }
+        (trace, parent)
+    }
+
+    /// Rule 2: the one SERVER span in flight on the client's thread when it
+    /// sent its request.
+    fn thread_parent(&mut self, id: Id) -> Option<Id> {
+        let c = &self.spans[&id];
+        let pid = c.pid?;
+        let candidates = self.servers_by_thread.get(&(pid, c.request_tid))?;
+        let mut inside = None;
+        let mut open = 0;
+        for sid in candidates {
+            let s = &self.spans[sid];
+            let served_until = s.response_first_ns.unwrap_or(s.end_ns);
+            if s.start_ns <= c.start_ns && c.start_ns <= s.end_ns {
+                open += 1;
+                if c.end_ns <= served_until {
+                    inside = Some(*sid);
+                }
+            }
+        }
+        match (open, inside) {
+            (1, Some(sid)) => Some(sid),
+            (n, _) if n > 1 => {
+                self.counters.ambiguous += 1;
+                None
+            }
+            _ => None,
+        }
+    }
+}
+
+#[cfg(test)]
+#[path = "link_tests.rs"]
+mod tests;

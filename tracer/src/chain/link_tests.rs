@@ -1,0 +1,168 @@
+use std::sync::Arc;
+
+use super::*;
+use crate::{chain::span::Status, identity::Service};
+
+fn addr(s: &str) -> SocketAddr {
+    s.parse().unwrap()
+}
+
+#[allow(clippy::too_many_arguments)]
+fn span(kind: SpanKind, local: &str, remote: &str, seq: u32, pid: u32, tid: u32, start: u64, end: u64) -> Span {
+    Span {
+        trace_id: [7; 16],
+        span_id: [9; 8],
+        parent_span_id: None,
+        kind,
+        name: "GET /".into(),
+        start_ns: start,
+        end_ns: end,
+        response_first_ns: Some(end - 1),
+        status: Status::Unset,
+        attributes: vec![],
+        service: Arc::new(Service::default()),
+        pid: Some(pid),
+        comm: "x".into(),
+        request_tid: tid,
+        response_tid: Some(tid),
+        request_seq: Some(seq),
+        local: addr(local),
+        remote: addr(remote),
+        context_from_header: false,
+    }
+}
+
+fn release_all(l: &mut Linker) -> Vec<Span> {
+    let mut out = Vec::new();
+    l.release_due(u64::MAX, &mut out);
+    out
+}
+
+fn find<'a>(v: &'a [Span], kind: SpanKind, pid: u32) -> &'a Span {
+    v.iter().find(|s| s.kind == kind && s.pid == Some(pid)).unwrap()
+}
+
+/// curl(1) -> nginx(2, one thread) -> backend(3): one trace, every parent
+/// right, whatever the order spans finish in.
+#[test]
+fn chain_on_one_node() {
+    let curl = span(SpanKind::Client, "127.0.0.1:40000", "127.0.0.1:80", 100, 1, 1, 10, 100);
+    let ngx_in = span(SpanKind::Server, "127.0.0.1:80", "127.0.0.1:40000", 100, 2, 20, 20, 90);
+    let ngx_out = span(SpanKind::Client, "127.0.0.1:50000", "127.0.0.1:8000", 555, 2, 20, 30, 80);
+    let back = span(SpanKind::Server, "127.0.0.1:8000", "127.0.0.1:50000", 555, 3, 30, 40, 70);
+    let mut l = Linker::new(LinkConfig::default());
+    let mut out = vec![];
+    for s in [back, ngx_out, ngx_in, curl] {
+        l.insert(s, &mut out);
+    }
+    assert!(out.is_empty());
+    let v = release_all(&mut l);
+    let (c, ni, no, b) = (
+        find(&v, SpanKind::Client, 1),
+        find(&v, SpanKind::Server, 2),
+        find(&v, SpanKind::Client, 2),
+        find(&v, SpanKind::Server, 3),
+    );
+    let k1 = PeerKey { server: addr("127.0.0.1:80"), client: addr("127.0.0.1:40000"), seq: 100 };
+    assert_eq!(c.trace_id, k1.trace_id());
+    assert!(v.iter().all(|s| s.trace_id == c.trace_id), "one trace");
+    assert_eq!(c.parent_span_id, None);
+    assert_eq!(c.span_id, k1.client_span_id());
+    assert_eq!(ni.parent_span_id, Some(c.span_id));
+    assert_eq!(no.parent_span_id, Some(ni.span_id));
+    assert_eq!(b.parent_span_id, Some(no.span_id));
+    assert_eq!(l.counters.thread_links, 1);
+    assert_eq!(l.counters.peer_links, 2);
+    assert!(l.is_empty());
+}
+
+/// An event loop with two requests in flight on the thread when the call
+/// goes out: which one caused it is not known, so it stays unlinked.
+#[test]
+fn ambiguous_thread_is_not_linked() {
+    let a = span(SpanKind::Server, "127.0.0.1:80", "127.0.0.1:40000", 1, 2, 20, 10, 100);
+    let b = span(SpanKind::Server, "127.0.0.1:80", "127.0.0.1:40001", 2, 2, 20, 15, 100);
+    let call = span(SpanKind::Client, "127.0.0.1:50000", "10.0.0.9:8000", 3, 2, 20, 30, 60);
+    let mut l = Linker::new(LinkConfig { remote_parent: false, ..LinkConfig::default() });
+    for s in [call, a, b] {
+        l.insert(s, &mut vec![]);
+    }
+    let v = release_all(&mut l);
+    let c = find(&v, SpanKind::Client, 2);
+    assert_eq!(c.parent_span_id, None);
+    assert_eq!(l.counters.ambiguous, 1);
+}
+
+/// A call made by another thread, or after the response started, is not a child.
+#[test]
+fn other_thread_or_after_response_is_not_a_child() {
+    let srv = span(SpanKind::Server, "127.0.0.1:80", "127.0.0.1:40000", 1, 2, 20, 10, 50);
+    let other_thread = span(SpanKind::Client, "127.0.0.1:50000", "10.0.0.9:8000", 3, 2, 21, 20, 30);
+    let after = span(SpanKind::Client, "127.0.0.1:50001", "10.0.0.9:8000", 4, 2, 20, 60, 70);
+    let mut l = Linker::new(LinkConfig::default());
+    for s in [srv, other_thread, after] {
+        l.insert(s, &mut vec![]);
+    }
+    let v = release_all(&mut l);
+    assert!(v.iter().filter(|s| s.kind == SpanKind::Client).all(|s| s.parent_span_id.is_none()));
+}
+
+/// Two agents on two nodes derive the same ids: the server span's parent is
+/// the client span's id, and a root client's trace id is shared.
+#[test]
+fn two_nodes_agree_without_talking() {
+    let client = span(SpanKind::Client, "10.0.0.1:40000", "10.0.0.2:80", 42, 1, 1, 10, 100);
+    let server = span(SpanKind::Server, "10.0.0.2:80", "10.0.0.1:40000", 42, 2, 2, 20, 90);
+    let mut node_a = Linker::new(LinkConfig::default());
+    let mut node_b = Linker::new(LinkConfig::default());
+    node_a.insert(client, &mut vec![]);
+    node_b.insert(server, &mut vec![]);
+    let c = release_all(&mut node_a).remove(0);
+    let s = release_all(&mut node_b).remove(0);
+    assert_eq!(s.parent_span_id, Some(c.span_id));
+    assert_eq!(s.trace_id, c.trace_id);
+    assert_ne!(s.span_id, c.span_id);
+    assert_eq!(node_b.counters.remote_links, 1);
+}
+
+#[test]
+fn remote_parent_off_keeps_server_roots() {
+    let server = span(SpanKind::Server, "10.0.0.2:80", "10.0.0.1:40000", 42, 2, 2, 20, 90);
+    let mut l = Linker::new(LinkConfig { remote_parent: false, ..LinkConfig::default() });
+    l.insert(server, &mut vec![]);
+    assert_eq!(release_all(&mut l)[0].parent_span_id, None);
+}
+
+/// A traceparent header wins over every derived link.
+#[test]
+fn header_context_is_kept() {
+    let mut s = span(SpanKind::Server, "127.0.0.1:80", "127.0.0.1:40000", 1, 2, 20, 10, 50);
+    s.context_from_header = true;
+    s.trace_id = [1; 16];
+    s.parent_span_id = Some([2; 8]);
+    let c = span(SpanKind::Client, "127.0.0.1:40000", "127.0.0.1:80", 1, 1, 1, 5, 60);
+    let mut l = Linker::new(LinkConfig::default());
+    l.insert(s, &mut vec![]);
+    l.insert(c, &mut vec![]);
+    let v = release_all(&mut l);
+    let srv = find(&v, SpanKind::Server, 2);
+    assert_eq!((srv.trace_id, srv.parent_span_id), ([1; 16], Some([2; 8])));
+}
+
+/// Spans wait for their hold; a full buffer releases the oldest early.
+#[test]
+fn hold_and_bound() {
+    let mut l = Linker::new(LinkConfig { hold_ms: 1, max_spans: 2, remote_parent: false });
+    let mut out = vec![];
+    for i in 0..3u32 {
+        let s = span(SpanKind::Server, "127.0.0.1:80", "127.0.0.1:40000", i, 2, 20 + i, 10, 1_000);
+        l.insert(s, &mut out);
+    }
+    assert_eq!(out.len(), 1, "oldest released early");
+    assert_eq!(l.counters.released_early, 1);
+    l.release_due(1_000 + 500_000, &mut out);
+    assert_eq!(out.len(), 1, "hold not over yet");
+    l.release_due(1_000 + 1_000_000, &mut out);
+    assert_eq!(out.len(), 3);
+    assert!(l.is_empty());
+}
