@@ -8,7 +8,7 @@ use serde::Deserialize;
 
 use crate::{
     chain::{link::LinkConfig, route::RouteConfig, span::SpanConfig},
-    export::lines::OutputFormat,
+    export::{lines::OutputFormat, otlp::OtlpConfig},
     protocols::{ProtocolConfig, http1::HttpConfig},
 };
 
@@ -20,6 +20,8 @@ pub struct Config {
     pub api: ApiConfig,
     pub http: HttpSection,
     pub chain: LinkConfig,
+    /// OTLP export; OTEL_EXPORTER_OTLP_* environment variables apply first.
+    pub otlp: OtlpConfig,
     /// What `tracer run` prints on stdout: json, text or none.
     pub output: OutputFormat,
     /// Also print one line per data event (debugging capture).
@@ -34,6 +36,7 @@ impl Default for Config {
             api: ApiConfig::default(),
             http: HttpSection::default(),
             chain: LinkConfig::default(),
+            otlp: OtlpConfig::default(),
             output: OutputFormat::Text,
             data_events: false,
         }

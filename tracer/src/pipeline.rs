@@ -5,6 +5,7 @@
 //! probes --ring buffer--> capture::reader --capture_to_conntrack--> conntrack
 //!   (connection table + protocol parsers) --conntrack_to_chain--> chain (spans)
 //!   --chain_to_export--> export::lines (stdout)
+//!   and chain --SpanSender (bounded queue)--> export::otlp (OTLP/gRPC or HTTP)
 //! api (/healthz /readyz /metrics) reads telemetry
 //! ```
 //!
@@ -22,7 +23,10 @@ use crate::{
     chain::{self, ChainConfig},
     config::Config,
     conntrack::{self, TableConfig},
-    export::lines::LineWriter,
+    export::{
+        lines::LineWriter,
+        otlp::{OtlpExporter, resolve_from_env},
+    },
     probes::{LoadOptions, Probes},
     telemetry::{Telemetry, set_counter},
 };
@@ -33,6 +37,14 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<()> 
     let listener = api::bind(cfg.api.addr).await?;
     let api_addr = listener.local_addr()?;
     let (stop_tx, stop_rx) = watch::channel(false);
+    // Bad export settings are an error at start, not a silent loss.
+    let otlp = match resolve_from_env(&cfg.otlp)? {
+        Some(r) => Some(OtlpExporter::new(r, telemetry.clone()).await?),
+        None => {
+            tracing::info!("no OTLP endpoint configured (OTEL_EXPORTER_OTLP_ENDPOINT): spans are not exported");
+            None
+        }
+    };
     let api_task = tokio::spawn(api::serve(listener, telemetry.clone(), stop_rx.clone()));
 
     let mut probes = Probes::load(&LoadOptions {
@@ -69,8 +81,17 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<()> 
             writer.flush();
         })
     };
+    // The exporter stops after the chain stage released its last spans.
+    let (export_stop_tx, export_stop_rx) = watch::channel(false);
+    let otlp_sender = otlp.as_ref().map(OtlpExporter::sender);
+    let otlp_task = otlp.map(|e| tokio::spawn(e.run(export_stop_rx)));
     let chain_task = tokio::spawn(chain::run(
-        ChainConfig { span: cfg.http.span_config(), routes: cfg.http.routes.clone(), link: cfg.chain.clone() },
+        ChainConfig {
+            span: cfg.http.span_config(),
+            routes: cfg.http.routes.clone(),
+            link: cfg.chain.clone(),
+            otlp: otlp_sender,
+        },
         chain_rx,
         chain_to_export,
         telemetry.clone(),
@@ -111,10 +132,16 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<()> 
         conntrack_task.await.context("conntrack task")?;
         chain_task.await.context("chain task")??;
         export_task.await.context("export task")?;
-        api_task.await.context("api task")?
+        anyhow::Ok(())
     })
     .await
     .context("stages did not stop within 5 s")?;
+    // Flush what is queued for the backend (bounded by its own timeout).
+    let _ = export_stop_tx.send(true);
+    if let Some(t) = otlp_task {
+        t.await.context("OTLP exporter task")??;
+    }
+    api_task.await.context("api task")??;
     Ok(())
 }
 

@@ -16,12 +16,19 @@ use self::{
     route::{RouteConfig, Router},
     span::{SpanConfig, http_span, kind_of},
 };
-use crate::{conntrack::Record, export::Item, identity::Identity, telemetry::Telemetry};
+use crate::{
+    conntrack::Record,
+    export::{Item, otlp::SpanSender},
+    identity::Identity,
+    telemetry::Telemetry,
+};
 
 pub struct ChainConfig {
     pub span: SpanConfig,
     pub routes: RouteConfig,
     pub link: LinkConfig,
+    /// Released spans also go to the OTLP exporter's queue (never blocks).
+    pub otlp: Option<SpanSender>,
 }
 
 /// The span stage: builds spans, holds them in the linker until their
@@ -69,7 +76,11 @@ pub async fn run(
             _ = tick.tick() => linker.release_due(crate::clock::monotonic_ns(), &mut released),
         }
         for s in released.drain(..) {
-            send(Item::Span(Box::new(s)));
+            let s = Arc::new(s);
+            if let Some(o) = &cfg.otlp {
+                o.send(s.clone());
+            }
+            send(Item::Span(s));
         }
         telemetry.chain_held.set(linker.len() as i64);
         let c = std::mem::take(&mut linker.counters);
@@ -88,7 +99,11 @@ pub async fn run(
     // Input closed (shutdown): release everything held.
     linker.release_due(u64::MAX, &mut released);
     for s in released.drain(..) {
-        send(Item::Span(Box::new(s)));
+        let s = Arc::new(s);
+        if let Some(o) = &cfg.otlp {
+            o.send(s.clone());
+        }
+        send(Item::Span(s));
     }
     Ok(())
 }

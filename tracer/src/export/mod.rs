@@ -1,6 +1,7 @@
 //! Where records leave the agent. For now: lines on stdout (JSON or text).
 
 pub mod lines;
+pub mod otlp;
 
 use crate::{
     chain::span::Span,
@@ -12,5 +13,5 @@ use crate::{
 pub enum Item {
     Conn(ConnRecord),
     Data(DataRecord),
-    Span(Box<Span>),
+    Span(std::sync::Arc<Span>),
 }

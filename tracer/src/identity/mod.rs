@@ -79,7 +79,12 @@ pub fn from_environ(env: &[u8], fallback: &str) -> Service {
     let mut svc = Service { name: fallback.to_string(), version: None, attributes: Vec::new() };
     for (k, v) in attrs {
         match k.as_str() {
-            "service.name" if name.is_none() => name = Some(v),
+            "service.name" => {
+                // OTEL_SERVICE_NAME wins over the attribute (OTel SDK rule).
+                if name.is_none() {
+                    name = Some(v);
+                }
+            }
             "service.version" => svc.version = Some(v),
             _ => svc.attributes.push((k, v)),
         }

@@ -503,3 +503,96 @@ impl Agent {
 pub fn attr<'a>(span: &'a Value, key: &str) -> &'a Value {
     &span["attributes"][key]
 }
+
+impl Agent {
+    /// `start`, with environment variables for the agent (OTEL_* settings).
+    pub fn start_env(extra: &[&str], envs: &[(&str, &str)]) -> Agent {
+        let api: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let mut child = Command::new(TRACER)
+            .args(["run", "--output", "json", "--api-addr", &api.to_string()])
+            .args(extra)
+            .env("RUST_LOG", "info")
+            .envs(envs.iter().copied())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawning the tracer");
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let stderr = Arc::new(Mutex::new(String::new()));
+        let out = child.stdout.take().unwrap();
+        let l = lines.clone();
+        thread::spawn(move || {
+            for line in BufReader::new(out).lines().map_while(Result::ok) {
+                let v: Value = serde_json::from_str(&line)
+                    .unwrap_or_else(|e| panic!("agent printed a line that is not JSON ({e}): {line}"));
+                l.lock().unwrap().push(v);
+            }
+        });
+        let err = child.stderr.take().unwrap();
+        let e = stderr.clone();
+        thread::spawn(move || {
+            for line in BufReader::new(err).lines().map_while(Result::ok) {
+                eprintln!("[tracer] {line}");
+                e.lock().unwrap().push_str(&(line + "\n"));
+            }
+        });
+        let mut agent = Agent { child: Some(child), api, lines, stderr };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some(status) = agent.child.as_mut().unwrap().try_wait().unwrap() {
+                thread::sleep(Duration::from_millis(200));
+                panic!("the tracer exited ({status}) before it was ready:\n{}", agent.stderr.lock().unwrap());
+            }
+            if let Ok((200, _)) = http_get(api, "/readyz") {
+                return agent;
+            }
+            assert!(Instant::now() < deadline, "the tracer was not ready within 60 s:\n{}", agent.stderr.lock().unwrap());
+            thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Resident memory of the agent, KiB (VmRSS).
+    pub fn rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).expect("reading the agent's status");
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .expect("VmRSS in /proc/<pid>/status")
+    }
+
+    /// Sum of every series of a metric family (`name{...} v` lines).
+    pub fn metric_sum(&self, name: &str) -> u64 {
+        self.metrics()
+            .lines()
+            .filter(|l| l.starts_with(name) && l[name.len()..].starts_with(['{', ' ']))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum::<f64>() as u64
+    }
+}
+
+/// Run `tracer run` expecting it to fail at start: (exit status, stderr).
+pub fn tracer_fails(extra: &[&str], envs: &[(&str, &str)]) -> (std::process::ExitStatus, String) {
+    let api = format!("127.0.0.1:{}", free_port());
+    let mut child = Command::new(TRACER)
+        .args(["run", "--output", "json", "--api-addr", &api])
+        .args(extra)
+        .envs(envs.iter().copied())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawning the tracer");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            let mut err = String::new();
+            child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+            return (status, err);
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("the tracer kept running for 20 s with settings that should fail at start: {envs:?}");
+        }
+        thread::sleep(Duration::from_millis(50));
+    }
+}

@@ -12,9 +12,8 @@ const MAX_VALUE: usize = 256;
 /// Headers parsed per message at most (more: the head counts as truncated).
 const MAX_HEADERS: usize = 96;
 
-const METHODS: &[&[u8]] = &[
-    b"GET ", b"POST ", b"PUT ", b"DELETE ", b"HEAD ", b"OPTIONS ", b"PATCH ", b"CONNECT ", b"TRACE ",
-];
+const METHODS: &[&[u8]] =
+    &[b"GET ", b"POST ", b"PUT ", b"DELETE ", b"HEAD ", b"OPTIONS ", b"PATCH ", b"CONNECT ", b"TRACE "];
 
 /// A request line: a known method, or an unknown token followed by a target
 /// and `HTTP/1.x` on the same (captured) line.
@@ -193,7 +192,8 @@ pub fn parse_first_line(buf: &[u8], request: bool) -> Option<Head> {
     let version = |v: &str| v.strip_prefix("HTTP/1.").and_then(|m| m.parse::<u8>().ok()).filter(|m| *m <= 1);
     let mut common = Common { truncated: true, minor_version: 1, ..Default::default() };
     if request {
-        if a.is_empty() || a.len() > MAX_METHOD || !a.bytes().all(|b| b.is_ascii_alphabetic() || b == b'-' || b == b'_') {
+        if a.is_empty() || a.len() > MAX_METHOD || !a.bytes().all(|b| b.is_ascii_alphabetic() || b == b'-' || b == b'_')
+        {
             return None;
         }
         match c.and_then(version) {

@@ -62,6 +62,8 @@ pub struct HttpExchange {
 }
 
 struct Pending {
+    /// Order of arrival, to find the request whose body is still arriving.
+    id: u64,
     head: RequestHead,
     timing: Timing,
     body: Option<u64>,
@@ -83,8 +85,9 @@ pub struct Http1 {
     resp: Stream,
     /// Requests without a (final) response yet, oldest first.
     pending: VecDeque<Pending>,
-    /// The request whose head was seen and whose end is not yet.
-    receiving: bool,
+    /// The request whose head was seen and whose end is not yet (its `id`).
+    receiving: Option<u64>,
+    next_id: u64,
     inflight: Option<InFlight>,
     stopped: Option<&'static str>,
     /// Counters for the caller: requests dropped past max_pending, responses
@@ -102,7 +105,8 @@ impl Http1 {
             req: Stream::new(Side::Request),
             resp: Stream::new(Side::Response),
             pending: VecDeque::new(),
-            receiving: false,
+            receiving: None,
+            next_id: 0,
             inflight: None,
             stopped: None,
             overflow: 0,
@@ -116,26 +120,29 @@ impl Http1 {
         for ev in std::mem::take(&mut self.events) {
             match ev {
                 StreamEvent::Head { head: Head::Request(h), first_ns, seq, tid } => {
-                    if self.pending.len() >= self.cfg.max_pending {
+                    if self.pending.len() >= self.cfg.max_pending.max(1) {
                         self.pending.pop_front();
                         self.overflow += 1;
                     }
                     let timing = Timing { first_ns, last_ns: 0, seq, tid };
-                    self.pending.push_back(Pending { head: h, timing, body: None });
-                    self.receiving = true;
+                    let id = self.next_id;
+                    self.next_id += 1;
+                    self.pending.push_back(Pending { id, head: h, timing, body: None });
+                    self.receiving = Some(id);
                 }
                 StreamEvent::End { ts_ns, body_bytes } => {
-                    if let Some(p) = self.pending.back_mut().filter(|_| self.receiving) {
+                    // None when a response already took it (answered early).
+                    if let Some(p) = self.receiving_mut() {
                         p.timing.last_ns = ts_ns;
                         p.body = Some(body_bytes);
                     }
-                    self.receiving = false;
+                    self.receiving = None;
                 }
                 StreamEvent::Lost { last_ns } => {
-                    if let Some(p) = self.pending.back_mut().filter(|_| self.receiving) {
+                    if let Some(p) = self.receiving_mut() {
                         p.timing.last_ns = last_ns;
                     }
-                    self.receiving = false;
+                    self.receiving = None;
                 }
                 StreamEvent::NotHttp => self.not_http += 1,
                 StreamEvent::Head { head: Head::Response(_), .. } => {}
@@ -143,8 +150,16 @@ impl Http1 {
         }
     }
 
+    fn receiving_mut(&mut self) -> Option<&mut Pending> {
+        let id = self.receiving?;
+        self.pending.back_mut().filter(|p| p.id == id)
+    }
+
     fn on_response_events(&mut self, out: &mut Vec<Exchange>) {
         for ev in std::mem::take(&mut self.events) {
+            if self.stopped.is_some() && !matches!(ev, StreamEvent::End { .. } | StreamEvent::Lost { .. }) {
+                continue; // bytes after an upgrade or a tunnel are not HTTP/1
+            }
             match ev {
                 StreamEvent::Head { head: Head::Response(h), first_ns, seq, tid } => {
                     // A previous response whose end was lost ends before this one.
@@ -152,8 +167,8 @@ impl Http1 {
                         let last = self.resp.last_ns;
                         out.push(finish(f, last, None, true));
                     }
-                    if (100..200).contains(&h.status) && h.status != 101 {
-                        continue; // interim (100 Continue, 103 Early Hints)
+                    if is_interim(h.status) {
+                        continue; // 100 Continue, 103 Early Hints
                     }
                     let Some(req) = self.pending.pop_front() else {
                         self.unpaired += 1;
@@ -181,6 +196,11 @@ impl Http1 {
             }
         }
     }
+}
+
+/// A 1xx response other than 101: another response follows for the same request.
+fn is_interim(status: u16) -> bool {
+    (100..200).contains(&status) && status != 101
 }
 
 fn finish(f: InFlight, last_ns: u64, body: Option<u64>, incomplete: bool) -> Exchange {
@@ -224,14 +244,23 @@ impl ProtocolParser for Http1 {
                 self.on_request_events();
             }
             Side::Response => {
-                // The framing of a response depends on its request's method:
-                // the oldest waiting request, skipping interim responses.
-                let method = self.pending.front().map(|p| p.head.method.clone());
+                // The framing of a response depends on its request's method.
+                // Responses pair in order and interim ones take no request,
+                // so the n-th final response of this segment answers the
+                // n-th waiting request (pending is updated after the feed).
+                let pending = &self.pending;
+                let mut answered = 0;
                 self.resp.feed(
                     seg,
                     &cfg,
                     &mut |h| match h {
-                        Head::Response(r) => response_framing(r, method.as_deref()),
+                        Head::Response(r) => {
+                            let method = pending.get(answered).map(|p| p.head.method.as_str());
+                            if !is_interim(r.status) {
+                                answered += 1;
+                            }
+                            response_framing(r, method)
+                        }
                         Head::Request(_) => head::Framing::None,
                     },
                     &mut self.events,
@@ -270,5 +299,36 @@ impl ProtocolParser for Http1 {
 }
 
 #[cfg(test)]
+impl Http1 {
+    /// Bytes this parser holds between calls: partial heads, and the text
+    /// kept for each waiting request.
+    pub(crate) fn buffered(&self) -> usize {
+        let text = |h: &RequestHead| {
+            let opt = |o: &Option<String>| o.as_ref().map_or(0, String::len);
+            let headers: usize = h.common.headers.iter().map(|(n, v)| n.len() + v.len()).sum();
+            h.method.len()
+                + h.target.len()
+                + opt(&h.host)
+                + opt(&h.user_agent)
+                + opt(&h.traceparent)
+                + opt(&h.tracestate)
+                + headers
+        };
+        let inflight = self.inflight.as_ref().map_or(0, |f| text(&f.req.head));
+        self.req.buffered()
+            + self.resp.buffered()
+            + self.pending.iter().map(|p| text(&p.head)).sum::<usize>()
+            + inflight
+    }
+
+    pub(crate) fn pending_len(&self) -> usize {
+        self.pending.len()
+    }
+}
+
+#[cfg(test)]
 #[path = "tests.rs"]
 mod tests;
+#[cfg(test)]
+#[path = "tests_prop.rs"]
+mod tests_prop;

@@ -6,7 +6,7 @@
 
 use super::{
     HttpConfig,
-    head::{self, Framing, Head},
+    head::{self, Framing, Head, Parsed},
 };
 use crate::protocols::{Segment, Side};
 
@@ -16,6 +16,10 @@ pub const MAX_HEAD: usize = 16 * 1024;
 const MAX_CHUNK_LINE: usize = 1024;
 
 #[derive(Clone, Debug, PartialEq)]
+#[expect(
+    clippy::large_enum_variant,
+    reason = "events live for one feed call in a reused Vec; boxing would allocate per message"
+)]
 pub enum StreamEvent {
     /// A complete head; `first_ns`/`seq`/`tid` locate its first byte.
     Head { head: Head, first_ns: u64, seq: Option<u32>, tid: u32 },
@@ -47,9 +51,17 @@ enum State {
     Start,
     /// Inside a head that spans syscalls (bytes kept in `head`).
     Head,
-    Body { remaining: u64, body: u64 },
-    Chunked { chunk: Chunk, body: u64 },
-    UntilClose { body: u64 },
+    Body {
+        remaining: u64,
+        body: u64,
+    },
+    Chunked {
+        chunk: Chunk,
+        body: u64,
+    },
+    UntilClose {
+        body: u64,
+    },
     /// Out of step: skip until a syscall starts with a head.
     Lost,
 }
@@ -61,7 +73,7 @@ pub struct Stream {
     first_ns: u64,
     seq: Option<u32>,
     tid: u32,
-    /// Return time of the last segment fed.
+    /// Return time of the last segment fed (the one being fed, during `feed`).
     pub last_ns: u64,
 }
 
@@ -70,16 +82,18 @@ impl Stream {
         Stream { side, state: State::Start, head: Vec::new(), first_ns: 0, seq: None, tid: 0, last_ns: 0 }
     }
 
-    fn looks_like_start(&self, p: &[u8]) -> bool {
-        match self.side {
-            Side::Request => head::looks_like_request(p),
-            Side::Response => head::looks_like_response(p),
-        }
+    fn starts_message(&self, p: &[u8]) -> Option<bool> {
+        head::starts_message(p, self.side == Side::Request)
     }
 
     /// Inside a message (head seen, end not yet).
     pub fn in_message(&self) -> bool {
         !matches!(self.state, State::Start | State::Lost)
+    }
+
+    /// Bytes held between syscalls (a head that spans several).
+    pub fn buffered(&self) -> usize {
+        self.head.len()
     }
 
     /// Feed one segment. `framing` decides a message's body framing from its
@@ -92,13 +106,18 @@ impl Stream {
         out: &mut Vec<StreamEvent>,
     ) {
         let total = seg.bytes as usize;
+        if total == 0 {
+            return;
+        }
         let p = &seg.payload[..seg.payload.len().min(total)];
         let cap = p.len();
+        // The last byte seen of the current message is in this segment from now on.
+        self.last_ns = seg.ts_ns;
         let mut pos = 0usize;
         while pos < total {
             match &mut self.state {
                 State::Lost => {
-                    if pos == 0 && self.looks_like_start(p) {
+                    if pos == 0 && self.starts_message(p) == Some(true) {
                         self.state = State::Start;
                         continue;
                     }
@@ -106,16 +125,16 @@ impl Stream {
                 }
                 State::Start => {
                     if pos >= cap {
-                        // A message starts in bytes that were not captured.
+                        // The next message starts in bytes that were not
+                        // captured: out of step, but nothing says it is not HTTP.
                         self.state = State::Lost;
-                        out.push(StreamEvent::NotHttp);
                         break;
                     }
                     if p[pos] == b'\r' || p[pos] == b'\n' {
                         pos += 1; // stray CRLF between messages (RFC 9112 2.2)
                         continue;
                     }
-                    if !self.looks_like_start(&p[pos..]) {
+                    if self.starts_message(&p[pos..]) == Some(false) {
                         self.state = State::Lost;
                         out.push(StreamEvent::NotHttp);
                         break;
@@ -134,11 +153,27 @@ impl Stream {
                     let take = (cap - pos).min(MAX_HEAD - self.head.len());
                     let before = self.head.len();
                     self.head.extend_from_slice(&p[pos..pos + take]);
-                    match head::parse(&self.head, self.side == Side::Request, cfg) {
-                        Ok(Some((h, len))) => {
-                            pos += len - before;
+                    let parsed = match self.starts_message(&self.head) {
+                        Some(true) => head::parse(&self.head, self.side == Side::Request, cfg),
+                        // The first line is still too short to tell.
+                        None => Parsed::Partial,
+                        Some(false) => {
+                            self.head.clear();
+                            self.state = State::Lost;
+                            out.push(StreamEvent::NotHttp);
+                            break;
+                        }
+                    };
+                    match parsed {
+                        Parsed::Complete(h, len) => {
+                            pos += len.saturating_sub(before);
                             let f = framing(&h);
-                            out.push(StreamEvent::Head { head: h, first_ns: self.first_ns, seq: self.seq, tid: self.tid });
+                            out.push(StreamEvent::Head {
+                                head: h,
+                                first_ns: self.first_ns,
+                                seq: self.seq,
+                                tid: self.tid,
+                            });
                             self.head.clear();
                             self.state = match f {
                                 Framing::None | Framing::Length(0) => {
@@ -150,7 +185,7 @@ impl Stream {
                                 Framing::UntilClose => State::UntilClose { body: 0 },
                             };
                         }
-                        Ok(None) => {
+                        Parsed::Partial => {
                             pos += take;
                             if self.head.len() >= MAX_HEAD || pos < total {
                                 // Too long, or the rest of this syscall's bytes
@@ -159,7 +194,7 @@ impl Stream {
                                 break;
                             }
                         }
-                        Err(()) => {
+                        Parsed::Invalid => {
                             self.salvage(out);
                             break;
                         }
@@ -193,12 +228,11 @@ impl Stream {
                 }
             }
         }
-        self.last_ns = seg.ts_ns;
     }
 
     /// A head that cannot complete: keep its first line when that was
     /// captured (a span with method/target or status is still worth having),
-    /// then resynchronise.
+    /// then resynchronise. Its last byte seen is in the latest segment.
     fn salvage(&mut self, out: &mut Vec<StreamEvent>) {
         match head::parse_first_line(&self.head, self.side == Side::Request) {
             Some(h) => {
@@ -220,6 +254,7 @@ impl Stream {
             State::Body { .. } | State::Chunked { .. } => out.push(StreamEvent::Lost { last_ns: self.last_ns }),
             State::Start | State::Lost => {}
         }
+        self.state = State::Start;
     }
 }
 
