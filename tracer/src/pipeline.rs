@@ -24,6 +24,7 @@ use crate::{
     config::Config,
     conntrack::{self, TableConfig},
     export::{
+        Sink,
         lines::LineWriter,
         otlp::{OtlpExporter, resolve_from_env},
     },
@@ -83,14 +84,17 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<()> 
     };
     // The exporter stops after the chain stage released its last spans.
     let (export_stop_tx, export_stop_rx) = watch::channel(false);
-    let otlp_sender = otlp.as_ref().map(OtlpExporter::sender);
+    let mut sinks: Vec<Arc<dyn Sink>> = Vec::new();
+    if let Some(o) = &otlp {
+        sinks.push(Arc::new(o.sender()));
+    }
     let otlp_task = otlp.map(|e| tokio::spawn(e.run(export_stop_rx)));
     let chain_task = tokio::spawn(chain::run(
         ChainConfig {
             span: cfg.http.span_config(),
             routes: cfg.http.routes.clone(),
             link: cfg.chain.clone(),
-            otlp: otlp_sender,
+            sinks,
         },
         chain_rx,
         chain_to_export,

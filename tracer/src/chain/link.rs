@@ -26,12 +26,14 @@
 use std::{
     collections::{HashMap, VecDeque},
     net::SocketAddr,
+    sync::Arc,
     time::Duration,
 };
 
 use serde::Deserialize;
 
 use super::span::{Span, SpanId, SpanKind, TraceId};
+use crate::identity::Service;
 
 /// `[chain]` config section.
 #[derive(Clone, Debug, Deserialize)]
@@ -154,6 +156,10 @@ pub struct Linker {
     /// parents agree; bounded with the buffer.
     fixed: HashMap<SpanId, TraceId>,
     fixed_order: VecDeque<SpanId>,
+    /// Service of each end seen on this node, by request, so a span learns
+    /// which service is at the other end (topology edges); bounded like `fixed`.
+    ends: HashMap<(PeerKey, SpanKind), Arc<Service>>,
+    ends_order: VecDeque<(PeerKey, SpanKind)>,
     pub counters: LinkCounters,
 }
 
@@ -168,6 +174,8 @@ impl Linker {
             servers_by_thread: HashMap::new(),
             fixed: HashMap::new(),
             fixed_order: VecDeque::new(),
+            ends: HashMap::new(),
+            ends_order: VecDeque::new(),
             counters: LinkCounters::default(),
         }
     }
@@ -192,6 +200,16 @@ impl Linker {
         }
         let id = self.next;
         self.next += 1;
+        if let Some(k) = key
+            && self.ends.insert((k, span.kind), span.service.clone()).is_none()
+        {
+            self.ends_order.push_back((k, span.kind));
+            while self.ends_order.len() > self.cfg.max_spans.max(1024) {
+                if let Some(old) = self.ends_order.pop_front() {
+                    self.ends.remove(&old);
+                }
+            }
+        }
         match (span.kind, key) {
             (SpanKind::Client, Some(k)) => {
                 self.clients.insert(k, id);
@@ -237,6 +255,13 @@ impl Linker {
         let mut span = self.spans.remove(&id)?;
         span.trace_id = trace;
         span.parent_span_id = parent;
+        if let Some(k) = PeerKey::of(&span) {
+            let other = match span.kind {
+                SpanKind::Client => SpanKind::Server,
+                SpanKind::Server => SpanKind::Client,
+            };
+            span.peer_service = self.ends.get(&(k, other)).cloned();
+        }
         match (span.kind, PeerKey::of(&span)) {
             (SpanKind::Client, Some(k)) => {
                 if self.clients.get(&k) == Some(&id) {

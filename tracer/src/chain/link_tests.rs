@@ -29,6 +29,7 @@ fn span(kind: SpanKind, local: &str, remote: &str, seq: u32, pid: u32, tid: u32,
         local: addr(local),
         remote: addr(remote),
         context_from_header: false,
+        peer_service: None,
     }
 }
 
@@ -73,6 +74,10 @@ fn chain_on_one_node() {
     assert_eq!(b.parent_span_id, Some(no.span_id));
     assert_eq!(l.counters.thread_links, 1);
     assert_eq!(l.counters.peer_links, 2);
+    // Each end learns the service at the other end.
+    assert!(Arc::ptr_eq(b.peer_service.as_ref().unwrap(), &no.service));
+    assert!(Arc::ptr_eq(no.peer_service.as_ref().unwrap(), &b.service));
+    assert!(c.peer_service.is_some() && ni.peer_service.is_some());
     assert!(l.is_empty());
 }
 

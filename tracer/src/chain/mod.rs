@@ -18,7 +18,7 @@ use self::{
 };
 use crate::{
     conntrack::Record,
-    export::{Item, otlp::SpanSender},
+    export::{Item, Sink},
     identity::Identity,
     telemetry::Telemetry,
 };
@@ -27,8 +27,9 @@ pub struct ChainConfig {
     pub span: SpanConfig,
     pub routes: RouteConfig,
     pub link: LinkConfig,
-    /// Released spans also go to the OTLP exporter's queue (never blocks).
-    pub otlp: Option<SpanSender>,
+    /// Every released span and connection record also goes to these
+    /// (OTLP, topology, store); they never block.
+    pub sinks: Vec<Arc<dyn Sink>>,
 }
 
 /// The span stage: builds spans, holds them in the linker until their
@@ -55,7 +56,15 @@ pub async fn run(
             r = from_conntrack.recv() => {
                 let Some(r) = r else { break };
                 match r {
-                    Record::Conn(c) => send(Item::Conn(c)),
+                    Record::Conn(c) => {
+                        if !cfg.sinks.is_empty() {
+                            let service = c.pid.map(|pid| identity.service(pid, &c.comm));
+                            for sink in &cfg.sinks {
+                                sink.conn(&c, service.as_ref());
+                            }
+                        }
+                        send(Item::Conn(c));
+                    }
                     Record::Data(d) => send(Item::Data(d)),
                     Record::Call(call) => {
                         let Some(h) = span::http(&call) else { continue };
@@ -77,8 +86,8 @@ pub async fn run(
         }
         for s in released.drain(..) {
             let s = Arc::new(s);
-            if let Some(o) = &cfg.otlp {
-                o.send(s.clone());
+            for sink in &cfg.sinks {
+                sink.span(&s);
             }
             send(Item::Span(s));
         }
@@ -100,8 +109,8 @@ pub async fn run(
     linker.release_due(u64::MAX, &mut released);
     for s in released.drain(..) {
         let s = Arc::new(s);
-        if let Some(o) = &cfg.otlp {
-            o.send(s.clone());
+        for sink in &cfg.sinks {
+            sink.span(&s);
         }
         send(Item::Span(s));
     }

@@ -13,7 +13,7 @@ use crate::{
     protocols::{Info, http1::HttpExchange},
 };
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum SpanKind {
     /// This process received the request.
@@ -69,6 +69,9 @@ pub struct Span {
     pub remote: SocketAddr,
     /// Trace id and parent came from the request's traceparent header.
     pub context_from_header: bool,
+    /// The service at the other end, when this node traced it too (set by
+    /// the linker; topology edges use it, else a virtual node by address).
+    pub peer_service: Option<Arc<Service>>,
 }
 
 impl Span {
@@ -266,6 +269,7 @@ pub fn http_span(
         local: call.tuple.local,
         remote: call.tuple.remote,
         context_from_header: header.is_some(),
+        peer_service: None,
     }
 }
 

@@ -32,6 +32,7 @@ pub(crate) fn test_span(service: &Arc<Service>, pid: u32, name: &str) -> Span {
         local: "127.0.0.1:8080".parse().unwrap(),
         remote: "127.0.0.1:50000".parse().unwrap(),
         context_from_header: true,
+        peer_service: None,
     }
 }
 
