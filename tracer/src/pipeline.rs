@@ -46,7 +46,8 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<()> 
             None
         }
     };
-    let api_task = tokio::spawn(api::serve(listener, telemetry.clone(), stop_rx.clone()));
+    let api_routes = Vec::new();
+    let api_task = tokio::spawn(api::serve(listener, telemetry.clone(), api_routes, stop_rx.clone()));
 
     let mut probes = Probes::load(&LoadOptions {
         capture_bytes: cfg.capture.capture_bytes,

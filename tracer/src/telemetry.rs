@@ -20,7 +20,7 @@ type Labels = Vec<(&'static str, &'static str)>;
 type Refresher = Box<dyn Fn(&Telemetry) + Send + Sync>;
 
 pub struct Telemetry {
-    registry: Registry,
+    registry: Mutex<Registry>,
     /// Records decoded from the ring buffer, by kind.
     pub events_received: Family<Labels, Counter>,
     /// Events dropped in userspace, by stage and reason.
@@ -66,7 +66,7 @@ impl Telemetry {
             otlp: OtlpMetrics::default(),
             ready: AtomicBool::new(false),
             refreshers: Mutex::new(Vec::new()),
-            registry: Registry::default(),
+            registry: Mutex::new(Registry::default()),
         };
         registry.register(
             "events_received",
@@ -120,7 +120,7 @@ impl Telemetry {
             t.chain_links.clone(),
         );
         t.otlp.register(&mut registry);
-        Arc::new(Telemetry { registry, ..t })
+        Arc::new(Telemetry { registry: Mutex::new(registry), ..t })
     }
 
     pub fn drop_event(&self, stage: &'static str, reason: &'static str, n: u64) {
@@ -133,6 +133,12 @@ impl Telemetry {
         self.events_dropped
             .get_or_create(&vec![("stage", stage), ("reason", reason)])
             .get()
+    }
+
+    /// Metrics whose label sets change at run time (topology edges) come as a
+    /// collector that encodes its current state at each scrape.
+    pub fn register_collector(&self, c: Box<dyn prometheus_client::collector::Collector>) {
+        self.registry.lock().expect("registry lock").register_collector(c);
     }
 
     pub fn add_refresher(&self, f: impl Fn(&Telemetry) + Send + Sync + 'static) {
@@ -156,7 +162,7 @@ impl Telemetry {
             f(self);
         }
         let mut out = String::new();
-        encode(&mut out, &self.registry).expect("writing to a String cannot fail");
+        encode(&mut out, &self.registry.lock().expect("registry lock")).expect("writing to a String cannot fail");
         out
     }
 }

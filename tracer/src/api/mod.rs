@@ -17,9 +17,12 @@ pub async fn bind(addr: SocketAddr) -> Result<tokio::net::TcpListener> {
         .with_context(|| format!("binding the API address {addr} (--api-addr)"))
 }
 
+/// Serve /healthz, /readyz, /metrics and the routes other modules bring
+/// (topology, traces, the web page), each with its own state.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     telemetry: Arc<Telemetry>,
+    extra: Vec<Router>,
     mut shutdown: watch::Receiver<bool>,
 ) -> Result<()> {
     let app = Router::new()
@@ -27,6 +30,7 @@ pub async fn serve(
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .with_state(telemetry);
+    let app = extra.into_iter().fold(app, Router::merge);
     axum::serve(listener, app)
         .with_graceful_shutdown(async move {
             let _ = shutdown.changed().await;
