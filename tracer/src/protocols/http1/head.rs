@@ -16,13 +16,19 @@ const METHODS: &[&[u8]] =
     &[b"GET ", b"POST ", b"PUT ", b"DELETE ", b"HEAD ", b"OPTIONS ", b"PATCH ", b"CONNECT ", b"TRACE "];
 
 /// A request line: a known method, or an unknown token followed by a target
-/// and `HTTP/1.x` on the same (captured) line.
+/// and `HTTP/1.x` on the same (captured) line. An unknown token shorter than
+/// any registered method, or the tail of a known one (`T` of a `GE`|`T`
+/// split), is not a request line.
 pub fn looks_like_request(p: &[u8]) -> bool {
     if METHODS.iter().any(|m| p.starts_with(m)) {
         return true;
     }
     let Some(sp) = p.iter().take(MAX_METHOD + 1).position(|b| *b == b' ') else { return false };
-    if sp == 0 || !p[..sp].iter().all(|b| is_method_byte(*b)) {
+    let token = &p[..sp];
+    if sp < 3
+        || !token.iter().all(|b| is_method_byte(*b))
+        || METHODS.iter().any(|m| m.trim_ascii_end().ends_with(token))
+    {
         return false;
     }
     let line_end = p.iter().position(|b| *b == b'\r').unwrap_or(p.len());
@@ -135,6 +141,7 @@ pub enum Head {
 
 /// What [`parse`] found at the start of a buffer.
 #[derive(Debug)]
+#[expect(clippy::large_enum_variant, reason = "returned by value to the caller, which moves the head on; never stored")]
 pub enum Parsed {
     /// A complete head of this many bytes.
     Complete(Head, usize),
@@ -307,6 +314,15 @@ mod tests {
         assert!(!looks_like_request(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"));
         assert!(!looks_like_request(b"\x16\x03\x01\x02\x00"));
         assert!(!looks_like_request(b"SET key value\r\n"));
+        assert!(looks_like_request(b"MKCOL /c HTTP/1.1\r\n"));
+        for split in [&b"T /x HTTP/1.1\r\n"[..], b"OST /x HTTP/1.1\r\n", b"ETE /x HTTP/1.1\r\n", b"AB /x HTTP/1.1\r\n"]
+        {
+            assert!(!looks_like_request(split), "{:?}", String::from_utf8_lossy(split));
+        }
+        assert_eq!(starts_message(b"PROPF", true), None);
+        assert_eq!(starts_message(b"HTTP/1.1 2", false), None);
+        assert_eq!(starts_message(b"HTTP/2 200", false), Some(false));
+        assert_eq!(starts_message(b"+OK\r\n", false), Some(false));
         assert!(looks_like_response(b"HTTP/1.1 200 OK\r\n"));
         assert!(looks_like_response(b"HTTP/1.0 404 Not Found\r\n"));
         assert!(!looks_like_response(b"HTTP/2 200\r\n"));
@@ -329,6 +345,18 @@ mod tests {
         );
         assert!(!format!("{h:?}").contains("s3cret"));
         assert!(!format!("{h:?}").contains("sid=1"));
+    }
+
+    #[test]
+    fn trace_context_and_always_kept_fields() {
+        let raw = b"GET / HTTP/1.1\r\ntraceparent: 00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01\r\n\
+tracestate: k=v\r\nUser-Agent: curl/8\r\nHost: svc\r\n\r\n";
+        let Parsed::Complete(Head::Request(h), _) = parse(raw, true, &HttpConfig::default()) else { panic!() };
+        assert_eq!(h.traceparent.as_deref(), Some("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"));
+        assert_eq!(
+            (h.tracestate.as_deref(), h.user_agent.as_deref(), h.host.as_deref()),
+            (Some("k=v"), Some("curl/8"), Some("svc"))
+        );
     }
 
     #[test]

@@ -62,8 +62,6 @@ pub struct HttpExchange {
 }
 
 struct Pending {
-    /// Order of arrival, to find the request whose body is still arriving.
-    id: u64,
     head: RequestHead,
     timing: Timing,
     body: Option<u64>,
@@ -85,9 +83,8 @@ pub struct Http1 {
     resp: Stream,
     /// Requests without a (final) response yet, oldest first.
     pending: VecDeque<Pending>,
-    /// The request whose head was seen and whose end is not yet (its `id`).
-    receiving: Option<u64>,
-    next_id: u64,
+    /// The request whose head was seen and whose end is not yet.
+    receiving: bool,
     inflight: Option<InFlight>,
     stopped: Option<&'static str>,
     /// Counters for the caller: requests dropped past max_pending, responses
@@ -105,8 +102,7 @@ impl Http1 {
             req: Stream::new(Side::Request),
             resp: Stream::new(Side::Response),
             pending: VecDeque::new(),
-            receiving: None,
-            next_id: 0,
+            receiving: false,
             inflight: None,
             stopped: None,
             overflow: 0,
@@ -125,34 +121,28 @@ impl Http1 {
                         self.overflow += 1;
                     }
                     let timing = Timing { first_ns, last_ns: 0, seq, tid };
-                    let id = self.next_id;
-                    self.next_id += 1;
-                    self.pending.push_back(Pending { id, head: h, timing, body: None });
-                    self.receiving = Some(id);
+                    self.pending.push_back(Pending { head: h, timing, body: None });
+                    self.receiving = true;
                 }
                 StreamEvent::End { ts_ns, body_bytes } => {
-                    // None when a response already took it (answered early).
-                    if let Some(p) = self.receiving_mut() {
+                    // None when a response already took it (answered early):
+                    // it was then the only one waiting.
+                    if let Some(p) = self.pending.back_mut().filter(|_| self.receiving) {
                         p.timing.last_ns = ts_ns;
                         p.body = Some(body_bytes);
                     }
-                    self.receiving = None;
+                    self.receiving = false;
                 }
                 StreamEvent::Lost { last_ns } => {
-                    if let Some(p) = self.receiving_mut() {
+                    if let Some(p) = self.pending.back_mut().filter(|_| self.receiving) {
                         p.timing.last_ns = last_ns;
                     }
-                    self.receiving = None;
+                    self.receiving = false;
                 }
                 StreamEvent::NotHttp => self.not_http += 1,
                 StreamEvent::Head { head: Head::Response(_), .. } => {}
             }
         }
-    }
-
-    fn receiving_mut(&mut self) -> Option<&mut Pending> {
-        let id = self.receiving?;
-        self.pending.back_mut().filter(|p| p.id == id)
     }
 
     fn on_response_events(&mut self, out: &mut Vec<Exchange>) {
