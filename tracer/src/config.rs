@@ -9,7 +9,10 @@ use serde::Deserialize;
 use crate::{
     chain::{link::LinkConfig, route::RouteConfig, span::SpanConfig},
     export::{lines::OutputFormat, otlp::OtlpConfig},
+    k8s::K8sConfig,
     protocols::{ProtocolConfig, http1::HttpConfig},
+    store::StoreConfig,
+    topology::TopologyConfig,
 };
 
 #[derive(Clone, Debug, Deserialize)]
@@ -22,6 +25,12 @@ pub struct Config {
     pub chain: LinkConfig,
     /// OTLP export; OTEL_EXPORTER_OTLP_* environment variables apply first.
     pub otlp: OtlpConfig,
+    /// Service graph (RED and TCP health per edge).
+    pub topology: TopologyConfig,
+    /// Embedded store of recent traces (API and web page).
+    pub store: StoreConfig,
+    /// Pod and workload names from the API server, when in a cluster.
+    pub kubernetes: K8sConfig,
     /// What `tracer run` prints on stdout: json, text or none.
     pub output: OutputFormat,
     /// Also print one line per data event (debugging capture).
@@ -37,6 +46,9 @@ impl Default for Config {
             http: HttpSection::default(),
             chain: LinkConfig::default(),
             otlp: OtlpConfig::default(),
+            topology: TopologyConfig::default(),
+            store: StoreConfig::default(),
+            kubernetes: K8sConfig::default(),
             output: OutputFormat::Text,
             data_events: false,
         }

@@ -5,8 +5,10 @@
 //! probes --ring buffer--> capture::reader --capture_to_conntrack--> conntrack
 //!   (connection table + protocol parsers) --conntrack_to_chain--> chain (spans)
 //!   --chain_to_export--> export::lines (stdout)
-//!   and chain --SpanSender (bounded queue)--> export::otlp (OTLP/gRPC or HTTP)
-//! api (/healthz /readyz /metrics) reads telemetry
+//!   and chain --Sink (bounded queues)--> export::otlp (OTLP/gRPC or HTTP),
+//!                                        topology (service graph, /api/topology),
+//!                                        store (recent traces, /api/traces)
+//! api (/healthz /readyz /metrics /api/* and the web page at /)
 //! ```
 //!
 //! Every channel is bounded; a full channel drops (counted in
@@ -28,7 +30,11 @@ use crate::{
         lines::LineWriter,
         otlp::{OtlpExporter, resolve_from_env},
     },
+    k8s::K8sMetadata,
     probes::{LoadOptions, Probes},
+    store::Store,
+    topology::Topology,
+    ui,
     telemetry::{Telemetry, set_counter},
 };
 
@@ -46,7 +52,18 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<()> 
             None
         }
     };
-    let api_routes = Vec::new();
+    // Pod metadata when in a cluster (None elsewhere); names appear as the
+    // API server answers, an unreachable one is retried in the background.
+    let k8s = match K8sMetadata::start(&cfg.kubernetes, &telemetry).await {
+        Ok(m) => m,
+        Err(e) => {
+            tracing::warn!("{e:#}; continuing without pod metadata");
+            None
+        }
+    };
+    let (topology, topology_sink) = Topology::new(cfg.topology.clone(), telemetry.clone());
+    let (store, store_sink) = Store::new(cfg.store.clone(), telemetry.clone());
+    let api_routes = vec![topology.routes(), store.routes(), ui::routes()];
     let api_task = tokio::spawn(api::serve(listener, telemetry.clone(), api_routes, stop_rx.clone()));
 
     let mut probes = Probes::load(&LoadOptions {
@@ -85,10 +102,13 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<()> 
     };
     // The exporter stops after the chain stage released its last spans.
     let (export_stop_tx, export_stop_rx) = watch::channel(false);
-    let mut sinks: Vec<Arc<dyn Sink>> = Vec::new();
+    let mut sinks: Vec<Arc<dyn Sink>> = vec![topology_sink, store_sink];
     if let Some(o) = &otlp {
         sinks.push(Arc::new(o.sender()));
     }
+    let metrics_exporter = otlp.as_ref().and_then(OtlpExporter::metrics_exporter);
+    let topology_task = tokio::spawn(topology.run(export_stop_rx.clone(), metrics_exporter));
+    let store_task = tokio::spawn(store.run(export_stop_rx.clone()));
     let otlp_task = otlp.map(|e| tokio::spawn(e.run(export_stop_rx)));
     let chain_task = tokio::spawn(chain::run(
         ChainConfig {
@@ -96,6 +116,7 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<()> 
             routes: cfg.http.routes.clone(),
             link: cfg.chain.clone(),
             sinks,
+            k8s: k8s.clone(),
         },
         chain_rx,
         chain_to_export,
@@ -146,6 +167,8 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<()> 
     if let Some(t) = otlp_task {
         t.await.context("OTLP exporter task")??;
     }
+    topology_task.await.context("topology task")??;
+    store_task.await.context("store task")??;
     api_task.await.context("api task")??;
     Ok(())
 }

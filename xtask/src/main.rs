@@ -2,6 +2,7 @@
 
 mod bench;
 mod cmd;
+mod deploy;
 mod setup;
 mod test;
 
@@ -45,6 +46,9 @@ enum Cmd {
     },
     /// Two-pass clippy (workspace, then the eBPF crate) and rustfmt check.
     Lint,
+    /// Render the Kubernetes manifests and validate them offline
+    /// (kubernetes-validate, checkov, the k8s_manifests test).
+    DeployCheck,
     /// nginx under wrk, untraced vs traced, interleaved.
     Bench(bench::Args),
 }
@@ -91,6 +95,7 @@ fn main() -> Result<()> {
         }
         Cmd::Test { filter } => test::run_all(filter.as_deref()),
         Cmd::Lint => test::lint(),
+        Cmd::DeployCheck => deploy::check(),
         Cmd::Bench(args) => bench::run(args),
     }
 }

@@ -22,6 +22,10 @@ pub fn run_all(filter: Option<&str>) -> Result<()> {
         unit.arg(f);
     }
     run(&mut unit)?;
+    // Kubernetes manifests, validated offline.
+    if filter.is_none() {
+        crate::deploy::check()?;
+    }
     // End-to-end: real probes, real programs; serial, they share the kernel.
     let mut e2e = cargo();
     e2e.args(["test", "--package", "tracer", "--test", "e2e_*"]);

@@ -30,6 +30,8 @@ pub struct ChainConfig {
     /// Every released span and connection record also goes to these
     /// (OTLP, topology, store); they never block.
     pub sinks: Vec<Arc<dyn Sink>>,
+    /// Pod metadata names services in a cluster.
+    pub k8s: Option<crate::k8s::K8sMetadata>,
 }
 
 /// The span stage: builds spans, holds them in the linker until their
@@ -42,7 +44,7 @@ pub async fn run(
     telemetry: Arc<Telemetry>,
 ) -> anyhow::Result<()> {
     let mut router = Router::new(&cfg.routes)?;
-    let mut identity = Identity::new();
+    let mut identity = Identity::new().with_k8s(cfg.k8s.clone());
     let mut linker = Linker::new(cfg.link.clone());
     let mut released = Vec::new();
     let mut tick = tokio::time::interval(std::time::Duration::from_millis(50));

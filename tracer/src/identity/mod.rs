@@ -6,6 +6,8 @@
 
 use std::{collections::HashMap, fs, sync::Arc};
 
+use crate::k8s::K8sMetadata;
+
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Service {
     pub name: String,
@@ -16,17 +18,34 @@ pub struct Service {
 
 pub struct Identity {
     cache: HashMap<u32, (u64, Arc<Service>)>,
+    /// Pod metadata in a cluster: names services after their workloads and
+    /// adds k8s.* resource attributes.
+    k8s: Option<K8sMetadata>,
+    k8s_generation: u64,
 }
 
 const MAX_PIDS: usize = 8192;
 
 impl Identity {
     pub fn new() -> Self {
-        Identity { cache: HashMap::new() }
+        Identity { cache: HashMap::new(), k8s: None, k8s_generation: 0 }
+    }
+
+    pub fn with_k8s(mut self, k8s: Option<K8sMetadata>) -> Self {
+        self.k8s = k8s;
+        self
     }
 
     /// The service of `pid`; `comm` names it when /proc has nothing better.
     pub fn service(&mut self, pid: u32, comm: &str) -> Arc<Service> {
+        // Pod changes (new pods, deleted ones) invalidate what was cached.
+        if let Some(k) = &self.k8s {
+            let g = k.generation();
+            if g != self.k8s_generation {
+                self.cache.clear();
+                self.k8s_generation = g;
+            }
+        }
         let start = start_time(pid);
         if let Some((s, svc)) = self.cache.get(&pid)
             && (start.is_none() || start == Some(*s))
@@ -37,7 +56,18 @@ impl Identity {
         let exe = fs::read_link(format!("/proc/{pid}/exe"))
             .ok()
             .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()));
-        let svc = Arc::new(from_environ(&env, exe.as_deref().unwrap_or(comm)));
+        let mut svc = from_environ(&env, exe.as_deref().unwrap_or(comm));
+        if let Some(id) = self.k8s.as_ref().and_then(|k| k.service_for_pid(pid)) {
+            // The process's own OTEL_SERVICE_NAME / service.name keeps precedence.
+            if !named_by_env(&env) {
+                svc.name = id.service_name;
+            }
+            if svc.version.is_none() {
+                svc.version = id.service_version;
+            }
+            svc.attributes.extend(id.attributes);
+        }
+        let svc = Arc::new(svc);
         if let Some(start) = start {
             if self.cache.len() >= MAX_PIDS {
                 self.cache.clear();
@@ -52,6 +82,14 @@ impl Default for Identity {
     fn default() -> Self {
         Self::new()
     }
+}
+
+/// The environment names the service itself (OTel SDK variables).
+fn named_by_env(env: &[u8]) -> bool {
+    env.split(|b| *b == 0).any(|v| {
+        v.starts_with(b"OTEL_SERVICE_NAME=") && v.len() > 18
+            || v.starts_with(b"OTEL_RESOURCE_ATTRIBUTES=") && v.windows(13).any(|w| w == b"service.name=")
+    })
 }
 
 /// Process start time in clock ticks (field 22 of /proc/<pid>/stat).
