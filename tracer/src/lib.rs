@@ -10,9 +10,13 @@ pub mod config;
 pub mod conntrack;
 pub mod export;
 pub mod identity;
+pub mod k8s;
 pub mod pipeline;
 pub mod protocols;
 pub mod probes;
+pub mod store;
 pub mod telemetry;
+pub mod topology;
+pub mod ui;
 
 pub use pipeline::run;

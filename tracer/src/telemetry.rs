@@ -8,7 +8,7 @@ use std::sync::{
 };
 
 use prometheus_client::{
-    encoding::text::encode,
+    encoding::text::{encode_eof, encode_registry},
     metrics::{counter::Counter, family::Family, gauge::Gauge},
     registry::Registry,
 };
@@ -46,6 +46,10 @@ pub struct Telemetry {
     pub otlp: OtlpMetrics,
     ready: AtomicBool,
     refreshers: Mutex<Vec<Refresher>>,
+    /// Collectors that name their metrics in full (the topology uses the
+    /// servicegraph connector's names): a registry without the `tracer`
+    /// prefix, rendered into the same output.
+    collectors: Mutex<Registry>,
 }
 
 impl Telemetry {
@@ -67,6 +71,7 @@ impl Telemetry {
             ready: AtomicBool::new(false),
             refreshers: Mutex::new(Vec::new()),
             registry: Mutex::new(Registry::default()),
+            collectors: Mutex::new(Registry::default()),
         };
         registry.register(
             "events_received",
@@ -141,6 +146,12 @@ impl Telemetry {
         self.registry.lock().expect("registry lock").register_collector(c);
     }
 
+    /// A collector whose metric names are used as given, without the
+    /// `tracer_` prefix (the topology's servicegraph connector names).
+    pub fn register_unprefixed_collector(&self, c: Box<dyn prometheus_client::collector::Collector>) {
+        self.collectors.lock().expect("collectors lock").register_collector(c);
+    }
+
     pub fn add_refresher(&self, f: impl Fn(&Telemetry) + Send + Sync + 'static) {
         self.refreshers
             .lock()
@@ -162,7 +173,10 @@ impl Telemetry {
             f(self);
         }
         let mut out = String::new();
-        encode(&mut out, &self.registry.lock().expect("registry lock")).expect("writing to a String cannot fail");
+        let written = encode_registry(&mut out, &self.registry.lock().expect("registry lock"))
+            .and_then(|()| encode_registry(&mut out, &self.collectors.lock().expect("collectors lock")))
+            .and_then(|()| encode_eof(&mut out));
+        written.expect("writing to a String cannot fail");
         out
     }
 }
@@ -176,6 +190,9 @@ pub fn set_counter(c: &Counter, v: u64) {
 /// metrics; items are spans (traces) or data points (metrics).
 #[derive(Default)]
 pub struct OtlpMetrics {
+    /// Spans handed to the exporter. Once the queue is empty and nothing is
+    /// in flight: enqueued == exported + dropped (every reason).
+    pub enqueued: Family<Labels, Counter>,
     /// Items the backend accepted (partial-success rejections excluded).
     pub exported: Family<Labels, Counter>,
     /// Items that will never be delivered, by signal and reason: queue_full,
@@ -194,6 +211,7 @@ pub struct OtlpMetrics {
 
 impl OtlpMetrics {
     fn register(&self, registry: &mut Registry) {
+        registry.register("otlp_enqueued", "Spans handed to the OTLP exporter, by signal", self.enqueued.clone());
         registry.register("otlp_exported", "Items accepted by the OTLP backend, by signal", self.exported.clone());
         registry.register(
             "otlp_dropped",

@@ -1,0 +1,155 @@
+//! Spans and connection events in, graph updates out: names both ends of
+//! every request, counts each request once, applies the failure rule.
+//!
+//! Counting once (a request between two processes traced on this node has
+//! two spans):
+//! - CLIENT span, server not traced here (no `peer_service`): one request on
+//!   (client service -> virtual `server.address:server.port`, else the
+//!   remote socket address).
+//! - SERVER span, client not traced here: one request on (virtual
+//!   `client.address`, else the remote IP -> server service).
+//! - Both traced (the linker set `peer_service` on both spans): the two
+//!   spans are paired by the request's (server, client, TCP sequence) key
+//!   and make one request on (client service -> server service):
+//!   client_seconds from the CLIENT span, server_seconds from the SERVER
+//!   span. A span whose partner does not come within `pair_timeout_ms` is
+//!   counted alone (tracer_topology_unpaired_total{side}).
+//!
+//! Failure rule (as the servicegraph connector): a request is failed when
+//! either of its spans has status error. Span status follows the HTTP
+//! conventions: 5xx on either side, 4xx on the CLIENT side only, and a
+//! request left without response.
+//!
+//! Latency: with one side traced, that side's duration is recorded as both
+//! client_seconds and server_seconds (the best figure there is, as the
+//! connector does for databases), so service-graph views show latency on
+//! every edge. The windowed p50/p90/p99 of the API are the client-side
+//! durations (what the caller waited).
+
+use std::sync::Arc;
+
+use super::{
+    TopologyConfig,
+    conn::{ConnFacts, Conns},
+    graph::{End, Graph},
+    pair::{Done, Half, Pairs},
+};
+use crate::chain::{
+    link::PeerKey,
+    span::{Span, SpanKind, Status, Value},
+};
+
+/// Server addresses and client tuples remembered for connection naming.
+const MAX_ADDRS: usize = 65_536;
+
+pub struct Aggregator {
+    pub graph: Graph,
+    pairs: Pairs,
+    conns: Conns,
+    done: Vec<Done>,
+}
+
+impl Aggregator {
+    pub fn new(cfg: &TopologyConfig, now_ns: u64) -> Aggregator {
+        let ms = 1_000_000;
+        Aggregator {
+            graph: Graph::new(cfg.max_nodes, cfg.max_edges, now_ns),
+            pairs: Pairs::new(cfg.pair_timeout_ms.saturating_mul(ms), cfg.max_pending),
+            conns: Conns::new(cfg.conn_delay_ms.saturating_mul(ms), cfg.max_pending, MAX_ADDRS, MAX_ADDRS),
+            done: Vec::new(),
+        }
+    }
+
+    pub fn span(&mut self, now_ns: u64, s: &Span) {
+        let dur = s.end_ns.saturating_sub(s.start_ns);
+        let error = s.status == Status::Error;
+        let svc = s.service.name.as_str();
+        match (s.kind, s.peer_service.as_ref().zip(PeerKey::of(s))) {
+            (SpanKind::Client, None) => {
+                let server = virtual_server(s);
+                self.conns.learn_server(svc, s.remote, End::virtual_node(&server));
+                self.graph.request(now_ns, End::service(svc), End::virtual_node(&server), dur, dur, error);
+            }
+            (SpanKind::Server, None) => {
+                self.conns.learn_listener(s.local, svc);
+                let client = virtual_client(s);
+                self.graph.request(now_ns, End::virtual_node(&client), End::service(svc), dur, dur, error);
+            }
+            (kind, Some((peer, key))) => {
+                match kind {
+                    SpanKind::Client => self.conns.learn_server(svc, s.remote, End::service(&peer.name)),
+                    SpanKind::Server => self.conns.learn_listener(s.local, svc),
+                }
+                let half = Half { service: s.service.clone(), peer: Arc::clone(peer), duration_ns: dur, error };
+                self.pairs.offer(now_ns, key, kind, half, &mut self.done);
+                self.settle(now_ns);
+            }
+        }
+    }
+
+    pub fn conn(&mut self, now_ns: u64, c: ConnFacts) {
+        self.conns.push(now_ns, c, &mut self.graph);
+    }
+
+    /// Periodic work: halves that waited too long, connection events whose
+    /// delay is over, idle edges.
+    pub fn tick(&mut self, now_ns: u64) {
+        self.pairs.expire(now_ns, &mut self.done);
+        self.settle(now_ns);
+        self.conns.release_due(now_ns, &mut self.graph);
+        self.graph.expire(now_ns);
+    }
+
+    /// Shutdown: count everything still waiting.
+    pub fn flush(&mut self, now_ns: u64) {
+        self.pairs.expire(u64::MAX, &mut self.done);
+        self.settle(now_ns);
+        self.conns.flush(now_ns, &mut self.graph);
+    }
+
+    /// Requests waiting for their other span, and connection events
+    /// waiting for their delay.
+    pub fn waiting(&self) -> (usize, usize) {
+        (self.pairs.len(), self.conns.queued())
+    }
+
+    fn settle(&mut self, now_ns: u64) {
+        let g = &mut self.graph;
+        for d in self.done.drain(..) {
+            match d {
+                Done::Pair { client: c, server: s } => {
+                    let (cn, sn) = (End::service(&c.service.name), End::service(&s.service.name));
+                    g.request(now_ns, cn, sn, c.duration_ns, s.duration_ns, c.error || s.error);
+                }
+                Done::Alone(SpanKind::Client, h) => {
+                    g.counters.unpaired_client += 1;
+                    let (cn, sn) = (End::service(&h.service.name), End::service(&h.peer.name));
+                    g.request(now_ns, cn, sn, h.duration_ns, h.duration_ns, h.error);
+                }
+                Done::Alone(SpanKind::Server, h) => {
+                    g.counters.unpaired_server += 1;
+                    let (cn, sn) = (End::service(&h.peer.name), End::service(&h.service.name));
+                    g.request(now_ns, cn, sn, h.duration_ns, h.duration_ns, h.error);
+                }
+            }
+        }
+    }
+}
+
+/// Virtual server node of a CLIENT span: `server.address:server.port` (the
+/// Host header, else the socket), IPv6 literals in brackets.
+pub fn virtual_server(s: &Span) -> String {
+    match (s.attr("server.address"), s.attr("server.port")) {
+        (Some(Value::Str(host)), Some(Value::Int(port))) if host.contains(':') => format!("[{host}]:{port}"),
+        (Some(Value::Str(host)), Some(Value::Int(port))) => format!("{host}:{port}"),
+        _ => s.remote.to_string(),
+    }
+}
+
+/// Virtual client node of a SERVER span: `client.address`, else the peer IP.
+pub fn virtual_client(s: &Span) -> String {
+    match s.attr("client.address") {
+        Some(Value::Str(a)) => a.clone(),
+        _ => s.remote.ip().to_string(),
+    }
+}
