@@ -146,7 +146,7 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<()> 
     probes.attach_all()?;
     telemetry.probes_attached.set(probes.attached.len() as i64);
     telemetry.set_ready();
-    tracing::info!(probes = probes.attached.len(), api = %format!("http://{api_addr}"), "tracing TCP connections");
+    tracing::info!(probes = probes.attached.len(), "tracing TCP connections; web page and API at http://{api_addr}/");
 
     shutdown.await;
     tracing::info!("shutting down: detaching probes");

@@ -14,12 +14,14 @@
 //!  "stored_traces": 120, "stored_spans": 700}
 //! ```
 //!
-//! `GET /api/traces/{trace_id}` (32 hex digits) answers 404 when the trace
-//! is not (or no longer) stored, else its spans depth first in tree order:
+//! `GET /api/traces/{trace_id}` (32 hex digits; 400 otherwise) answers 404
+//! when the trace is not (or no longer) stored, else the list's fields for
+//! it and its spans depth first in tree order (a waterfall's rows; `depth`
+//! 0 for a root, `start_offset_ms` from the trace's start):
 //!
 //! ```json
-//! {"trace_id": "…", "start": "…", "duration_ms": 4.2, "span_count": 6, "error": false,
-//!  "services": ["curl", …],
+//! {"trace_id": "…", "root_span_id": "…", "root_name": "…", "root_service": "curl", "root_kind": "client",
+//!  "start": "…", "duration_ms": 4.2, "span_count": 6, "error": false, "services": ["curl", …],
 //!  "spans": [{"span_id": "…", "parent_span_id": null, "depth": 0, "kind": "client",
 //!    "name": "GET /call/{id}/items/{id}", "service": "curl", "service_version": null,
 //!    "peer": "nginx", "pid": 1234, "comm": "curl",

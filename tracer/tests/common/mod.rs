@@ -428,6 +428,8 @@ pub fn nginx_proxy(port: u16, upstream: u16) -> Proc {
         r#"
 worker_processes 1;
 daemon off;
+# One process: killing it leaves no worker behind.
+master_process off;
 pid {dir}/nginx.pid;
 error_log {dir}/error.log warn;
 events {{ worker_connections 256; }}
@@ -594,5 +596,119 @@ pub fn tracer_fails(extra: &[&str], envs: &[(&str, &str)]) -> (std::process::Exi
             panic!("the tracer kept running for 20 s with settings that should fail at start: {envs:?}");
         }
         thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// One network namespace with its loopback up: services started in it are
+/// the only ones an agent run with `--netns <path>` sees, so a test's map
+/// holds its own services and not the test harness or a browser.
+pub struct Namespace {
+    pub name: String,
+}
+
+impl Namespace {
+    pub fn create(tag: &str) -> Namespace {
+        let name = format!("trc{tag}{}", std::process::id() % 10000);
+        let st = Command::new("sh")
+            .args(["-ec", &format!("ip netns add {name}; ip -n {name} link set lo up")])
+            .status()
+            .unwrap();
+        assert!(st.success(), "creating network namespace {name}");
+        Namespace { name }
+    }
+
+    /// The `--netns` argument naming it.
+    pub fn path(&self) -> String {
+        format!("/var/run/netns/{}", self.name)
+    }
+}
+
+impl Drop for Namespace {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["netns", "del", &self.name]).status();
+    }
+}
+
+/// The test backend (tests/fixtures/backend.py) on 127.0.0.1:`port` inside `netns`.
+pub fn backend_in(netns: &str, port: u16, env: &[(&str, &str)]) -> Proc {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/backend.py");
+    let p = Proc(
+        Command::new("ip")
+            .args(["netns", "exec", netns, "python3", script, &port.to_string()])
+            .envs(env.iter().copied())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("starting the test backend"),
+    );
+    wait_listening(&format!("127.0.0.1:{port}"), Some(netns));
+    p
+}
+
+/// `nginx_proxy`, inside `netns` (same proxying, keep-alive upstream). One
+/// process (`master_process off`): killing it leaves no orphaned worker.
+pub fn nginx_proxy_in(netns: &str, port: u16, upstream: u16) -> Proc {
+    let dir = std::env::temp_dir().join(format!("tracer-e2e-nginx-{}-{netns}-{port}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let d = dir.display();
+    let conf = format!(
+        "master_process off;\ndaemon off;\npid {d}/nginx.pid;\nerror_log {d}/error.log warn;\n\
+         events {{ worker_connections 256; }}\n\
+         http {{\n access_log off;\n client_body_temp_path {d}/body;\n proxy_temp_path {d}/proxy;\n\
+         fastcgi_temp_path {d}/fastcgi;\n uwsgi_temp_path {d}/uwsgi;\n scgi_temp_path {d}/scgi;\n\
+         upstream backend {{ server 127.0.0.1:{upstream}; keepalive 4; }}\n\
+         server {{\n  listen 127.0.0.1:{port};\n  location / {{\n   proxy_pass http://backend;\n\
+         proxy_http_version 1.1;\n   proxy_set_header Connection \"\";\n   proxy_buffering off;\n  }}\n }}\n}}\n"
+    );
+    let path = dir.join("nginx.conf");
+    std::fs::write(&path, conf).unwrap();
+    let p = Proc(
+        Command::new("ip")
+            .args(["netns", "exec", netns, "nginx", "-c"])
+            .arg(&path)
+            .arg("-p")
+            .arg(&dir)
+            .arg("-e")
+            .arg(dir.join("error.log"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("starting nginx (apt install nginx)"),
+    );
+    wait_listening(&format!("127.0.0.1:{port}"), Some(netns));
+    p
+}
+
+/// The OTLP receiver (tests/fixtures/otlp_receiver.py) accepting every
+/// request over gRPC; what it received, decoded, in a JSON-lines file.
+pub struct OtlpReceiver {
+    _proc: Proc,
+    out: std::path::PathBuf,
+    pub grpc: u16,
+}
+
+impl OtlpReceiver {
+    pub fn start() -> OtlpReceiver {
+        let (grpc, http) = (free_port(), free_port());
+        let out = std::env::temp_dir().join(format!("tracer-otlp-rx-{}-{grpc}.jsonl", std::process::id()));
+        let _ = std::fs::remove_file(&out);
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/otlp_receiver.py");
+        let proc = Proc(
+            Command::new("python3")
+                .arg(script)
+                .args(["--grpc-port", &grpc.to_string(), "--http-port", &http.to_string(), "--out"])
+                .arg(&out)
+                .stdout(Stdio::null())
+                .spawn()
+                .expect("starting the OTLP receiver (python3 -m pip install opentelemetry-proto grpcio googleapis-common-protos)"),
+        );
+        wait_listening(&format!("127.0.0.1:{grpc}"), None);
+        OtlpReceiver { _proc: proc, out, grpc }
+    }
+
+    /// Every request received so far (`{"signal", "request", ...}`).
+    pub fn requests(&self) -> Vec<Value> {
+        let text = std::fs::read_to_string(&self.out).unwrap_or_default();
+        text.lines().map(|l| serde_json::from_str(l).expect("receiver line is JSON")).collect()
     }
 }
