@@ -190,7 +190,15 @@ impl Linker {
 
     /// Take a finished span; spans pushed to `out` are released early when
     /// the buffer is full.
-    pub fn insert(&mut self, mut span: Span, out: &mut Vec<Span>) {
+    pub fn insert(&mut self, span: Span, out: &mut Vec<Span>) {
+        let end = span.end_ns;
+        self.insert_at(span, end, out);
+    }
+
+    /// Take a finished span that reached the linker at `now_ns`. It is held
+    /// from whichever is later, its end or its arrival: when the pipeline
+    /// runs behind (a loaded machine), its parents still get the full hold.
+    pub fn insert_at(&mut self, mut span: Span, now_ns: u64, out: &mut Vec<Span>) {
         let key = PeerKey::of(&span);
         if let Some(k) = key {
             span.span_id = match span.kind {
@@ -222,7 +230,7 @@ impl Linker {
             _ => {}
         }
         let hold = Duration::from_millis(self.cfg.hold_ms).as_nanos() as u64;
-        self.queue.push_back((span.end_ns.saturating_add(hold), id));
+        self.queue.push_back((span.end_ns.max(now_ns).saturating_add(hold), id));
         self.spans.insert(id, span);
         while self.spans.len() > self.cfg.max_spans {
             let Some((_, old)) = self.queue.pop_front() else { break };

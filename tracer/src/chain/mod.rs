@@ -80,7 +80,7 @@ pub async fn run(
                             telemetry.http_route_overflow.inc();
                         }
                         let span = http_span(&call, h, kind_of(&call), &route, service, &cfg.span);
-                        linker.insert(span, &mut released);
+                        linker.insert_at(span, crate::clock::monotonic_ns(), &mut released);
                     }
                 }
             }
