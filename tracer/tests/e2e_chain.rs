@@ -42,8 +42,12 @@ fn curl_nginx_frontend_backend_is_one_trace() {
     let fe_c = one(&spans, "frontend", "client");
     let be_s = one(&spans, "backend", "server");
     let trace = id(curl_c, "trace_id");
+    let dump: Vec<String> = spans
+        .iter()
+        .map(|s| format!("{} {} {} span {} parent {} tid? start {} end {}", s["service"], s["kind"], id(s, "trace_id"), id(s, "span_id"), id(s, "parent_span_id"), s["start_ns"], s["end_ns"]))
+        .collect();
     for s in &spans {
-        assert_eq!(id(s, "trace_id"), trace, "one trace: {s}");
+        assert_eq!(id(s, "trace_id"), trace, "one trace:\n{}", dump.join("\n"));
     }
     assert!(curl_c["parent_span_id"].is_null(), "curl is the root");
     assert_eq!(id(ngx_s, "parent_span_id"), id(curl_c, "span_id"), "nginx server <- curl (peer socket)");

@@ -5,7 +5,7 @@
 //!    parent (applications already instrumented stay connected).
 //! 2. Within a process: a CLIENT span whose request was written by the thread
 //!    that read an inbound request (SERVER span), after reading it and before
-//!    writing its response, is that SERVER span's child — only when that
+//!    starting its response, is that SERVER span's child — only when that
 //!    SERVER span is the one request in flight on the thread (event loops
 //!    serving several requests at once are left unlinked: a wrong parent is
 //!    worse than none).
@@ -359,10 +359,13 @@ impl Linker {
         let mut open = 0;
         for sid in candidates {
             let s = &self.spans[sid];
+            // Issued between reading the request and starting the response.
+            // Only the start counts: a proxy streams the response while its
+            // upstream call is still being read.
             let served_until = s.response_first_ns.unwrap_or(s.end_ns);
             if s.start_ns <= c.start_ns && c.start_ns <= s.end_ns {
                 open += 1;
-                if c.end_ns <= served_until {
+                if c.start_ns <= served_until {
                     inside = Some(*sid);
                 }
             }

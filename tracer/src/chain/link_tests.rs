@@ -98,6 +98,20 @@ fn ambiguous_thread_is_not_linked() {
     assert_eq!(l.counters.ambiguous, 1);
 }
 
+/// A proxy streams the response while its upstream call is still read: the
+/// call started before the response, so it is a child.
+#[test]
+fn streaming_proxy_call_is_a_child() {
+    let mut srv = span(SpanKind::Server, "127.0.0.1:80", "127.0.0.1:40000", 1, 2, 20, 10, 100);
+    srv.response_first_ns = Some(50);
+    let call = span(SpanKind::Client, "127.0.0.1:50000", "10.0.0.9:8000", 3, 2, 20, 30, 90);
+    let mut l = Linker::new(LinkConfig::default());
+    l.insert(call, &mut vec![]);
+    l.insert(srv, &mut vec![]);
+    let v = release_all(&mut l);
+    assert_eq!(find(&v, SpanKind::Client, 2).parent_span_id, Some(find(&v, SpanKind::Server, 2).span_id));
+}
+
 /// A call made by another thread, or after the response started, is not a child.
 #[test]
 fn other_thread_or_after_response_is_not_a_child() {
