@@ -1,9 +1,10 @@
 //! End-to-end OTLP export: the real agent traces real programs (curl ->
 //! nginx -> python backend) and exports to a receiver built from the
-//! official definitions (tests/fixtures/otlp_receiver.py: opentelemetry-proto
-//! + grpcio). Checked: spans arrive complete over gRPC, HTTP and gzip; a
-//! receiver down then up (queue bound, drop accounting, memory, capture goes
-//! on); Retry-After then 400; SIGTERM flush; bad settings fail at start.
+//! official definitions (tests/fixtures/otlp_receiver.py, on the Python
+//! packages opentelemetry-proto and grpcio). Checked: spans arrive complete
+//! over gRPC, HTTP and gzip; a receiver down then up (queue bound, drop
+//! accounting, memory, capture goes on); Retry-After then 400; SIGTERM
+//! flush; bad settings fail at start.
 
 mod common;
 
@@ -28,10 +29,11 @@ struct Receiver {
 
 impl Receiver {
     fn start(script: &str) -> Receiver {
-        Self::start_on(free_port(), free_port(), script)
+        Self::start_on(free_port(), free_port(), script, None)
     }
 
-    fn start_on(grpc: u16, http: u16, script: &str) -> Receiver {
+    /// `script_service`: only requests carrying that service take scripted answers.
+    fn start_on(grpc: u16, http: u16, script: &str, script_service: Option<&str>) -> Receiver {
         let out = std::env::temp_dir().join(format!("tracer-otlp-rx-{}-{http}.jsonl", std::process::id()));
         let _ = std::fs::remove_file(&out);
         let script_path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/otlp_receiver.py");
@@ -39,6 +41,7 @@ impl Receiver {
             Command::new("python3")
                 .arg(script_path)
                 .args(["--grpc-port", &grpc.to_string(), "--http-port", &http.to_string(), "--script", script])
+                .args(script_service.map(|s| ["--script-service", s]).into_iter().flatten())
                 .arg("--out")
                 .arg(&out)
                 .stdout(Stdio::null())
@@ -105,7 +108,11 @@ struct RxSpan {
 
 /// OTLP/JSON KeyValue list -> {key: plain JSON value}.
 fn attrs(kvs: &Value) -> Map<String, Value> {
-    kvs.as_array().into_iter().flatten().map(|kv| (kv["key"].as_str().unwrap().to_string(), plain(&kv["value"]))).collect()
+    kvs.as_array()
+        .into_iter()
+        .flatten()
+        .map(|kv| (kv["key"].as_str().unwrap().to_string(), plain(&kv["value"])))
+        .collect()
 }
 
 fn plain(v: &Value) -> Value {
@@ -125,15 +132,20 @@ fn num(v: &Value) -> u64 {
     v.as_str().map_or_else(|| v.as_u64().unwrap(), |s| s.parse().unwrap())
 }
 
-/// Spans dropped for every reason but own_traffic (the receiver's own
-/// server spans, which the agent sees when it traces the receiver).
-fn dropped_not_own(agent: &Agent) -> u64 {
-    agent
-        .metrics()
-        .lines()
-        .filter(|l| l.starts_with("tracer_otlp_dropped_total{signal=\"traces\"") && !l.contains("own_traffic"))
-        .map(|l| l.rsplit(' ').next().unwrap().parse::<f64>().unwrap() as u64)
-        .sum()
+/// (enqueued, exported, dropped for every reason) from one scrape.
+fn accounting(agent: &Agent) -> (u64, u64, u64) {
+    let m = agent.metrics();
+    let get = |prefix: &str| -> u64 {
+        m.lines()
+            .filter(|l| l.starts_with(prefix))
+            .map(|l| l.rsplit(' ').next().unwrap().parse::<f64>().unwrap() as u64)
+            .sum()
+    };
+    (
+        get("tracer_otlp_enqueued_total{signal=\"traces\"}"),
+        get("tracer_otlp_exported_total{signal=\"traces\"}"),
+        get("tracer_otlp_dropped_total{signal=\"traces\""),
+    )
 }
 
 const TRACE: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
@@ -162,7 +174,11 @@ fn assert_same(agent: &Value, rx: &RxSpan) {
     assert_eq!(s["kind"], kind, "{ctx}");
     let error = agent["status"] == "error";
     assert_eq!(s["status"]["code"] == "STATUS_CODE_ERROR", error, "{ctx}");
-    assert_eq!(num(&s["endTimeUnixNano"]) - num(&s["startTimeUnixNano"]), agent["duration_ns"].as_u64().unwrap(), "{ctx}");
+    assert_eq!(
+        num(&s["endTimeUnixNano"]) - num(&s["startTimeUnixNano"]),
+        agent["duration_ns"].as_u64().unwrap(),
+        "{ctx}"
+    );
     assert_eq!(&attrs(&s["attributes"]), agent["attributes"].as_object().unwrap(), "{ctx}");
     let r = &rx.resource;
     assert_eq!(r["service.name"], agent["service"], "{ctx}");
@@ -178,15 +194,21 @@ fn assert_same(agent: &Value, rx: &RxSpan) {
 
 #[test]
 fn spans_arrive_complete_over_grpc_http_and_gzip() {
-    for (protocol, compression) in [("grpc", "none"), ("http/protobuf", "none"), ("http/protobuf", "gzip"), ("grpc", "gzip")] {
+    for (protocol, compression) in
+        [("grpc", "none"), ("http/protobuf", "none"), ("http/protobuf", "gzip"), ("grpc", "gzip")]
+    {
         eprintln!("--- {protocol}, compression {compression}");
         let rx = Receiver::start("");
         let endpoint = rx.endpoint(protocol);
-        let agent = Agent::start_env(&[], &otlp_env(&endpoint, protocol, &[("OTEL_EXPORTER_OTLP_COMPRESSION", compression)]));
+        let agent =
+            Agent::start_env(&[], &otlp_env(&endpoint, protocol, &[("OTEL_EXPORTER_OTLP_COMPRESSION", compression)]));
         let (bport, nport) = (free_port(), free_port());
         let _backend = backend(
             bport,
-            &[("OTEL_SERVICE_NAME", "backend"), ("OTEL_RESOURCE_ATTRIBUTES", "service.version=2.0.1,deployment.environment=blue")],
+            &[
+                ("OTEL_SERVICE_NAME", "backend"),
+                ("OTEL_RESOURCE_ATTRIBUTES", "service.version=2.0.1,deployment.environment=blue"),
+            ],
         );
         let _nginx = nginx_proxy(nport, bport);
         let tp = format!("traceparent: 00-{TRACE}-{PARENT}-01");
@@ -200,7 +222,8 @@ fn spans_arrive_complete_over_grpc_http_and_gzip() {
         });
         let by_id: HashMap<&str, &RxSpan> = got.iter().map(|s| (s.span["spanId"].as_str().unwrap(), s)).collect();
         for a in printed.iter().filter(|v| ours(v)) {
-            let rx_span = by_id.get(a["span_id"].as_str().unwrap()).unwrap_or_else(|| panic!("span {a} was not exported"));
+            let rx_span =
+                by_id.get(a["span_id"].as_str().unwrap()).unwrap_or_else(|| panic!("span {a} was not exported"));
             assert_same(a, rx_span);
             assert!(protocol.starts_with(&rx_span.transport), "{} via {}", protocol, rx_span.transport);
         }
@@ -235,62 +258,85 @@ fn spans_arrive_complete_over_grpc_http_and_gzip() {
     }
 }
 
+/// The request carries a resource of `service`.
+fn carries(r: &Value, service: &str) -> bool {
+    r["request"]["resourceSpans"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .any(|rs| attrs(&rs["resource"]["attributes"])["service.name"] == service)
+}
+
 #[test]
 fn retry_after_is_honoured_then_400_is_not_retried() {
     for protocol in ["http/protobuf", "grpc"] {
         eprintln!("--- {protocol}");
-        let rx = Receiver::start("503:2,400");
-        // One batch per request: both spans of one curl call are ready within the delay.
+        // Scripted answers only for requests with the backend's spans: the
+        // machine's other traffic is traced and exported too.
+        let rx = Receiver::start_on(free_port(), free_port(), "503:2,400", Some("backend"));
         let endpoint = rx.endpoint(protocol);
+        // Both spans of one curl call fall in one batch.
         let agent = Agent::start_env(&[], &otlp_env(&endpoint, protocol, &[("OTEL_BSP_SCHEDULE_DELAY", "1500")]));
         let bport = free_port();
         let _backend = backend(bport, &[("OTEL_SERVICE_NAME", "backend")]);
         curl(&format!("http://127.0.0.1:{bport}/items/1"), None, &[]);
         agent.wait_spans("curl and backend spans", 2, |v| v["service"] == "curl" || v["service"] == "backend");
 
+        let backend_requests = || rx.requests().into_iter().filter(|r| carries(r, "backend")).collect::<Vec<_>>();
         let deadline = Instant::now() + Duration::from_secs(15);
-        while rx.requests().len() < 2 {
-            assert!(Instant::now() < deadline, "503 then 400: got {:?}", rx.requests());
+        while backend_requests().len() < 2 {
+            assert!(Instant::now() < deadline, "503 then 400: got {:?}", backend_requests());
             thread::sleep(Duration::from_millis(100));
         }
         // Nothing else comes for this batch: the 400 is final.
         thread::sleep(Duration::from_secs(3));
-        let reqs = rx.requests();
+        let reqs = backend_requests();
         assert_eq!(reqs.len(), 2, "the 400 was not retried: {reqs:?}");
         assert_eq!((reqs[0]["answer"].as_str(), reqs[1]["answer"].as_str()), (Some("503:2"), Some("400")));
         assert_eq!(reqs[0]["request"], reqs[1]["request"], "the retry resends the same request");
         let gap = reqs[1]["time"].as_f64().unwrap() - reqs[0]["time"].as_f64().unwrap();
         assert!((1.95..3.5).contains(&gap), "retried {gap:.2} s after a 503 with Retry-After 2");
-        let n = reqs[0]["request"]["resourceSpans"]
+        let n: u64 = reqs[0]["request"]["resourceSpans"]
             .as_array()
             .unwrap()
             .iter()
             .map(|rs| rs["scopeSpans"][0]["spans"].as_array().unwrap().len() as u64)
-            .sum::<u64>();
-        assert_eq!(agent.metric("tracer_otlp_retries_total{signal=\"traces\"}"), 1);
-        assert_eq!(dropped_not_own(&agent), n, "{}", agent.metrics());
-        let dropped = agent.metrics().lines().filter(|l| l.starts_with("tracer_otlp_dropped_total")).map(String::from).collect::<Vec<_>>();
-        assert!(dropped.iter().any(|l| l.contains("reason=\"rejected\"")), "{dropped:?}");
+            .sum();
+        assert_eq!(agent.metric("tracer_otlp_retries_total{signal=\"traces\"}"), 1, "{}", agent.metrics());
+        assert_eq!(
+            agent.metric("tracer_otlp_dropped_total{signal=\"traces\",reason=\"rejected\"}"),
+            n,
+            "{}",
+            agent.metrics()
+        );
 
         // The exporter goes on: the next batch is accepted.
         curl(&format!("http://127.0.0.1:{bport}/items/2"), None, &[]);
-        rx.wait_spans("spans after the 400", 1, Duration::from_secs(10), |s| s.resource["service.name"] == "backend");
+        let more = rx
+            .wait_spans("spans after the 400", 1, Duration::from_secs(10), |s| s.resource["service.name"] == "backend");
+        assert!(more.iter().all(|s| s.span["attributes"].to_string().contains("/items/2")));
         agent.stop();
     }
 }
 
 #[test]
 fn receiver_down_then_up_keeps_the_newest_within_the_bound() {
-    const QUEUE: u64 = 40;
-    const BATCH: u64 = 10;
+    const QUEUE: usize = 40;
+    const BATCH: usize = 10;
     let (grpc, http) = (free_port(), free_port());
     let endpoint = format!("http://127.0.0.1:{http}");
     let cfg = std::env::temp_dir().join(format!("tracer-e2e-otlp-{}.toml", std::process::id()));
     // Fast retries so the recovery is seen within a second; a long budget so
     // the batch in flight outlives the outage.
-    std::fs::File::create(&cfg).unwrap().write_all(b"[otlp]\ninitial_backoff_ms = 200\nmax_backoff_ms = 1000\n").unwrap();
+    std::fs::File::create(&cfg)
+        .unwrap()
+        .write_all(b"[otlp]\ninitial_backoff_ms = 200\nmax_backoff_ms = 1000\n")
+        .unwrap();
+    // In a network namespace of its own, the agent sees this test's traffic
+    // only: the queue's content is known (no harness or machine traffic).
+    let ns = Namespace::create("otlp");
     let agent = Agent::start_env(
-        &["--config", cfg.to_str().unwrap()],
+        &["--config", cfg.to_str().unwrap(), "--netns", &ns.path()],
         &otlp_env(
             &endpoint,
             "http/protobuf",
@@ -302,51 +348,75 @@ fn receiver_down_then_up_keeps_the_newest_within_the_bound() {
         ),
     );
     let bport = free_port();
-    let _backend = backend(bport, &[("OTEL_SERVICE_NAME", "backend")]);
+    let _backend = backend_in(&ns.name, bport, &[("OTEL_SERVICE_NAME", "backend")]);
     let url = format!("http://127.0.0.1:{bport}/items/1");
     let rss_start = agent.rss_kib();
-    let mut events = agent.metric_sum("tracer_events_received_total");
     let mut rss_max = rss_start;
-    // 30 s without a receiver; traffic all along (10 requests a second, on one connection).
+    let mut events = agent.metric_sum("tracer_events_received_total");
+    // 30 s without a receiver, with traffic all along (10 requests a second on one connection).
     let start = Instant::now();
     while start.elapsed() < Duration::from_secs(30) {
-        let mut args = vec!["-sS"];
+        let mut args = vec!["netns", "exec", &ns.name, "curl", "-sS"];
         for _ in 0..10 {
             args.extend(["-o", "/dev/null", url.as_str()]);
         }
-        assert!(Command::new("curl").args(&args).status().unwrap().success());
+        assert!(Command::new("ip").args(&args).status().unwrap().success());
         thread::sleep(Duration::from_millis(1000));
         let now = agent.metric_sum("tracer_events_received_total");
         assert!(now > events, "capture goes on while the backend is down ({events} -> {now})");
         events = now;
         rss_max = rss_max.max(agent.rss_kib());
     }
-    let printed = agent.wait_spans("spans during the outage", 300, |v| v["service"] == "backend" || v["service"] == "curl");
-    let sent = printed.len() as u64;
+    // The chain linker holds spans (2 s) for their parents: wait until all are out.
+    let mut printed = 0;
+    while agent.spans().len() != printed {
+        printed = agent.spans().len();
+        thread::sleep(Duration::from_millis(2500));
+    }
+    let outage =
+        agent.wait_spans("spans during the outage", 300, |v| v["service"] == "backend" || v["service"] == "curl");
     assert!(agent.metric("tracer_otlp_dropped_total{signal=\"traces\",reason=\"queue_full\"}") > 0);
-    assert!(agent.metric("tracer_otlp_queue_items") <= QUEUE);
-    assert!(rss_max < rss_start + 32 * 1024, "agent memory grew from {rss_start} KiB to {rss_max} KiB during the outage");
+    assert!(agent.metric("tracer_otlp_queue_items") <= QUEUE as u64);
+    assert!(
+        rss_max < rss_start + 32 * 1024,
+        "agent memory grew from {rss_start} KiB to {rss_max} KiB during the outage"
+    );
 
-    let rx = Receiver::start_on(grpc, http, "");
-    // Wait until every span is accounted for: exported or dropped.
+    let rx = Receiver::start_on(grpc, http, "", None);
+    // Every span handed to the exporter is exported or counted as dropped,
+    // and the receiver holds exactly what the agent counts as exported.
     let deadline = Instant::now() + Duration::from_secs(20);
-    let (exported, dropped) = loop {
-        let exported = agent.metric("tracer_otlp_exported_total{signal=\"traces\"}");
-        let dropped = dropped_not_own(&agent);
-        if exported + dropped >= sent {
-            break (exported, dropped);
+    loop {
+        let (enqueued, exported, dropped) = accounting(&agent);
+        let received = rx.spans().len() as u64;
+        if enqueued == exported + dropped && received == exported && agent.metric("tracer_otlp_queue_items") == 0 {
+            break;
         }
-        assert!(Instant::now() < deadline, "sent {sent}, exported {exported}, dropped {dropped}:\n{}", agent.metrics());
-        thread::sleep(Duration::from_millis(200));
-    };
-    assert_eq!(exported + dropped, sent, "every span exported or counted as dropped");
-    // The queue and the batch in flight, no more, no less.
-    assert!(exported >= QUEUE && exported <= QUEUE + BATCH, "exported {exported}, queue {QUEUE} + batch {BATCH}");
-    let got = rx.wait_spans("spans after recovery", exported as usize, Duration::from_secs(5), |_| true);
-    assert_eq!(got.len() as u64, exported, "the receiver got exactly what the agent counts as exported");
+        assert!(
+            Instant::now() < deadline,
+            "enqueued {enqueued}, exported {exported}, dropped {dropped}, received {received}:\n{}",
+            agent.metrics()
+        );
+        thread::sleep(Duration::from_millis(300));
+    }
+    // Of the outage's spans, the queue's worth and the batch in flight (at
+    // most a batch, taken when the delay was up) arrive; the rest were dropped.
+    let got = rx.spans();
+    let ids: std::collections::HashSet<&Value> = got.iter().map(|s| &s.span["spanId"]).collect();
+    let delivered = outage.iter().filter(|v| ids.contains(&v["span_id"])).count();
+    let (enqueued, exported, dropped) = accounting(&agent);
+    eprintln!(
+        "outage: {} spans of curl/backend, {delivered} delivered; enqueued {enqueued} = exported {exported} + dropped {dropped}; RSS {rss_start} -> max {rss_max} KiB",
+        outage.len()
+    );
+    assert!(
+        (QUEUE..=QUEUE + BATCH).contains(&delivered) && enqueued == outage.len() as u64,
+        "{delivered} of {} outage spans delivered ({enqueued} enqueued); queue {QUEUE}, batch {BATCH}",
+        outage.len()
+    );
     // Drop oldest: the newest span of the outage is among those delivered.
-    let newest = printed.iter().max_by_key(|v| v["end_ns"].as_u64().unwrap()).unwrap();
-    assert!(got.iter().any(|s| s.span["spanId"] == newest["span_id"]), "the newest span was delivered");
+    let newest = outage.iter().max_by_key(|v| v["end_ns"].as_u64().unwrap()).unwrap();
+    assert!(ids.contains(&newest["span_id"]), "the newest span was delivered");
     agent.stop();
 }
 
@@ -378,7 +448,9 @@ fn bad_settings_fail_at_start_with_a_clear_message() {
     let junk = dir.join("ca.pem");
     std::fs::write(&junk, "-----BEGIN CERTIFICATE-----\nnot base64!\n-----END CERTIFICATE-----\n").unwrap();
     let junk = junk.to_str().unwrap();
-    let cases: &[(&[(&str, &str)], &[&str])] = &[
+    // (environment, what the error must name)
+    type Case<'a> = (&'a [(&'a str, &'a str)], &'a [&'a str]);
+    let cases: &[Case] = &[
         (&[("OTEL_EXPORTER_OTLP_ENDPOINT", "localhost:4317")], &["OTEL_EXPORTER_OTLP_ENDPOINT", "http:// or https://"]),
         (&[("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "ftp://127.0.0.1:4318")], &["OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"]),
         (
@@ -386,7 +458,10 @@ fn bad_settings_fail_at_start_with_a_clear_message() {
             &["OTEL_EXPORTER_OTLP_PROTOCOL", "grpc or http/protobuf"],
         ),
         (
-            &[("OTEL_EXPORTER_OTLP_ENDPOINT", "https://127.0.0.1:4317"), ("OTEL_EXPORTER_OTLP_CERTIFICATE", "/nonexistent/ca.pem")],
+            &[
+                ("OTEL_EXPORTER_OTLP_ENDPOINT", "https://127.0.0.1:4317"),
+                ("OTEL_EXPORTER_OTLP_CERTIFICATE", "/nonexistent/ca.pem"),
+            ],
             &["/nonexistent/ca.pem", "OTEL_EXPORTER_OTLP_CERTIFICATE"],
         ),
         (

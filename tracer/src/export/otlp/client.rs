@@ -9,7 +9,9 @@ use std::{io::Write as _, str::FromStr, sync::Arc, time::SystemTime};
 use anyhow::{Context as _, Result, bail};
 use bytes::Bytes;
 use opentelemetry_proto::tonic::collector::{
-    metrics::v1::{ExportMetricsServiceRequest, ExportMetricsServiceResponse, metrics_service_client::MetricsServiceClient},
+    metrics::v1::{
+        ExportMetricsServiceRequest, ExportMetricsServiceResponse, metrics_service_client::MetricsServiceClient,
+    },
     trace::v1::{ExportTraceServiceRequest, ExportTraceServiceResponse, trace_service_client::TraceServiceClient},
 };
 use prost::Message as _;
@@ -83,7 +85,8 @@ impl SignalClient {
                 }
                 let mut metadata = MetadataMap::new();
                 for (k, v) in &ep.headers {
-                    let key = MetadataKey::from_str(k).with_context(|| format!("header {k:?} is not a gRPC metadata key"))?;
+                    let key =
+                        MetadataKey::from_str(k).with_context(|| format!("header {k:?} is not a gRPC metadata key"))?;
                     let val = MetadataValue::try_from(v.as_str()).with_context(|| format!("header {k}: bad value"))?;
                     metadata.insert(key, val);
                 }
@@ -105,7 +108,13 @@ impl SignalClient {
                 Transport::Http { client }
             }
         };
-        Ok(SignalClient { transport, url: ep.url.clone(), signal: ep.signal, gzip: ep.compression == Compression::Gzip, timeout: ep.timeout })
+        Ok(SignalClient {
+            transport,
+            url: ep.url.clone(),
+            signal: ep.signal,
+            gzip: ep.compression == Compression::Gzip,
+            timeout: ep.timeout,
+        })
     }
 
     pub fn prepare_traces(&self, req: ExportTraceServiceRequest) -> Prepared {
@@ -192,7 +201,11 @@ impl SignalClient {
             }
         };
         let status = resp.status().as_u16();
-        let after = resp.headers().get(RETRY_AFTER).and_then(|v| v.to_str().ok()).and_then(|v| parse_retry_after(v, SystemTime::now()));
+        let after = resp
+            .headers()
+            .get(RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| parse_retry_after(v, SystemTime::now()));
         let bytes = resp.bytes().await.unwrap_or_default();
         if (200..300).contains(&status) {
             // An empty or undecodable body is a full success.
@@ -213,7 +226,11 @@ impl SignalClient {
         let detail = match tonic_types::Status::decode(bytes.clone()) {
             Ok(s) if !s.message.is_empty() => {
                 let after = s.get_details_retry_info().and_then(|r| r.retry_delay);
-                format!("HTTP {status}: {}{}", s.message, after.map(|d| format!(" (retry in {d:?})")).unwrap_or_default())
+                format!(
+                    "HTTP {status}: {}{}",
+                    s.message,
+                    after.map(|d| format!(" (retry in {d:?})")).unwrap_or_default()
+                )
             }
             _ => format!("HTTP {status}: {}", String::from_utf8_lossy(&bytes[..bytes.len().min(200)]).trim()),
         };
@@ -253,7 +270,9 @@ fn rustls_config(ep: &Endpoint, https: bool) -> Result<rustls::ClientConfig> {
             let found = rustls_native_certs::load_native_certs();
             let (n, _) = roots.add_parsable_certificates(found.certs);
             if n == 0 {
-                bail!("no system CA certificates were found: set OTEL_EXPORTER_OTLP_CERTIFICATE (or otlp.certificate) to the CA that signs the backend");
+                bail!(
+                    "no system CA certificates were found: set OTEL_EXPORTER_OTLP_CERTIFICATE (or otlp.certificate) to the CA that signs the backend"
+                );
             }
         }
         None => {}
@@ -264,11 +283,13 @@ fn rustls_config(ep: &Endpoint, https: bool) -> Result<rustls::ClientConfig> {
         .with_root_certificates(roots);
     let mut cfg = match (&ep.tls.client_cert_pem, &ep.tls.client_key_pem) {
         (Some(c), Some(k)) => {
-            let chain = CertificateDer::pem_slice_iter(c).collect::<Result<Vec<_>, _>>().context("reading the client certificate")?;
+            let chain = CertificateDer::pem_slice_iter(c)
+                .collect::<Result<Vec<_>, _>>()
+                .context("reading the client certificate")?;
             let key = PrivateKeyDer::from_pem_slice(k).context("reading the client key")?;
-            builder
-                .with_client_auth_cert(chain, key)
-                .context("the client certificate and key are not usable together (does the key belong to the certificate?)")?
+            builder.with_client_auth_cert(chain, key).context(
+                "the client certificate and key are not usable together (does the key belong to the certificate?)",
+            )?
         }
         _ => builder.with_no_client_auth(),
     };

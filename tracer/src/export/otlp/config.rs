@@ -266,7 +266,8 @@ impl OtlpConfig {
             .or_else(|| env(&specific_env).map(|v| (v, specific_env.clone(), false)))
             .or_else(|| env("OTEL_EXPORTER_OTLP_ENDPOINT").map(|v| (v, "OTEL_EXPORTER_OTLP_ENDPOINT".into(), true)));
         let Some((raw, source, base)) = raw else { return Ok(None) };
-        let url = parse_endpoint(&raw, &source, (base && protocol == Protocol::HttpProtobuf).then(|| signal.http_path()))?;
+        let url =
+            parse_endpoint(&raw, &source, (base && protocol == Protocol::HttpProtobuf).then(|| signal.http_path()))?;
 
         let mut headers = match var("HEADERS") {
             Some((v, src)) => parse_key_values(&v).with_context(|| format!("parsing {src}"))?,
@@ -276,7 +277,8 @@ impl OtlpConfig {
         for (k, v) in &mut headers {
             *k = k.to_ascii_lowercase();
             HeaderName::from_bytes(k.as_bytes()).with_context(|| format!("OTLP header name {k:?} is not valid"))?;
-            HeaderValue::from_str(v).with_context(|| format!("OTLP header {k}: its value is not a valid header value"))?;
+            HeaderValue::from_str(v)
+                .with_context(|| format!("OTLP header {k}: its value is not a valid header value"))?;
         }
         let timeout = match self.timeout_ms {
             Some(v) => v,
@@ -318,7 +320,8 @@ impl OtlpConfig {
 fn parse_endpoint(raw: &str, source: &str, append: Option<&str>) -> Result<Url> {
     let raw = raw.trim();
     let bad = |why: &str| anyhow::anyhow!("OTLP endpoint {raw:?} (from {source}) {why}");
-    let mut url = Url::parse(raw).map_err(|e| bad(&format!("is not a URL: {e}; expected http://host:port or https://host:port")))?;
+    let mut url = Url::parse(raw)
+        .map_err(|e| bad(&format!("is not a URL: {e}; expected http://host:port or https://host:port")))?;
     if !matches!(url.scheme(), "http" | "https") || url.cannot_be_a_base() {
         return Err(bad("must start with http:// or https://"));
     }
@@ -338,9 +341,7 @@ fn parse_endpoint(raw: &str, source: &str, append: Option<&str>) -> Result<Url> 
 fn read_tls(ca: Sourced<PathBuf>, cert: Sourced<PathBuf>, key: Sourced<PathBuf>) -> Result<TlsFiles> {
     let read = |what: &str, f: &Sourced<PathBuf>| -> Result<Option<Vec<u8>>> {
         let Some((p, src)) = f else { return Ok(None) };
-        std::fs::read(p)
-            .with_context(|| format!("reading the OTLP {what} {} (from {src})", p.display()))
-            .map(Some)
+        std::fs::read(p).with_context(|| format!("reading the OTLP {what} {} (from {src})", p.display())).map(Some)
     };
     let files = TlsFiles {
         ca_pem: read("CA certificate", &ca)?,
@@ -370,8 +371,12 @@ fn read_tls(ca: Sourced<PathBuf>, cert: Sourced<PathBuf>, key: Sourced<PathBuf>)
             .with_context(|| format!("the OTLP client key {} (from {s}) holds no PEM private key", p.display()))?;
     }
     match (&files.client_cert_pem, &files.client_key_pem) {
-        (Some(_), None) => bail!("an OTLP client certificate is set without its key (OTEL_EXPORTER_OTLP_CLIENT_KEY / otlp.client_key)"),
-        (None, Some(_)) => bail!("an OTLP client key is set without its certificate (OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE / otlp.client_certificate)"),
+        (Some(_), None) => {
+            bail!("an OTLP client certificate is set without its key (OTEL_EXPORTER_OTLP_CLIENT_KEY / otlp.client_key)")
+        }
+        (None, Some(_)) => bail!(
+            "an OTLP client key is set without its certificate (OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE / otlp.client_certificate)"
+        ),
         _ => Ok(files),
     }
 }

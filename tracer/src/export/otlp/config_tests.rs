@@ -19,15 +19,34 @@ fn endpoint_table() {
     let file_base = OtlpConfig { endpoint: Some("http://file:4318".into()), ..Default::default() };
     let file_traces = OtlpConfig { traces_endpoint: Some("http://file:9/custom".into()), ..Default::default() };
     // (file, env, expected traces URL, expected protocol)
-    let cases: Vec<(&OtlpConfig, Vec<(&str, &str)>, &str, Protocol)> = vec![
+    type Case<'a> = (&'a OtlpConfig, Vec<(&'a str, &'a str)>, &'a str, Protocol);
+    let cases: Vec<Case> = vec![
         // Base endpoint + HTTP: the signal path is appended (trailing slash or not, path kept).
-        (&none, vec![("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c:4318")], "http://c:4318/v1/traces", Protocol::HttpProtobuf),
-        (&none, vec![("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c:4318/")], "http://c:4318/v1/traces", Protocol::HttpProtobuf),
-        (&none, vec![("OTEL_EXPORTER_OTLP_ENDPOINT", "https://c/otlp")], "https://c/otlp/v1/traces", Protocol::HttpProtobuf),
+        (
+            &none,
+            vec![("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c:4318")],
+            "http://c:4318/v1/traces",
+            Protocol::HttpProtobuf,
+        ),
+        (
+            &none,
+            vec![("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c:4318/")],
+            "http://c:4318/v1/traces",
+            Protocol::HttpProtobuf,
+        ),
+        (
+            &none,
+            vec![("OTEL_EXPORTER_OTLP_ENDPOINT", "https://c/otlp")],
+            "https://c/otlp/v1/traces",
+            Protocol::HttpProtobuf,
+        ),
         // Signal endpoint: used as is, and wins over the base one.
         (
             &none,
-            vec![("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c:4318"), ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "http://t:1/x")],
+            vec![
+                ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c:4318"),
+                ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "http://t:1/x"),
+            ],
             "http://t:1/x",
             Protocol::HttpProtobuf,
         ),
@@ -50,8 +69,18 @@ fn endpoint_table() {
             Protocol::Grpc,
         ),
         // The file wins over the environment, both its base and its signal URL.
-        (&file_base, vec![("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "http://env:1")], "http://file:4318/v1/traces", Protocol::HttpProtobuf),
-        (&file_traces, vec![("OTEL_EXPORTER_OTLP_ENDPOINT", "http://env:1")], "http://file:9/custom", Protocol::HttpProtobuf),
+        (
+            &file_base,
+            vec![("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "http://env:1")],
+            "http://file:4318/v1/traces",
+            Protocol::HttpProtobuf,
+        ),
+        (
+            &file_traces,
+            vec![("OTEL_EXPORTER_OTLP_ENDPOINT", "http://env:1")],
+            "http://file:9/custom",
+            Protocol::HttpProtobuf,
+        ),
         // Empty variables are unset.
         (
             &none,
@@ -85,14 +114,32 @@ fn malformed_values_are_named() {
         (&[("OTEL_EXPORTER_OTLP_ENDPOINT", "grpc://c:4317")], "must start with http:// or https://"),
         (&[("OTEL_EXPORTER_OTLP_ENDPOINT", "not a url")], "OTEL_EXPORTER_OTLP_ENDPOINT"),
         (&[("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "http://:80")], "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"),
-        (&[("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c:4318"), ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/json")], "not supported"),
-        (&[("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c:4318"), ("OTEL_EXPORTER_OTLP_PROTOCOL", "thrift")], "not a protocol"),
-        (&[("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c:4318"), ("OTEL_EXPORTER_OTLP_COMPRESSION", "zstd")], "gzip or none"),
-        (&[("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c:4318"), ("OTEL_EXPORTER_OTLP_TIMEOUT", "10s")], "OTEL_EXPORTER_OTLP_TIMEOUT"),
-        (&[("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c:4318"), ("OTEL_EXPORTER_OTLP_HEADERS", "novalue")], "OTEL_EXPORTER_OTLP_HEADERS"),
+        (
+            &[("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c:4318"), ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/json")],
+            "not supported",
+        ),
+        (
+            &[("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c:4318"), ("OTEL_EXPORTER_OTLP_PROTOCOL", "thrift")],
+            "not a protocol",
+        ),
+        (
+            &[("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c:4318"), ("OTEL_EXPORTER_OTLP_COMPRESSION", "zstd")],
+            "gzip or none",
+        ),
+        (
+            &[("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c:4318"), ("OTEL_EXPORTER_OTLP_TIMEOUT", "10s")],
+            "OTEL_EXPORTER_OTLP_TIMEOUT",
+        ),
+        (
+            &[("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c:4318"), ("OTEL_EXPORTER_OTLP_HEADERS", "novalue")],
+            "OTEL_EXPORTER_OTLP_HEADERS",
+        ),
         (&[("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c:4318"), ("OTEL_BSP_MAX_QUEUE_SIZE", "0")], "greater than 0"),
         (
-            &[("OTEL_EXPORTER_OTLP_ENDPOINT", "https://c:4318"), ("OTEL_EXPORTER_OTLP_CERTIFICATE", "/nonexistent/ca.pem")],
+            &[
+                ("OTEL_EXPORTER_OTLP_ENDPOINT", "https://c:4318"),
+                ("OTEL_EXPORTER_OTLP_CERTIFICATE", "/nonexistent/ca.pem"),
+            ],
             "/nonexistent/ca.pem",
         ),
     ];
@@ -129,7 +176,10 @@ fn headers_timeout_compression_and_batch_settings() {
     assert_eq!((r.max_export_batch_size, r.max_queue_size), (1000, 1000), "batch clamped to the queue");
     assert_eq!(
         r.resource_attributes,
-        [("deployment.environment".to_string(), "prod".to_string()), ("k8s.cluster.name".to_string(), "c,1".to_string())]
+        [
+            ("deployment.environment".to_string(), "prod".to_string()),
+            ("k8s.cluster.name".to_string(), "c,1".to_string())
+        ]
     );
     // Metrics: generic timeout, not the traces one.
     assert_eq!(r.metrics.unwrap().timeout, Duration::from_millis(9));
@@ -139,7 +189,10 @@ fn headers_timeout_compression_and_batch_settings() {
 fn defaults() {
     let r = resolve(&OtlpConfig::default(), &[("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c:4318")]).unwrap().unwrap();
     let t = r.traces.unwrap();
-    assert_eq!((t.protocol, t.compression, t.timeout), (Protocol::HttpProtobuf, Compression::None, Duration::from_secs(10)));
+    assert_eq!(
+        (t.protocol, t.compression, t.timeout),
+        (Protocol::HttpProtobuf, Compression::None, Duration::from_secs(10))
+    );
     assert_eq!((r.max_export_batch_size, r.max_queue_size), (512, 8192));
     assert!(r.max_request_bytes < 4 << 20);
     assert_eq!(r.export_timeout, Duration::from_secs(30));
@@ -166,7 +219,10 @@ fn tls_files_are_read_and_checked() {
         "{:#}",
         resolve(
             &OtlpConfig::default(),
-            &[("OTEL_EXPORTER_OTLP_ENDPOINT", "https://c:4318"), ("OTEL_EXPORTER_OTLP_CERTIFICATE", junk.to_str().unwrap())]
+            &[
+                ("OTEL_EXPORTER_OTLP_ENDPOINT", "https://c:4318"),
+                ("OTEL_EXPORTER_OTLP_CERTIFICATE", junk.to_str().unwrap())
+            ]
         )
         .unwrap_err()
     );

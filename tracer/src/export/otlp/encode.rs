@@ -10,7 +10,9 @@ use opentelemetry_proto::tonic::{
     collector::trace::v1::ExportTraceServiceRequest,
     common::v1::{AnyValue, ArrayValue, InstrumentationScope, KeyValue, any_value},
     resource::v1::Resource,
-    trace::v1::{ResourceSpans, ScopeSpans, Span as PSpan, Status as PStatus, span::SpanKind as PKind, status::StatusCode},
+    trace::v1::{
+        ResourceSpans, ScopeSpans, Span as PSpan, Status as PStatus, span::SpanKind as PKind, status::StatusCode,
+    },
 };
 use prost::Message as _;
 
@@ -96,9 +98,8 @@ impl Encoder {
     }
 
     pub fn span(&self, s: &Span) -> PSpan {
-        let nanos = |mono: u64| {
-            self.clock.wall(mono).duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0)
-        };
+        let nanos =
+            |mono: u64| self.clock.wall(mono).duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0);
         let mut flags = FLAG_SAMPLED | FLAG_HAS_IS_REMOTE;
         if s.parent_span_id.is_some() && s.context_from_header {
             // The parent came in a traceparent header: it lives in another process.
@@ -116,7 +117,11 @@ impl Encoder {
             } as i32,
             start_time_unix_nano: nanos(s.start_ns),
             end_time_unix_nano: nanos(s.end_ns.max(s.start_ns)),
-            attributes: s.attributes.iter().map(|(k, v)| KeyValue { key: k.to_string(), value: Some(any(v)), ..Default::default() }).collect(),
+            attributes: s
+                .attributes
+                .iter()
+                .map(|(k, v)| KeyValue { key: k.to_string(), value: Some(any(v)), ..Default::default() })
+                .collect(),
             status: match s.status {
                 Status::Error => Some(PStatus { code: StatusCode::Error as i32, message: String::new() }),
                 Status::Unset => None,
@@ -132,6 +137,10 @@ impl Encoder {
         // instance do not change while its pid lives.
         let mut index: HashMap<(Option<u32>, &str, Option<&str>), usize> = HashMap::new();
         let mut groups: Vec<(&Span, Vec<PSpan>)> = Vec::new();
+        // `estimate_bytes` is never below a span's encoded size, so a batch
+        // whose estimate fits needs no exact per-span sizes (the usual case:
+        // a 512-span batch is a few hundred KiB): one request, one pass less.
+        let mut estimate = 0usize;
         for s in spans {
             let key = (s.pid, s.service.name.as_str(), s.service.version.as_deref());
             let i = *index.entry(key).or_insert_with(|| {
@@ -139,13 +148,29 @@ impl Encoder {
                 groups.len() - 1
             });
             groups[i].1.push(self.span(s));
+            estimate += estimate_bytes(s);
+        }
+        let scope = Self::scope();
+        let resources: Vec<Resource> = groups.iter().map(|(first, _)| self.resource(first)).collect();
+        let fixed: usize = resources.iter().map(|r| field_len(r.encoded_len()) + 64).sum();
+        if estimate + fixed <= self.max_request_bytes {
+            let n = spans.len();
+            let resource_spans = groups
+                .into_iter()
+                .zip(resources)
+                .map(|((_, pspans), resource)| ResourceSpans {
+                    resource: Some(resource),
+                    scope_spans: vec![ScopeSpans { scope: Some(scope.clone()), spans: pspans, ..Default::default() }],
+                    ..Default::default()
+                })
+                .collect();
+            let requests = if n > 0 { vec![(ExportTraceServiceRequest { resource_spans }, n)] } else { vec![] };
+            return Encoded { requests, too_large: 0 };
         }
         let mut out = Encoded::default();
         let mut cur: Vec<ResourceSpans> = Vec::new();
         let (mut cur_bytes, mut cur_spans) = (0usize, 0usize);
-        let scope = Self::scope();
-        for (first, pspans) in groups {
-            let resource = self.resource(first);
+        for ((_, pspans), resource) in groups.into_iter().zip(resources) {
             // Bytes of an empty ResourceSpans entry with this resource and scope.
             let overhead = field_len(
                 ResourceSpans {
@@ -165,7 +190,8 @@ impl Encoder {
                 let need = n + if open.is_some() { 0 } else { overhead };
                 if cur_bytes + need > self.max_request_bytes {
                     cur.extend(open.take());
-                    out.requests.push((ExportTraceServiceRequest { resource_spans: std::mem::take(&mut cur) }, cur_spans));
+                    out.requests
+                        .push((ExportTraceServiceRequest { resource_spans: std::mem::take(&mut cur) }, cur_spans));
                     (cur_bytes, cur_spans) = (0, 0);
                 }
                 let rs = open.get_or_insert_with(|| {
@@ -226,11 +252,19 @@ fn any(v: &Value) -> AnyValue {
 }
 
 fn kv_str(k: &str, v: &str) -> KeyValue {
-    KeyValue { key: k.into(), value: Some(AnyValue { value: Some(any_value::Value::StringValue(v.into())) }), ..Default::default() }
+    KeyValue {
+        key: k.into(),
+        value: Some(AnyValue { value: Some(any_value::Value::StringValue(v.into())) }),
+        ..Default::default()
+    }
 }
 
 fn kv_int(k: &str, v: i64) -> KeyValue {
-    KeyValue { key: k.into(), value: Some(AnyValue { value: Some(any_value::Value::IntValue(v)) }), ..Default::default() }
+    KeyValue {
+        key: k.into(),
+        value: Some(AnyValue { value: Some(any_value::Value::IntValue(v)) }),
+        ..Default::default()
+    }
 }
 
 #[cfg(test)]

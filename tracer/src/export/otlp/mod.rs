@@ -28,8 +28,8 @@ pub use config::{Compression, Endpoint, OtlpConfig, Protocol, ResolvedOtlp, Sign
 pub use encode::{AGENT_NAME, AGENT_VERSION, Encoder};
 pub use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
 use opentelemetry_proto::tonic::metrics::v1::metric::Data;
-pub use queue::SpanSender;
 use queue::SpanQueue;
+pub use queue::SpanSender;
 pub use retry::Delivery;
 use retry::{Backoff, Stop, deliver};
 use tokio::{sync::watch, time::Instant};
@@ -66,7 +66,8 @@ impl OtlpExporter {
             Some(ep) => backend_addrs(&ep.url).await,
             None => Vec::new(),
         };
-        let queue = SpanQueue::new(cfg.max_queue_size, cfg.max_queue_bytes, cfg.max_export_batch_size, own, telemetry.clone());
+        let queue =
+            SpanQueue::new(cfg.max_queue_size, cfg.max_queue_bytes, cfg.max_export_batch_size, own, telemetry.clone());
         let encoder = Encoder::new(Clock::new(), hostname(), cfg.resource_attributes.clone(), cfg.max_request_bytes);
         Ok(OtlpExporter { cfg, telemetry, queue, traces, metrics, encoder })
     }
@@ -158,7 +159,8 @@ impl OtlpExporter {
         for (req, n) in encoded.requests {
             let prepared = client.prepare_traces(req);
             let p = &prepared;
-            let d = deliver(|| client.send(p), self.backoff(), self.cfg.export_timeout, stop, &self.telemetry, TRACES).await;
+            let d = deliver(|| client.send(p), self.backoff(), self.cfg.export_timeout, stop, &self.telemetry, TRACES)
+                .await;
             account(&self.telemetry, TRACES, n as u64, d);
         }
     }

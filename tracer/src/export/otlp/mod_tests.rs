@@ -44,7 +44,9 @@ async fn serve(seen: Arc<Mutex<Seen>>) -> String {
 
 fn settings(endpoint: &str, file: OtlpConfig) -> ResolvedOtlp {
     let endpoint = endpoint.to_string();
-    OtlpConfig::resolve(&file, &move |k| (k == "OTEL_EXPORTER_OTLP_ENDPOINT").then(|| endpoint.clone())).unwrap().unwrap()
+    OtlpConfig::resolve(&file, &move |k| (k == "OTEL_EXPORTER_OTLP_ENDPOINT").then(|| endpoint.clone()))
+        .unwrap()
+        .unwrap()
 }
 
 fn spans(n: usize) -> Vec<Arc<Span>> {

@@ -97,7 +97,9 @@ impl SpanQueue {
 
     pub fn push(&self, span: Arc<Span>) {
         let m = &self.telemetry.otlp;
-        let own = |a: &SocketAddr| a.port() == span.local.port() && a.ip().to_canonical() == span.local.ip().to_canonical();
+        m.enqueued.get_or_create(&vec![("signal", SIGNAL)]).inc();
+        let own =
+            |a: &SocketAddr| a.port() == span.local.port() && a.ip().to_canonical() == span.local.ip().to_canonical();
         if span.kind == SpanKind::Server && self.own.iter().any(own) {
             m.drop_items(SIGNAL, "own_traffic", 1);
             return;

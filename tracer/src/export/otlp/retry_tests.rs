@@ -11,7 +11,18 @@ fn retryable_grpc_codes() {
     for c in [Cancelled, DeadlineExceeded, Aborted, OutOfRange, Unavailable, DataLoss] {
         assert!(grpc_retryable(c, false), "{c:?}");
     }
-    for c in [Ok, Unknown, InvalidArgument, NotFound, AlreadyExists, PermissionDenied, FailedPrecondition, Unimplemented, Internal, Unauthenticated] {
+    for c in [
+        Ok,
+        Unknown,
+        InvalidArgument,
+        NotFound,
+        AlreadyExists,
+        PermissionDenied,
+        FailedPrecondition,
+        Unimplemented,
+        Internal,
+        Unauthenticated,
+    ] {
         assert!(!grpc_retryable(c, true), "{c:?}");
     }
     assert!(!grpc_retryable(ResourceExhausted, false));
