@@ -14,11 +14,7 @@ fn main() -> anyhow::Result<()> {
         .ok_or_else(|| anyhow::anyhow!("tracer-ebpf package not found"))?;
     let root = ebpf.manifest_path.parent().expect("manifest has a parent");
     aya_build::build_ebpf(
-        [aya_build::Package {
-            name: ebpf.name.as_str(),
-            root_dir: root.as_str(),
-            ..Default::default()
-        }],
+        [aya_build::Package { name: ebpf.name.as_str(), root_dir: root.as_str(), ..Default::default() }],
         aya_build::Toolchain::default(),
     )?;
     let obj = PathBuf::from(env::var("OUT_DIR")?).join("tracer");

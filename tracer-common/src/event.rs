@@ -115,10 +115,7 @@ pub enum Syscall {
 
 impl Syscall {
     pub const fn is_send(self) -> bool {
-        matches!(
-            self,
-            Syscall::Write | Syscall::Writev | Syscall::Sendto | Syscall::Sendmsg
-        )
+        matches!(self, Syscall::Write | Syscall::Writev | Syscall::Sendto | Syscall::Sendmsg)
     }
 
     pub fn from_u8(v: u8) -> Option<Self> {

@@ -24,10 +24,7 @@ pub struct Block {
 impl Block {
     #[inline(always)]
     pub fn read(ptr: u64, base: u16) -> Result<Block, i64> {
-        Ok(Block {
-            base,
-            b: read(ptr, base)?,
-        })
+        Ok(Block { base, b: read(ptr, base)? })
     }
 
     #[inline(always)]
@@ -42,12 +39,7 @@ impl Block {
 
     #[inline(always)]
     pub fn bytes4(&self, off: u16) -> [u8; 4] {
-        [
-            self.at(off, 0),
-            self.at(off, 1),
-            self.at(off, 2),
-            self.at(off, 3),
-        ]
+        [self.at(off, 0), self.at(off, 1), self.at(off, 2), self.at(off, 3)]
     }
 
     #[inline(always)]

@@ -99,8 +99,11 @@ impl CaptureConfig {
         if let Ok(n) = ns.parse::<u32>() {
             return Ok(n);
         }
-        let meta = std::fs::metadata(ns)
-            .with_context(|| format!("--netns {ns}: not a network namespace path (/var/run/netns/<name>, /proc/<pid>/ns/net) or inode number"))?;
+        let meta = std::fs::metadata(ns).with_context(|| {
+            format!(
+                "--netns {ns}: not a network namespace path (/var/run/netns/<name>, /proc/<pid>/ns/net) or inode number"
+            )
+        })?;
         u32::try_from(meta.ino()).with_context(|| format!("--netns {ns}: inode {} out of range", meta.ino()))
     }
 
@@ -122,11 +125,7 @@ pub struct ConntrackConfig {
 
 impl Default for ConntrackConfig {
     fn default() -> Self {
-        ConntrackConfig {
-            max_connections: 65_536,
-            idle_timeout_secs: 300,
-            output_queue: 8192,
-        }
+        ConntrackConfig { max_connections: 65_536, idle_timeout_secs: 300, output_queue: 8192 }
     }
 }
 
@@ -139,9 +138,7 @@ pub struct ApiConfig {
 
 impl Default for ApiConfig {
     fn default() -> Self {
-        ApiConfig {
-            addr: SocketAddr::from(([127, 0, 0, 1], 9400)),
-        }
+        ApiConfig { addr: SocketAddr::from(([127, 0, 0, 1], 9400)) }
     }
 }
 
@@ -196,8 +193,7 @@ impl HttpSection {
 
 impl Config {
     pub fn from_file(path: &Path) -> Result<Config> {
-        let text = std::fs::read_to_string(path)
-            .with_context(|| format!("reading config {}", path.display()))?;
+        let text = std::fs::read_to_string(path).with_context(|| format!("reading config {}", path.display()))?;
         toml::from_str(&text).with_context(|| format!("parsing config {}", path.display()))
     }
 }
@@ -210,9 +206,6 @@ mod tests {
     fn example_config_parses() {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/tracer.toml");
         let c = Config::from_file(&path).expect("deploy/tracer.toml parses");
-        assert_eq!(
-            c.capture.capture_bytes,
-            CaptureConfig::default().capture_bytes
-        );
+        assert_eq!(c.capture.capture_bytes, CaptureConfig::default().capture_bytes);
     }
 }

@@ -49,9 +49,7 @@ struct RunArgs {
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
         .init();
     let cli = Cli::parse();
     let Command::Run(args) = cli.command;
@@ -83,10 +81,7 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
     if let Some(c) = args.capture_bytes {
         cfg.capture.capture_bytes = c;
     }
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()?;
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     rt.block_on(tracer::run(cfg, shutdown_signal()))
 }
 

@@ -33,9 +33,9 @@ use crate::{
     k8s::K8sMetadata,
     probes::{LoadOptions, Probes},
     store::Store,
+    telemetry::{Telemetry, set_counter},
     topology::Topology,
     ui,
-    telemetry::{Telemetry, set_counter},
 };
 
 pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<()> {

@@ -73,11 +73,7 @@ impl Telemetry {
             registry: Mutex::new(Registry::default()),
             collectors: Mutex::new(Registry::default()),
         };
-        registry.register(
-            "events_received",
-            "Records decoded from the kernel ring buffer",
-            t.events_received.clone(),
-        );
+        registry.register("events_received", "Records decoded from the kernel ring buffer", t.events_received.clone());
         registry.register(
             "events_dropped",
             "Events dropped in userspace, by stage and reason",
@@ -88,26 +84,14 @@ impl Telemetry {
             "Kernel-side counters: events_submitted, socket_io, and drops (ringbuf_full, active_io_full, sock_read_failed, payload_read_failed)",
             t.kernel.clone(),
         );
-        registry.register(
-            "queue_depth",
-            "Items waiting in each bounded queue",
-            t.queue_depth.clone(),
-        );
-        registry.register(
-            "connections_live",
-            "Connections in the connection table",
-            t.connections_live.clone(),
-        );
+        registry.register("queue_depth", "Items waiting in each bounded queue", t.queue_depth.clone());
+        registry.register("connections_live", "Connections in the connection table", t.connections_live.clone());
         registry.register(
             "connections_evicted",
             "Connections dropped from the table before their close was seen (idle past conntrack.idle_timeout_secs)",
             t.connections_evicted.clone(),
         );
-        registry.register(
-            "probes_attached",
-            "eBPF programs attached",
-            t.probes_attached.clone(),
-        );
+        registry.register("probes_attached", "eBPF programs attached", t.probes_attached.clone());
         registry.register(
             "l7_connections",
             "Connections by protocol detection result (detected, unknown)",
@@ -118,7 +102,11 @@ impl Telemetry {
             "HTTP routes reported as /{overflow} because their service hit its route cap",
             t.http_route_overflow.clone(),
         );
-        registry.register("chain_held", "Spans held by the chain linker waiting for their parents", t.chain_held.clone());
+        registry.register(
+            "chain_held",
+            "Spans held by the chain linker waiting for their parents",
+            t.chain_held.clone(),
+        );
         registry.register(
             "chain_links",
             "Chain linking outcomes: rule=thread|peer|remote links made, ambiguous (unlinked), released_early (buffer full)",
@@ -129,15 +117,11 @@ impl Telemetry {
     }
 
     pub fn drop_event(&self, stage: &'static str, reason: &'static str, n: u64) {
-        self.events_dropped
-            .get_or_create(&vec![("stage", stage), ("reason", reason)])
-            .inc_by(n);
+        self.events_dropped.get_or_create(&vec![("stage", stage), ("reason", reason)]).inc_by(n);
     }
 
     pub fn dropped(&self, stage: &'static str, reason: &'static str) -> u64 {
-        self.events_dropped
-            .get_or_create(&vec![("stage", stage), ("reason", reason)])
-            .get()
+        self.events_dropped.get_or_create(&vec![("stage", stage), ("reason", reason)]).get()
     }
 
     /// Metrics whose label sets change at run time (topology edges) come as a
@@ -153,10 +137,7 @@ impl Telemetry {
     }
 
     pub fn add_refresher(&self, f: impl Fn(&Telemetry) + Send + Sync + 'static) {
-        self.refreshers
-            .lock()
-            .expect("refreshers lock")
-            .push(Box::new(f));
+        self.refreshers.lock().expect("refreshers lock").push(Box::new(f));
     }
 
     pub fn set_ready(&self) {
@@ -219,7 +200,11 @@ impl OtlpMetrics {
             self.dropped.clone(),
         );
         registry.register("otlp_retries", "OTLP requests retried after a retryable answer", self.retries.clone());
-        registry.register("otlp_send_errors", "OTLP requests that failed, by signal and error", self.send_errors.clone());
+        registry.register(
+            "otlp_send_errors",
+            "OTLP requests that failed, by signal and error",
+            self.send_errors.clone(),
+        );
         registry.register("otlp_queue_items", "Spans waiting in the OTLP export queue", self.queue_items.clone());
         registry.register(
             "otlp_queue_bytes",

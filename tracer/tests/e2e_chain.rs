@@ -31,9 +31,8 @@ fn curl_nginx_frontend_backend_is_one_trace() {
     let t = curl(&format!("http://127.0.0.1:{nport}/call/{bport}/items/7"), None, &[]);
     assert_eq!(t.http_code, 200);
 
-    let spans = agent.wait_spans("six spans", 6, |v| {
-        attr(v, "url.path").as_str().is_some_and(|p| p.ends_with("/items/7"))
-    });
+    let spans =
+        agent.wait_spans("six spans", 6, |v| attr(v, "url.path").as_str().is_some_and(|p| p.ends_with("/items/7")));
     assert_eq!(spans.len(), 6, "{spans:#?}");
     let curl_c = one(&spans, "curl", "client");
     let ngx_s = one(&spans, "nginx", "server");
@@ -44,7 +43,18 @@ fn curl_nginx_frontend_backend_is_one_trace() {
     let trace = id(curl_c, "trace_id");
     let dump: Vec<String> = spans
         .iter()
-        .map(|s| format!("{} {} {} span {} parent {} tid? start {} end {}", s["service"], s["kind"], id(s, "trace_id"), id(s, "span_id"), id(s, "parent_span_id"), s["start_ns"], s["end_ns"]))
+        .map(|s| {
+            format!(
+                "{} {} {} span {} parent {} tid? start {} end {}",
+                s["service"],
+                s["kind"],
+                id(s, "trace_id"),
+                id(s, "span_id"),
+                id(s, "parent_span_id"),
+                s["start_ns"],
+                s["end_ns"]
+            )
+        })
         .collect();
     for s in &spans {
         assert_eq!(id(s, "trace_id"), trace, "one trace:\n{}", dump.join("\n"));
@@ -84,8 +94,10 @@ ts = [threading.Thread(target=client, args=(c,)) for c in range(20)]
     let st = Command::new("python3").args(["-c", &script]).env("OTEL_SERVICE_NAME", "loadgen").status().unwrap();
     assert!(st.success());
     let n = 1000;
-    let fe_server = agent.wait_spans("frontend server spans", n, |v| v["service"] == "frontend" && v["kind"] == "server");
-    let fe_client = agent.wait_spans("frontend client spans", n, |v| v["service"] == "frontend" && v["kind"] == "client");
+    let fe_server =
+        agent.wait_spans("frontend server spans", n, |v| v["service"] == "frontend" && v["kind"] == "server");
+    let fe_client =
+        agent.wait_spans("frontend client spans", n, |v| v["service"] == "frontend" && v["kind"] == "client");
     let be_server = agent.wait_spans("backend server spans", n, |v| v["service"] == "backend" && v["kind"] == "server");
 
     let uniq = |v: &Value| attr(v, "url.path").as_str().unwrap().rsplit('/').next().unwrap().to_string();
@@ -94,7 +106,8 @@ ts = [threading.Thread(target=client, args=(c,)) for c in range(20)]
     for c in &fe_client {
         let Some(parent) = c["parent_span_id"].as_str() else { continue };
         linked += 1;
-        let p = server_by_id.get(parent).unwrap_or_else(|| panic!("parent {parent} is not a frontend server span: {c}"));
+        let p =
+            server_by_id.get(parent).unwrap_or_else(|| panic!("parent {parent} is not a frontend server span: {c}"));
         if uniq(p) == uniq(c) && id(p, "trace_id") == id(c, "trace_id") {
             correct += 1;
         }
@@ -156,12 +169,20 @@ fn two_nodes_two_agents() {
     let _server = http_server("10.213.0.2", port, Some(&ns.names[1]), &site(100));
     let c = curl(&format!("http://10.213.0.2:{port}/index.html"), Some(&ns.names[0]), &[]);
     assert_eq!(c.http_code, 200);
-    let client = agent_a.wait_spans("client span (node a)", 1, |v| v["kind"] == "client" && attr(v, "network.peer.port") == port);
-    let server = agent_b.wait_spans("server span (node b)", 1, |v| v["kind"] == "server" && attr(v, "server.port") == port);
+    let client = agent_a
+        .wait_spans("client span (node a)", 1, |v| v["kind"] == "client" && attr(v, "network.peer.port") == port);
+    let server =
+        agent_b.wait_spans("server span (node b)", 1, |v| v["kind"] == "server" && attr(v, "server.port") == port);
     assert_eq!(id(&server[0], "parent_span_id"), id(&client[0], "span_id"));
     assert_eq!(id(&server[0], "trace_id"), id(&client[0], "trace_id"), "a root client's trace joins across nodes");
-    assert!(agent_a.spans().iter().all(|v| v["kind"] != "server" || attr(v, "server.port") != port), "node a sees no server span");
-    assert!(agent_b.spans().iter().all(|v| v["kind"] != "client" || attr(v, "network.peer.port") != port), "node b sees no client span");
+    assert!(
+        agent_a.spans().iter().all(|v| v["kind"] != "server" || attr(v, "server.port") != port),
+        "node a sees no server span"
+    );
+    assert!(
+        agent_b.spans().iter().all(|v| v["kind"] != "client" || attr(v, "network.peer.port") != port),
+        "node b sees no client span"
+    );
     agent_a.stop();
     agent_b.stop();
 }

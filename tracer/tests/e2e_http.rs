@@ -87,8 +87,10 @@ fn reverse_proxy_keep_alive_post_errors_and_secrets() {
     let base = format!("http://127.0.0.1:{nport}");
 
     // Four GETs on one keep-alive connection, with a secret that must not leak.
-    let urls: Vec<String> = ["/items/1", "/items/2", "/missing", "/fail"].iter().map(|p| format!("{base}{p}")).collect();
-    let mut args = vec!["-H", "Authorization: Bearer s3cr3t-token", "-H", "X-Request-Id: r-1", "-H", "Cookie: sid=c00kie"];
+    let urls: Vec<String> =
+        ["/items/1", "/items/2", "/missing", "/fail"].iter().map(|p| format!("{base}{p}")).collect();
+    let mut args =
+        vec!["-H", "Authorization: Bearer s3cr3t-token", "-H", "X-Request-Id: r-1", "-H", "Cookie: sid=c00kie"];
     for u in &urls {
         args.extend(["-o", "/dev/null", u.as_str()]);
     }
@@ -137,7 +139,7 @@ fn reverse_proxy_keep_alive_post_errors_and_secrets() {
     assert!(curl_spans.iter().any(|v| v["name"] == "GET /items/{id}"));
 
     // Sizes.
-    for sp in [&curl_spans, &nginx_in, &back].into_iter().flatten().filter(|v| route_is(v, "/items") ) {
+    for sp in [&curl_spans, &nginx_in, &back].into_iter().flatten().filter(|v| route_is(v, "/items")) {
         assert_eq!(attr(sp, "http.request.body.size"), 5000, "{sp}");
     }
     for sp in [&curl_spans, &back].into_iter().flatten().filter(|v| attr(v, "url.path") == "/items/1") {
@@ -220,12 +222,16 @@ fn pipelined_requests() {
     });
     let mut paths: Vec<(String, i64)> = server
         .iter()
-        .map(|v| (attr(v, "url.path").as_str().unwrap().to_string(), attr(v, "http.response.status_code").as_i64().unwrap()))
+        .map(|v| {
+            (attr(v, "url.path").as_str().unwrap().to_string(), attr(v, "http.response.status_code").as_i64().unwrap())
+        })
         .collect();
     paths.sort();
     assert_eq!(paths, vec![("/items/1".into(), 200), ("/items/3".into(), 200), ("/nope".into(), 404)]);
     // The test itself is the client: its spans pair the same way.
-    let client = agent.wait_spans("test client spans", 3, |v| v["kind"] == "client" && attr(v, "network.peer.port") == bport && v["pid"] == std::process::id());
+    let client = agent.wait_spans("test client spans", 3, |v| {
+        v["kind"] == "client" && attr(v, "network.peer.port") == bport && v["pid"] == std::process::id()
+    });
     assert_eq!(client.len(), 3);
     agent.stop();
 }

@@ -15,34 +15,18 @@ use serde_json::Value;
 
 /// Client and server records of one curl -> http.server exchange agree with
 /// curl's own byte counts, pids and ports.
-fn check_exchange(
-    agent: &Agent,
-    server_pid: u32,
-    server_port: u16,
-    c: &CurlReport,
-    server_ip: &str,
-) {
+fn check_exchange(agent: &Agent, server_pid: u32, server_port: u16, c: &CurlReport, server_ip: &str) {
     assert_eq!(c.http_code, 200, "curl failed: {c:?}");
-    let client = agent.wait_for("curl's client close", |v| {
-        is_conn(v, "close", "client", c.local_port)
-    });
+    let client = agent.wait_for("curl's client close", |v| is_conn(v, "close", "client", c.local_port));
     assert_eq!(client["pid"], c.pid, "client pid: {client}");
     assert_eq!(client["comm"], "curl");
     assert_eq!(port_of(&client["remote"]), server_port);
     assert_eq!(ip_of(&client["remote"]), server_ip);
-    assert_eq!(
-        client["bytes_sent"], c.bytes_sent,
-        "client bytes sent: {client}"
-    );
-    assert_eq!(
-        client["bytes_received"], c.bytes_received,
-        "client bytes received: {client}"
-    );
+    assert_eq!(client["bytes_sent"], c.bytes_sent, "client bytes sent: {client}");
+    assert_eq!(client["bytes_received"], c.bytes_received, "client bytes received: {client}");
     assert_eq!(client["close_reason"], "normal");
     assert_eq!(client["seen_from"], "handshake");
-    let open = agent.wait_for("curl's client open", |v| {
-        is_conn(v, "open", "client", c.local_port)
-    });
+    let open = agent.wait_for("curl's client open", |v| is_conn(v, "open", "client", c.local_port));
     assert_eq!(open["pid"], c.pid);
 
     let server = agent.wait_for("the server side", |v| {
@@ -50,21 +34,12 @@ fn check_exchange(
     });
     assert_eq!(server["pid"], server_pid, "server pid: {server}");
     assert_eq!(ip_of(&server["local"]), server_ip);
-    assert_eq!(
-        server["bytes_received"], c.bytes_sent,
-        "server bytes received: {server}"
-    );
-    assert_eq!(
-        server["bytes_sent"], c.bytes_received,
-        "server bytes sent: {server}"
-    );
+    assert_eq!(server["bytes_received"], c.bytes_sent, "server bytes received: {server}");
+    assert_eq!(server["bytes_sent"], c.bytes_received, "server bytes sent: {server}");
     assert!(server["calls_sent"].as_u64().unwrap() >= 1);
     // The kernel's own counters agree (its FIN counts one sequence number).
     let acked = server["tcp"]["bytes_acked"].as_u64().unwrap();
-    assert!(
-        (c.bytes_received..=c.bytes_received + 1).contains(&acked),
-        "{server}"
-    );
+    assert!((c.bytes_received..=c.bytes_received + 1).contains(&acked), "{server}");
 }
 
 #[test]
@@ -106,11 +81,7 @@ fn client_and_server_in_two_network_namespaces() {
     let agent = Agent::start(&[]);
     let port = free_port();
     let server = http_server("10.213.0.2", port, Some(&ns.names[1]), &site(5000));
-    let c = curl(
-        &format!("http://10.213.0.2:{port}/index.html"),
-        Some(&ns.names[0]),
-        &[],
-    );
+    let c = curl(&format!("http://10.213.0.2:{port}/index.html"), Some(&ns.names[0]), &[]);
     check_exchange(&agent, server.pid(), port, &c, "10.213.0.2");
     let client = agent.wait_for("client", |v| is_conn(v, "close", "client", c.local_port));
     assert_eq!(ip_of(&client["local"]), "10.213.0.1");
@@ -144,12 +115,7 @@ print(len(req), got, flush=True)
 "#
     );
     let mut client = Proc(
-        Command::new("python3")
-            .args(["-c", &script])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap(),
+        Command::new("python3").args(["-c", &script]).stdin(Stdio::piped()).stdout(Stdio::piped()).spawn().unwrap(),
     );
     let mut out = BufReader::new(client.0.stdout.take().unwrap());
     let mut line = String::new();
@@ -160,15 +126,10 @@ print(len(req), got, flush=True)
     client.0.stdin.as_mut().unwrap().write_all(b"go\n").unwrap();
     line.clear();
     out.read_line(&mut line).unwrap();
-    let f: Vec<u64> = line
-        .split_whitespace()
-        .map(|x| x.parse().unwrap())
-        .collect();
+    let f: Vec<u64> = line.split_whitespace().map(|x| x.parse().unwrap()).collect();
     let (sent, received) = (f[0], f[1]);
 
-    let c = agent.wait_for("pre-existing client", |v| {
-        is_conn(v, "close", "client", local_port)
-    });
+    let c = agent.wait_for("pre-existing client", |v| is_conn(v, "close", "client", local_port));
     assert_eq!(c["seen_from"], "mid_stream", "{c}");
     assert_eq!(c["pid"], client.pid());
     assert_eq!(c["bytes_sent"], sent, "{c}");
@@ -187,21 +148,12 @@ print(len(req), got, flush=True)
 fn refused_connection() {
     let agent = Agent::start(&[]);
     let port = free_port(); // nothing listens there
-    let child = Command::new("curl")
-        .args([
-            "-sS",
-            "-o",
-            "/dev/null",
-            &format!("http://127.0.0.1:{port}/"),
-        ])
-        .spawn()
-        .unwrap();
+    let child =
+        Command::new("curl").args(["-sS", "-o", "/dev/null", &format!("http://127.0.0.1:{port}/")]).spawn().unwrap();
     let pid = child.id();
     let st = child.wait_with_output().unwrap().status;
     assert_eq!(st.code(), Some(7), "curl should fail to connect");
-    let v = agent.wait_for("refused connect", |v| {
-        v["event"] == "connect_failed" && port_of(&v["remote"]) == port
-    });
+    let v = agent.wait_for("refused connect", |v| v["event"] == "connect_failed" && port_of(&v["remote"]) == port);
     assert_eq!(v["close_reason"], "refused", "{v}");
     assert_eq!(v["role"], "client");
     assert_eq!(v["pid"], pid);
@@ -223,11 +175,7 @@ fn metrics_and_readiness() {
     }
     let deadline = Instant::now() + Duration::from_secs(5);
     while agent.metric("tracer_events_received_total{kind=\"data\"}") < 40 {
-        assert!(
-            Instant::now() < deadline,
-            "socket I/O not counted:\n{}",
-            agent.metrics()
-        );
+        assert!(Instant::now() < deadline, "socket I/O not counted:\n{}", agent.metrics());
         std::thread::sleep(Duration::from_millis(100));
     }
     let m = agent.metrics();
@@ -238,42 +186,25 @@ fn metrics_and_readiness() {
     std::thread::sleep(Duration::from_millis(300));
     let m = agent.metrics();
     let value = |series: &str| {
-        m.lines()
-            .find_map(|l| {
-                l.strip_prefix(series)
-                    .and_then(|r| r.trim().parse::<f64>().ok())
-            })
-            .unwrap_or(0.0) as u64
+        m.lines().find_map(|l| l.strip_prefix(series).and_then(|r| r.trim().parse::<f64>().ok())).unwrap_or(0.0) as u64
     };
     let received: u64 = ["state", "data", "accept"]
         .iter()
         .map(|k| value(&format!("tracer_events_received_total{{kind=\"{k}\"}}")))
         .sum();
     let submitted = value("tracer_kernel_total{counter=\"events_submitted\"}");
-    assert!(
-        received <= submitted && submitted - received <= 16,
-        "submitted {submitted}, received {received}:\n{m}"
-    );
+    assert!(received <= submitted && submitted - received <= 16, "submitted {submitted}, received {received}:\n{m}");
     agent.assert_no_drops();
     agent.stop();
 }
 
 fn our_bpf_programs() -> Vec<String> {
-    let out = Command::new("bpftool")
-        .args(["-j", "prog", "list"])
-        .output()
-        .expect("bpftool (apt install bpftool)");
+    let out = Command::new("bpftool").args(["-j", "prog", "list"]).output().expect("bpftool (apt install bpftool)");
     assert!(out.status.success());
     let progs: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap();
     // The kernel keeps the first 15 characters of a program's name.
-    let ours = [
-        "inet_sock_set_s",
-        "sock_send_lengt",
-        "sock_recv_lengt",
-        "sys_enter_read",
-        "sys_exit_read",
-        "sys_exit_accept",
-    ];
+    let ours =
+        ["inet_sock_set_s", "sock_send_lengt", "sock_recv_lengt", "sys_enter_read", "sys_exit_read", "sys_exit_accept"];
     progs
         .iter()
         .filter_map(|p| p["name"].as_str())
@@ -285,10 +216,7 @@ fn our_bpf_programs() -> Vec<String> {
 #[test]
 fn sigkill_leaves_no_program_behind() {
     let agent = Agent::start(&[]);
-    assert!(
-        !our_bpf_programs().is_empty(),
-        "bpftool does not see the loaded programs"
-    );
+    assert!(!our_bpf_programs().is_empty(), "bpftool does not see the loaded programs");
     agent.kill();
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
@@ -296,10 +224,7 @@ fn sigkill_leaves_no_program_behind() {
         if left.is_empty() {
             break;
         }
-        assert!(
-            Instant::now() < deadline,
-            "programs left after SIGKILL: {left:?}"
-        );
+        assert!(Instant::now() < deadline, "programs left after SIGKILL: {left:?}");
         std::thread::sleep(Duration::from_millis(200));
     }
 }
@@ -307,32 +232,14 @@ fn sigkill_leaves_no_program_behind() {
 #[test]
 fn without_privileges_says_what_is_missing() {
     let out = Command::new("setpriv")
-        .args([
-            "--reuid=65534",
-            "--regid=65534",
-            "--clear-groups",
-            "--inh-caps=-all",
-            "--bounding-set=-all",
-        ])
-        .args([
-            TRACER,
-            "run",
-            "--api-addr",
-            &format!("127.0.0.1:{}", free_port()),
-        ])
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all", "--bounding-set=-all"])
+        .args([TRACER, "run", "--api-addr", &format!("127.0.0.1:{}", free_port())])
         .output()
         .expect("setpriv (util-linux)");
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        err.contains("missing capabilities CAP_BPF, CAP_PERFMON"),
-        "stderr: {err}"
-    );
-    assert_eq!(
-        err.lines().filter(|l| l.starts_with("tracer:")).count(),
-        1,
-        "stderr: {err}"
-    );
+    assert!(err.contains("missing capabilities CAP_BPF, CAP_PERFMON"), "stderr: {err}");
+    assert_eq!(err.lines().filter(|l| l.starts_with("tracer:")).count(), 1, "stderr: {err}");
 }
 
 /// Payload capture through iovecs (sendmsg/recvmsg, writev/readv) and TCP
@@ -364,23 +271,13 @@ t.join()
 print(s.getsockname()[1], flush=True)
 "#
     );
-    let out = Command::new("python3")
-        .args(["-c", &script])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = Command::new("python3").args(["-c", &script]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let cport: u16 = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
 
     let data = |dir: &str, local: u16, head: &str| {
         agent.wait_for(&format!("{dir} {head} on :{local}"), |v| {
-            v["type"] == "data"
-                && v["direction"] == dir
-                && port_of(&v["local"]) == local
-                && v["payload_head"] == head
+            v["type"] == "data" && v["direction"] == dir && port_of(&v["local"]) == local && v["payload_head"] == head
         })
     };
     let req_out = data("egress", cport, "GET /ab HTTP/1.1");
@@ -397,23 +294,12 @@ print(s.getsockname()[1], flush=True)
     assert_eq!(ping_in["syscall"], "recvfrom");
     assert_eq!(req_out["bytes"], 20);
     assert_eq!(req_out["payload_len"], 20);
-    for (a, b) in [
-        (&req_out, &req_in),
-        (&resp_out, &resp_in),
-        (&ping_out, &ping_in),
-    ] {
+    for (a, b) in [(&req_out, &req_in), (&resp_out, &resp_in), (&ping_out, &ping_in)] {
         assert!(a["seq"].is_u64(), "{a}");
-        assert_eq!(
-            a["seq"], b["seq"],
-            "both ends see the same sequence number:\n{a}\n{b}"
-        );
+        assert_eq!(a["seq"], b["seq"], "both ends see the same sequence number:\n{a}\n{b}");
     }
     let next = req_out["seq"].as_u64().unwrap() + req_out["bytes"].as_u64().unwrap();
-    assert_eq!(
-        ping_out["seq"].as_u64().unwrap(),
-        next & 0xffff_ffff,
-        "sequence continues"
-    );
+    assert_eq!(ping_out["seq"].as_u64().unwrap(), next & 0xffff_ffff, "sequence continues");
     agent.stop();
 }
 
@@ -460,15 +346,8 @@ except ConnectionResetError:
 t.join()
 "#
     );
-    let out = Command::new("python3")
-        .args(["-c", &script])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = Command::new("python3").args(["-c", &script]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let cport: u16 = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
     let v = agent.wait_for("reset client", |v| is_conn(v, "close", "client", cport));
     assert_eq!(v["close_reason"], "reset", "{v}");
@@ -502,20 +381,12 @@ try:
 except OSError as e:
     print(e.errno, flush=True)
 "#;
-    let child = Command::new("ip")
-        .args(["netns", "exec", a, "python3", "-c", script])
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let child =
+        Command::new("ip").args(["netns", "exec", a, "python3", "-c", script]).stdout(Stdio::piped()).spawn().unwrap();
     let pid = child.id();
     let out = child.wait_with_output().unwrap();
-    assert_eq!(
-        String::from_utf8_lossy(&out.stdout).trim(),
-        libc::ETIMEDOUT.to_string()
-    );
-    let v = agent.wait_for("timed out connect", |v| {
-        v["event"] == "connect_failed" && v["remote"] == "10.213.0.99:80"
-    });
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), libc::ETIMEDOUT.to_string());
+    let v = agent.wait_for("timed out connect", |v| v["event"] == "connect_failed" && v["remote"] == "10.213.0.99:80");
     assert_eq!(v["close_reason"], "timeout", "{v}");
     assert_eq!(v["pid"], pid);
     assert_eq!(v["role"], "client");
@@ -545,24 +416,15 @@ s.close(); t.join()
 print(total, flush=True)
 "#
     );
-    let out = Command::new("python3")
-        .args(["-c", &script])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = Command::new("python3").args(["-c", &script]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let total: u64 = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
-    let v = agent.wait_for("the sender", |v| {
-        v["event"] == "close" && v["role"] == "client" && port_of(&v["remote"]) == port
-    });
+    let v = agent
+        .wait_for("the sender", |v| v["event"] == "close" && v["role"] == "client" && port_of(&v["remote"]) == port);
     assert_eq!(v["calls_sent"], 500, "{v}");
     assert_eq!(v["bytes_sent"], total, "{v}");
-    let s = agent.wait_for("the receiver", |v| {
-        v["event"] == "close" && v["role"] == "server" && port_of(&v["local"]) == port
-    });
+    let s = agent
+        .wait_for("the receiver", |v| v["event"] == "close" && v["role"] == "server" && port_of(&v["local"]) == port);
     assert_eq!(s["bytes_received"], total, "{s}");
     agent.assert_no_drops();
     agent.stop();
@@ -586,10 +448,7 @@ time.sleep(0.2)
 s.close(); c.close()
 "#
     );
-    let child = Command::new("python3")
-        .args(["-c", &script])
-        .spawn()
-        .unwrap();
+    let child = Command::new("python3").args(["-c", &script]).spawn().unwrap();
     let pid = child.id();
     assert!(child.wait_with_output().unwrap().status.success());
     let v = agent.wait_for("silent server", |v| is_conn(v, "open", "server", port));

@@ -25,8 +25,8 @@ use aya_ebpf::{
 use tracer_common::{
     config::{MAX_CAPTURE, MAX_IOV},
     event::{
-        AF_INET, AF_INET6, DATA_EGRESS, DATA_PAYLOAD_PARTIAL, DATA_SEQ_VALID, DataEvent,
-        EVENT_VERSION, EventKind, Syscall,
+        AF_INET, AF_INET6, DATA_EGRESS, DATA_PAYLOAD_PARTIAL, DATA_SEQ_VALID, DataEvent, EVENT_VERSION, EventKind,
+        Syscall,
     },
     maps::Counter,
 };
@@ -87,11 +87,7 @@ fn sock_length(ctx: &RawTracePointContext, send: bool) -> i32 {
         return 0;
     }
     // The sequence counters already moved past the bytes of this call.
-    let seq_off = if send {
-        o.tcp_write_seq
-    } else {
-        o.tcp_copied_seq
-    };
+    let seq_off = if send { o.tcp_write_seq } else { o.tcp_copied_seq };
     let seq = sock::read::<u32>(sk, seq_off).map(|s| s.wrapping_sub(ret as u32));
     let call = current_call(send);
     let _ = emit(pid_tgid, sk, &common, seq.ok(), &call, ret as u64, send);
@@ -101,12 +97,7 @@ fn sock_length(ctx: &RawTracePointContext, send: bool) -> i32 {
 /// Which hooked syscall the thread is in, from its saved user registers.
 #[inline(always)]
 fn current_call(send: bool) -> Call {
-    let other = Call {
-        syscall: Syscall::Other,
-        fd: -1,
-        ptr: 0,
-        len: 0,
-    };
+    let other = Call { syscall: Syscall::Other, fd: -1, ptr: 0, len: 0 };
     let regs = unsafe { bpf_task_pt_regs(bpf_get_current_task_btf()) } as u64;
     if regs == 0 {
         maps::count(Counter::RegsReadFailed);
@@ -117,12 +108,7 @@ fn current_call(send: bool) -> Call {
         maps::count(Counter::RegsReadFailed);
         return other;
     };
-    let (nr, a0, a1, a2) = (
-        r.u64(o.regs_nr),
-        r.u64(o.regs_arg[0]),
-        r.u64(o.regs_arg[1]),
-        r.u64(o.regs_arg[2]),
-    );
+    let (nr, a0, a1, a2) = (r.u64(o.regs_nr), r.u64(o.regs_arg[0]), r.u64(o.regs_arg[1]), r.u64(o.regs_arg[2]));
     let n = config::syscalls();
     let nr = nr as u32;
     let syscall = if nr == n.read {
@@ -147,12 +133,7 @@ fn current_call(send: bool) -> Call {
     if syscall.is_send() != send {
         return other;
     }
-    Call {
-        syscall,
-        fd: a0 as i32,
-        ptr: a1,
-        len: a2,
-    }
+    Call { syscall, fd: a0 as i32, ptr: a1, len: a2 }
 }
 
 #[inline(always)]
@@ -209,11 +190,7 @@ fn emit(
         s.event.flags |= DATA_PAYLOAD_PARTIAL;
         maps::count(Counter::PayloadReadFailed);
     }
-    let plen = if copied > MAX_CAPTURE {
-        MAX_CAPTURE
-    } else {
-        copied
-    };
+    let plen = if copied > MAX_CAPTURE { MAX_CAPTURE } else { copied };
     s.event.payload_len = plen as u32;
     let len = core::mem::size_of::<DataEvent>() + plen;
     s.event.header.len = len as u32;
@@ -228,8 +205,7 @@ fn copy_flat(s: &mut DataScratch, src: u64, want: u64) -> (usize, bool) {
     if n > MAX_CAPTURE {
         n = MAX_CAPTURE;
     }
-    let r =
-        unsafe { bpf_probe_read_user(s.payload.as_mut_ptr().cast(), n as u32, src as *const _) };
+    let r = unsafe { bpf_probe_read_user(s.payload.as_mut_ptr().cast(), n as u32, src as *const _) };
     if r < 0 { (0, true) } else { (n, false) }
 }
 
@@ -237,11 +213,7 @@ fn copy_flat(s: &mut DataScratch, src: u64, want: u64) -> (usize, bool) {
 #[inline(always)]
 fn copy_iov(s: &mut DataScratch, iov: u64, cnt: u64, want: u64) -> (usize, bool) {
     let mut off: usize = 0;
-    let want = if want > MAX_CAPTURE as u64 {
-        MAX_CAPTURE
-    } else {
-        want as usize
-    };
+    let want = if want > MAX_CAPTURE as u64 { MAX_CAPTURE } else { want as usize };
     for i in 0..MAX_IOV {
         if i as u64 >= cnt || off >= want || off >= MAX_CAPTURE {
             break;

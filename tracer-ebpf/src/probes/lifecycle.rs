@@ -112,10 +112,7 @@ fn try_inet_sock_set_state(ctx: &TracePointContext) -> Result<(), i64> {
             Err(_) => maps::count(Counter::SockReadFailed),
         }
     }
-    maps::output(
-        &raw const ev as *const u8,
-        core::mem::size_of::<ConnEvent>(),
-    );
+    maps::output(&raw const ev as *const u8, core::mem::size_of::<ConnEvent>());
     Ok(())
 }
 
@@ -129,11 +126,7 @@ fn addr16(ctx: &TracePointContext, off: usize) -> [u8; 16] {
     a
 }
 
-fn close_stats(
-    sk: u64,
-    o: &tracer_common::config::KernelOffsets,
-    ev: &mut ConnEvent,
-) -> Result<(), i64> {
+fn close_stats(sk: u64, o: &tracer_common::config::KernelOffsets, ev: &mut ConnEvent) -> Result<(), i64> {
     ev.sk_err = sock::read(sk, o.sk_err)?;
     ev.srtt_us = sock::read(sk, o.tcp_srtt_us)?;
     ev.total_retrans = sock::read(sk, o.tcp_total_retrans)?;
@@ -173,10 +166,8 @@ fn try_accept_exit(ctx: &TracePointContext) -> Result<(), i64> {
         let files: u64 = sock::read(task, o.task_files)?;
         let fdt: u64 = sock::read(files, o.files_fdt)?;
         let fds: u64 = sock::read(fdt, o.fdtable_fd)?;
-        let file: u64 = unsafe {
-            aya_ebpf::helpers::bpf_probe_read_kernel((fds + (fd as u64) * 8) as *const u64)
-        }
-        .map_err(|e| e as i64)?;
+        let file: u64 = unsafe { aya_ebpf::helpers::bpf_probe_read_kernel((fds + (fd as u64) * 8) as *const u64) }
+            .map_err(|e| e as i64)?;
         let socket: u64 = sock::read(file, o.file_private_data)?;
         sock::read(socket, o.socket_sk)
     })();
@@ -197,9 +188,6 @@ fn try_accept_exit(ctx: &TracePointContext) -> Result<(), i64> {
     ev.task.pid = (pid_tgid >> 32) as u32;
     ev.task.tid = pid_tgid as u32;
     ev.task.comm = bpf_get_current_comm().unwrap_or_default();
-    maps::output(
-        &raw const ev as *const u8,
-        core::mem::size_of::<AcceptEvent>(),
-    );
+    maps::output(&raw const ev as *const u8, core::mem::size_of::<AcceptEvent>());
     Ok(())
 }

@@ -4,17 +4,13 @@
 use std::{net::SocketAddr, sync::Arc};
 
 use anyhow::{Context as _, Result};
-use axum::{
-    Router, extract::State, http::StatusCode, http::header, response::IntoResponse, routing::get,
-};
+use axum::{Router, extract::State, http::StatusCode, http::header, response::IntoResponse, routing::get};
 use tokio::sync::watch;
 
 use crate::telemetry::Telemetry;
 
 pub async fn bind(addr: SocketAddr) -> Result<tokio::net::TcpListener> {
-    tokio::net::TcpListener::bind(addr)
-        .await
-        .with_context(|| format!("binding the API address {addr} (--api-addr)"))
+    tokio::net::TcpListener::bind(addr).await.with_context(|| format!("binding the API address {addr} (--api-addr)"))
 }
 
 /// Serve /healthz, /readyz, /metrics and the routes other modules bring
@@ -48,14 +44,6 @@ async fn readyz(State(t): State<Arc<Telemetry>>) -> impl IntoResponse {
 }
 
 async fn metrics(State(t): State<Arc<Telemetry>>) -> impl IntoResponse {
-    let body = tokio::task::spawn_blocking(move || t.render())
-        .await
-        .unwrap_or_default();
-    (
-        [(
-            header::CONTENT_TYPE,
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-        )],
-        body,
-    )
+    let body = tokio::task::spawn_blocking(move || t.render()).await.unwrap_or_default();
+    ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], body)
 }

@@ -6,8 +6,8 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use bytes::Bytes;
 use tracer_common::event::{
-    AF_INET, AF_INET6, AcceptEvent, ConnEvent, DATA_EGRESS, DATA_PAYLOAD_PARTIAL, DATA_SEQ_VALID,
-    DataEvent, EVENT_VERSION, EventHeader, EventKind, SockTuple, Syscall, Task as RawTask,
+    AF_INET, AF_INET6, AcceptEvent, ConnEvent, DATA_EGRESS, DATA_PAYLOAD_PARTIAL, DATA_SEQ_VALID, DataEvent,
+    EVENT_VERSION, EventHeader, EventKind, SockTuple, Syscall, Task as RawTask,
 };
 
 use super::event::{Accept, Comm, Data, Direction, Event, StateChange, Task, TcpStats, Tuple};
@@ -63,12 +63,7 @@ pub fn decode(buf: &[u8]) -> Result<Event, DecodeError> {
         }
         k if k == EventKind::Accept as u16 => {
             let e: AcceptEvent = read(buf)?;
-            Ok(Event::Accept(Accept {
-                ts_ns: h.ts_ns,
-                sk: e.sk,
-                task: task(&e.task),
-                fd: e.fd,
-            }))
+            Ok(Event::Accept(Accept { ts_ns: h.ts_ns, sk: e.sk, task: task(&e.task), fd: e.fd }))
         }
         k if k == EventKind::Data as u16 => {
             let e: DataEvent = read(buf)?;
@@ -85,11 +80,7 @@ pub fn decode(buf: &[u8]) -> Result<Event, DecodeError> {
                 task: task(&e.task),
                 fd: e.fd,
                 syscall,
-                direction: if e.flags & DATA_EGRESS != 0 {
-                    Direction::Egress
-                } else {
-                    Direction::Ingress
-                },
+                direction: if e.flags & DATA_EGRESS != 0 { Direction::Egress } else { Direction::Ingress },
                 bytes: e.bytes,
                 seq: (e.flags & DATA_SEQ_VALID != 0).then_some(e.seq),
                 srtt_us: e.srtt_us >> 3,
@@ -102,11 +93,7 @@ pub fn decode(buf: &[u8]) -> Result<Event, DecodeError> {
 }
 
 fn task(t: &RawTask) -> Task {
-    Task {
-        pid: t.pid,
-        tid: t.tid,
-        comm: Comm(t.comm),
-    }
+    Task { pid: t.pid, tid: t.tid, comm: Comm(t.comm) }
 }
 
 /// IPv4-mapped IPv6 addresses (dual-stack sockets) are shown as IPv4.
@@ -126,10 +113,7 @@ fn tuple(t: &SockTuple) -> Tuple {
 }
 
 #[cfg(test)]
-#[expect(
-    clippy::field_reassign_with_default,
-    reason = "records built field by field like the probes do"
-)]
+#[expect(clippy::field_reassign_with_default, reason = "records built field by field like the probes do")]
 mod tests {
     use tracer_common::event::tcp_state;
 
@@ -169,9 +153,7 @@ mod tests {
 
     #[test]
     fn decodes_data_with_payload_and_mapped_address() {
-        let Event::Data(d) = decode(&data_record(b"GET / HTTP/1.1\r\n", 100)).unwrap() else {
-            panic!()
-        };
+        let Event::Data(d) = decode(&data_record(b"GET / HTTP/1.1\r\n", 100)).unwrap() else { panic!() };
         assert_eq!(d.payload.as_ref(), b"GET / HTTP/1.1\r\n");
         assert_eq!(d.bytes, 100);
         assert_eq!(d.seq, Some(1000));
@@ -201,12 +183,7 @@ mod tests {
     #[test]
     fn decodes_state_change() {
         let mut e = ConnEvent::default();
-        e.header = EventHeader {
-            kind: EventKind::Conn as u16,
-            version: EVENT_VERSION,
-            len: 120,
-            ts_ns: 5,
-        };
+        e.header = EventHeader { kind: EventKind::Conn as u16, version: EVENT_VERSION, len: 120, ts_ns: 5 };
         e.tuple.family = AF_INET;
         e.tuple.local_addr[..4].copy_from_slice(&[127, 0, 0, 1]);
         e.tuple.remote_addr[..4].copy_from_slice(&[127, 0, 0, 1]);
@@ -215,9 +192,7 @@ mod tests {
         e.old_state = tcp_state::SYN_SENT;
         e.new_state = tcp_state::CLOSE;
         e.sk_err = 111;
-        let Event::State(s) = decode(&bytes_of(&e)).unwrap() else {
-            panic!()
-        };
+        let Event::State(s) = decode(&bytes_of(&e)).unwrap() else { panic!() };
         assert_eq!(s.tuple.remote.to_string(), "127.0.0.1:80");
         assert_eq!(s.sk_err, 111);
         assert!(s.task.is_none());

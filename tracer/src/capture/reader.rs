@@ -29,16 +29,11 @@ pub struct Reader {
 
 impl Reader {
     pub async fn run(self, mut shutdown: watch::Receiver<bool>) -> Result<()> {
-        let Reader {
-            ring,
-            out,
-            telemetry,
-            drain_interval,
-        } = self;
+        let Reader { ring, out, telemetry, drain_interval } = self;
         // SAFETY: the ring buffer owns its fd and lives inside the AsyncFd, so the
         // fd stays open for as long as it is registered.
-        let mut fd = unsafe { AsyncFd::register(ring) }
-            .map_err(|e| anyhow::anyhow!("registering the ring buffer fd: {e}"))?;
+        let mut fd =
+            unsafe { AsyncFd::register(ring) }.map_err(|e| anyhow::anyhow!("registering the ring buffer fd: {e}"))?;
         let mut tick = interval(drain_interval);
         tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
         loop {
@@ -63,16 +58,10 @@ fn drain(ring: &mut RingBuf<MapData>, out: &mpsc::Sender<Vec<Event>>, tel: &Tele
     while let Some(item) = ring.next() {
         match decode(&item) {
             Ok(ev) => {
-                tel.events_received
-                    .get_or_create(&vec![("kind", ev.kind())])
-                    .inc();
+                tel.events_received.get_or_create(&vec![("kind", ev.kind())]).inc();
                 batch.push(ev);
                 if batch.len() == BATCH {
-                    send(
-                        out,
-                        std::mem::replace(&mut batch, Vec::with_capacity(BATCH)),
-                        tel,
-                    );
+                    send(out, std::mem::replace(&mut batch, Vec::with_capacity(BATCH)), tel);
                 }
             }
             Err(e) => {
@@ -89,11 +78,7 @@ fn drain(ring: &mut RingBuf<MapData>, out: &mpsc::Sender<Vec<Event>>, tel: &Tele
 fn send(out: &mpsc::Sender<Vec<Event>>, batch: Vec<Event>, tel: &Telemetry) {
     match out.try_send(batch) {
         Ok(()) => {}
-        Err(mpsc::error::TrySendError::Full(b)) => {
-            tel.drop_event("capture_to_conntrack", "queue_full", b.len() as u64)
-        }
-        Err(mpsc::error::TrySendError::Closed(b)) => {
-            tel.drop_event("capture_to_conntrack", "closed", b.len() as u64)
-        }
+        Err(mpsc::error::TrySendError::Full(b)) => tel.drop_event("capture_to_conntrack", "queue_full", b.len() as u64),
+        Err(mpsc::error::TrySendError::Closed(b)) => tel.drop_event("capture_to_conntrack", "closed", b.len() as u64),
     }
 }

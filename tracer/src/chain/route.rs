@@ -46,11 +46,7 @@ pub struct RouteConfig {
 
 impl Default for RouteConfig {
     fn default() -> Self {
-        RouteConfig {
-            rules: Vec::new(),
-            max_routes_per_service: 500,
-            max_services: 10_000,
-        }
+        RouteConfig { rules: Vec::new(), max_routes_per_service: 500, max_services: 10_000 }
     }
 }
 
@@ -233,18 +229,14 @@ fn push_segment(out: &mut String, seg: &str) {
 
 fn is_extension(ext: &str) -> bool {
     let b = ext.as_bytes();
-    (1..=5).contains(&b.len())
-        && b[0].is_ascii_alphabetic()
-        && b.iter().all(u8::is_ascii_alphanumeric)
+    (1..=5).contains(&b.len()) && b[0].is_ascii_alphabetic() && b.iter().all(u8::is_ascii_alphanumeric)
 }
 
 /// `{date}` for `2024-01-31` and `2024-01-31T10:00:00Z`. Compact `20240131`
 /// is `{id}`, not `{date}`: an 8-digit numeric id would otherwise split one
 /// endpoint into `/orders/{id}` and `/orders/{date}` depending on its value.
 fn placeholder(seg: &str) -> Option<&'static str> {
-    is_date(seg.as_bytes())
-        .then_some(DATE)
-        .or_else(|| is_id(seg).then_some(ID))
+    is_date(seg.as_bytes()).then_some(DATE).or_else(|| is_id(seg).then_some(ID))
 }
 
 fn is_date(b: &[u8]) -> bool {
@@ -255,8 +247,7 @@ fn is_date(b: &[u8]) -> bool {
     let time = |t: &[u8]| {
         t.len() >= 2
             && t[..2].iter().all(u8::is_ascii_digit)
-            && t.iter()
-                .all(|c| c.is_ascii_hexdigit() || b":.+-Zz%".contains(c))
+            && t.iter().all(|c| c.is_ascii_hexdigit() || b":.+-Zz%".contains(c))
     };
     // The digit checks come first: `two` assumes digits.
     b.len() >= 10
@@ -302,14 +293,9 @@ fn is_uuid(b: &[u8]) -> bool {
 /// (`2023-annual-report`), where digits sit apart from letters, verbatim.
 fn is_token(b: &[u8]) -> bool {
     let alphabet = |c: &u8| c.is_ascii_alphanumeric() || b"_-=.~+".contains(c);
-    let mixed_run = |run: &[u8]| {
-        run.len() >= 8
-            && run.iter().any(u8::is_ascii_digit)
-            && run.iter().any(u8::is_ascii_alphabetic)
-    };
-    b.len() >= 16
-        && b.iter().all(alphabet)
-        && b.split(|c| !c.is_ascii_alphanumeric()).any(mixed_run)
+    let mixed_run =
+        |run: &[u8]| run.len() >= 8 && run.iter().any(u8::is_ascii_digit) && run.iter().any(u8::is_ascii_alphabetic);
+    b.len() >= 16 && b.iter().all(alphabet) && b.split(|c| !c.is_ascii_alphanumeric()).any(mixed_run)
 }
 
 /// `a@b.com` or percent-encoded `a%40b.com`: per-user values.
@@ -372,21 +358,13 @@ mod tests {
 
     fn router(rules: &[&str], max_routes_per_service: usize, max_services: usize) -> Router {
         let rules = rules.iter().map(|r| (*r).to_owned()).collect();
-        let cfg = RouteConfig {
-            rules,
-            max_routes_per_service,
-            max_services,
-        };
+        let cfg = RouteConfig { rules, max_routes_per_service, max_services };
         Router::new(&cfg).expect("valid rules")
     }
 
     #[test]
     fn rules_before_heuristic() {
-        let mut r = router(
-            &["/api/v1/u/{u}/cart", "/static/*", "/api/*", "/x/{a}"],
-            9,
-            9,
-        );
+        let mut r = router(&["/api/v1/u/{u}/cart", "/static/*", "/api/*", "/x/{a}"], 9, 9);
         let cases = [
             ("/api/v1/u/alice/cart", "/api/v1/u/{u}/cart"),
             ("/api/v1/u/42/cart", "/api/v1/u/{u}/cart"),

@@ -245,10 +245,7 @@ pub fn http_span(
     };
     let name = if method_known { format!("{} {route}", req.method) } else { format!("HTTP {route}") };
     let response = ex.response;
-    let end_ns = response
-        .map(|r| r.last_ns)
-        .filter(|n| *n > 0)
-        .unwrap_or(ex.request.last_ns.max(ex.request.first_ns));
+    let end_ns = response.map(|r| r.last_ns).filter(|n| *n > 0).unwrap_or(ex.request.last_ns.max(ex.request.first_ns));
     Span {
         trace_id,
         span_id: random_span_id(),

@@ -23,10 +23,7 @@ impl ProcListen {
     const MAX_PIDS: usize = 1024;
 
     pub fn new() -> Self {
-        ProcListen {
-            cache: HashMap::new(),
-            ttl: Duration::from_secs(2),
-        }
+        ProcListen { cache: HashMap::new(), ttl: Duration::from_secs(2) }
     }
 }
 

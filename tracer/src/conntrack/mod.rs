@@ -43,10 +43,7 @@ pub struct DataRecord {
 impl DataRecord {
     pub fn from(d: &Data) -> Self {
         let head = &d.payload[..d.payload.len().min(64)];
-        let head = head
-            .split(|b| *b == b'\r' || *b == b'\n')
-            .next()
-            .unwrap_or_default();
+        let head = head.split(|b| *b == b'\r' || *b == b'\n').next().unwrap_or_default();
         DataRecord {
             ts_ns: d.ts_ns,
             pid: d.task.pid,
@@ -88,10 +85,7 @@ pub async fn run(
     let mut table = Table::new(cfg, ProcListen::new()).with_protocols(protocols);
     let mut sweep = tokio::time::interval(Duration::from_secs(5));
     let mut out = Vec::new();
-    let idle = telemetry
-        .connections_evicted
-        .get_or_create(&vec![("reason", "idle")])
-        .clone();
+    let idle = telemetry.connections_evicted.get_or_create(&vec![("reason", "idle")]).clone();
     loop {
         tokio::select! {
             batch = from_capture.recv() => {

@@ -12,10 +12,8 @@ use super::{
     l7::{L7, L7Change},
     listen::ListenLookup,
 };
+use crate::capture::event::{Accept, Comm, Data, Direction, Event, SockId, StateChange, TcpStats, Tuple};
 use crate::protocols::{Exchange, ProtocolConfig};
-use crate::capture::event::{
-    Accept, Comm, Data, Direction, Event, SockId, StateChange, TcpStats, Tuple,
-};
 
 #[derive(Clone, Debug)]
 pub struct TableConfig {
@@ -27,10 +25,7 @@ pub struct TableConfig {
 
 impl Default for TableConfig {
     fn default() -> Self {
-        TableConfig {
-            max_connections: 65_536,
-            idle_timeout: Duration::from_secs(300),
-        }
+        TableConfig { max_connections: 65_536, idle_timeout: Duration::from_secs(300) }
     }
 }
 
@@ -296,10 +291,7 @@ impl<L: ListenLookup> Table<L> {
             (tcp_state::SYN_SENT, tcp_state::ESTABLISHED) => {
                 let c = match self.conns.get_mut(&s.sk) {
                     Some(c) => c,
-                    None => self.insert(
-                        s.sk,
-                        Self::new_conn(s.tuple, Role::Client, s.ts_ns, SeenFrom::Handshake),
-                    )?,
+                    None => self.insert(s.sk, Self::new_conn(s.tuple, Role::Client, s.ts_ns, SeenFrom::Handshake))?,
                 };
                 c.tuple = s.tuple; // the local port is bound after SYN_SENT
                 c.last_ns = s.ts_ns;
@@ -325,14 +317,11 @@ impl<L: ListenLookup> Table<L> {
             },
             (old, tcp_state::CLOSE) => {
                 let reason = CloseReason::from(old, s.sk_err);
-                let kind = if old == tcp_state::SYN_SENT {
-                    ConnEventKind::ConnectFailed
-                } else {
-                    ConnEventKind::Close
-                };
-                let mut c = self.conns.remove(&s.sk).unwrap_or_else(|| {
-                    Self::new_conn(s.tuple, Role::Unknown, s.ts_ns, SeenFrom::MidStream)
-                });
+                let kind = if old == tcp_state::SYN_SENT { ConnEventKind::ConnectFailed } else { ConnEventKind::Close };
+                let mut c = self
+                    .conns
+                    .remove(&s.sk)
+                    .unwrap_or_else(|| Self::new_conn(s.tuple, Role::Unknown, s.ts_ns, SeenFrom::MidStream));
                 if c.tuple.local.port() == 0 {
                     c.tuple = s.tuple;
                 }
@@ -365,10 +354,7 @@ impl<L: ListenLookup> Table<L> {
     }
 
     fn on_data(&mut self, d: &Data, out: &mut Vec<ConnRecord>) -> Result<(), Refused> {
-        let known = self
-            .conns
-            .get(&d.sk)
-            .map(|c| c.tuple == d.tuple || c.tuple.local.port() == 0);
+        let known = self.conns.get(&d.sk).map(|c| c.tuple == d.tuple || c.tuple.local.port() == 0);
         if known == Some(false) {
             // The socket address was reused but this table missed the close.
             self.conns.remove(&d.sk);
@@ -377,15 +363,9 @@ impl<L: ListenLookup> Table<L> {
             if self.conns.len() >= self.cfg.max_connections {
                 return Err(Refused::Full);
             }
-            let role = if self.listen.is_listening(d.task.pid, d.tuple.local.port()) {
-                Role::Server
-            } else {
-                Role::Client
-            };
-            self.insert(
-                d.sk,
-                Self::new_conn(d.tuple, role, d.ts_ns, SeenFrom::MidStream),
-            )?;
+            let role =
+                if self.listen.is_listening(d.task.pid, d.tuple.local.port()) { Role::Server } else { Role::Client };
+            self.insert(d.sk, Self::new_conn(d.tuple, role, d.ts_ns, SeenFrom::MidStream))?;
         }
         let c = self.conns.get_mut(&d.sk).expect("inserted above");
         c.tuple = d.tuple;
@@ -421,8 +401,7 @@ impl<L: ListenLookup> Table<L> {
     pub fn expire(&mut self, now_ns: u64) -> usize {
         let timeout = self.cfg.idle_timeout.as_nanos() as u64;
         let before = self.conns.len();
-        self.conns
-            .retain(|_, c| now_ns.saturating_sub(c.last_ns) < timeout);
+        self.conns.retain(|_, c| now_ns.saturating_sub(c.last_ns) < timeout);
         before - self.conns.len()
     }
 }

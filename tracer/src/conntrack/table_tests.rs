@@ -7,8 +7,7 @@ use bytes::Bytes;
 use tracer_common::event::{
     Syscall,
     tcp_state::{
-        CLOSE, CLOSE_WAIT, CLOSING, ESTABLISHED, FIN_WAIT1, FIN_WAIT2, LAST_ACK, LISTEN, SYN_RECV,
-        SYN_SENT, TIME_WAIT,
+        CLOSE, CLOSE_WAIT, CLOSING, ESTABLISHED, FIN_WAIT1, FIN_WAIT2, LAST_ACK, LISTEN, SYN_RECV, SYN_SENT, TIME_WAIT,
     },
 };
 
@@ -45,35 +44,23 @@ fn table() -> Table<FakeListen> {
 
 /// A table where `ports` are listening ports.
 fn listening_on(ports: &[u16]) -> Table<FakeListen> {
-    let listen = FakeListen {
-        ports: ports.to_vec(),
-        asked: Vec::new(),
-    };
+    let listen = FakeListen { ports: ports.to_vec(), asked: Vec::new() };
     Table::new(TableConfig::default(), listen)
 }
 
 fn capped(max_connections: usize) -> Table<FakeListen> {
-    let cfg = TableConfig {
-        max_connections,
-        ..TableConfig::default()
-    };
+    let cfg = TableConfig { max_connections, ..TableConfig::default() };
     Table::new(cfg, FakeListen::default())
 }
 
 fn idle_after(secs: u64) -> Table<FakeListen> {
-    let cfg = TableConfig {
-        idle_timeout: Duration::from_secs(secs),
-        ..TableConfig::default()
-    };
+    let cfg = TableConfig { idle_timeout: Duration::from_secs(secs), ..TableConfig::default() };
     Table::new(cfg, FakeListen::default())
 }
 
 fn tuple(local: &str, remote: &str) -> Tuple {
     let addr = |s: &str| -> SocketAddr { s.parse().expect("a test address") };
-    Tuple {
-        local: addr(local),
-        remote: addr(remote),
-    }
+    Tuple { local: addr(local), remote: addr(remote) }
 }
 
 /// The client's side of the test connection.
@@ -89,11 +76,7 @@ fn server_tuple() -> Tuple {
 fn task(pid: u32, name: &str) -> Task {
     let mut comm = [0u8; 16];
     comm[..name.len()].copy_from_slice(name.as_bytes());
-    Task {
-        pid,
-        tid: pid,
-        comm: Comm(comm),
-    }
+    Task { pid, tid: pid, comm: Comm(comm) }
 }
 
 fn curl() -> Task {
@@ -105,25 +88,11 @@ fn nginx() -> Task {
 }
 
 fn stats(srtt_us: u32, total_retrans: u32, bytes_received: u64, bytes_acked: u64) -> TcpStats {
-    TcpStats {
-        srtt_us,
-        total_retrans,
-        bytes_received,
-        bytes_acked,
-    }
+    TcpStats { srtt_us, total_retrans, bytes_received, bytes_acked }
 }
 
 fn state_change(ts_ns: u64, sk: SockId, tuple: Tuple, old: u8, new: u8) -> StateChange {
-    StateChange {
-        ts_ns,
-        sk,
-        tuple,
-        old_state: old,
-        new_state: new,
-        task: None,
-        sk_err: 0,
-        tcp: TcpStats::default(),
-    }
+    StateChange { ts_ns, sk, tuple, old_state: old, new_state: new, task: None, sk_err: 0, tcp: TcpStats::default() }
 }
 
 fn transition(ts_ns: u64, sk: SockId, tuple: Tuple, old: u8, new: u8) -> Event {
@@ -162,42 +131,17 @@ fn close(ts_ns: u64, sk: SockId, tuple: Tuple, old: u8) -> Event {
 }
 
 fn accept(ts_ns: u64, sk: SockId, who: Task) -> Event {
-    Event::Accept(Accept {
-        ts_ns,
-        sk,
-        task: who,
-        fd: 5,
-    })
+    Event::Accept(Accept { ts_ns, sk, task: who, fd: 5 })
 }
 
-fn data(
-    ts_ns: u64,
-    sk: SockId,
-    tuple: Tuple,
-    task: Task,
-    direction: Direction,
-    bytes: u32,
-) -> Event {
+fn data(ts_ns: u64, sk: SockId, tuple: Tuple, task: Task, direction: Direction, bytes: u32) -> Event {
     let syscall = match direction {
         Direction::Egress => Syscall::Write,
         Direction::Ingress => Syscall::Read,
     };
     let payload = Bytes::new();
     let (fd, seq, srtt_us, partial) = (5, Some(1), 0, false);
-    Event::Data(Data {
-        ts_ns,
-        sk,
-        tuple,
-        task,
-        fd,
-        syscall,
-        direction,
-        bytes,
-        seq,
-        srtt_us,
-        payload,
-        partial,
-    })
+    Event::Data(Data { ts_ns, sk, tuple, task, fd, syscall, direction, bytes, seq, srtt_us, payload, partial })
 }
 
 /// The process wrote `bytes`.
@@ -239,12 +183,7 @@ fn apply_all<L: ListenLookup>(t: &mut Table<L>, events: Vec<Event>) -> Vec<ConnR
 
 /// Socket `sk` of curl connects at `ts` and is ESTABLISHED on `tuple` 1 ms
 /// later; returns its Open.
-fn established_client<L: ListenLookup>(
-    t: &mut Table<L>,
-    sk: SockId,
-    ts: u64,
-    tuple: Tuple,
-) -> ConnRecord {
+fn established_client<L: ListenLookup>(t: &mut Table<L>, sk: SockId, ts: u64, tuple: Tuple) -> ConnRecord {
     apply_none(t, connect(ts, sk, &tuple.remote.to_string(), curl()));
     apply_one(t, connected(ts + MS, sk, tuple))
 }
@@ -349,15 +288,7 @@ fn client_orderly_close_reports_counts_duration_and_tcp_stats() {
 
 #[test]
 fn close_from_every_closing_state_is_normal() {
-    for old in [
-        ESTABLISHED,
-        FIN_WAIT1,
-        FIN_WAIT2,
-        TIME_WAIT,
-        CLOSE_WAIT,
-        LAST_ACK,
-        CLOSING,
-    ] {
+    for old in [ESTABLISHED, FIN_WAIT1, FIN_WAIT2, TIME_WAIT, CLOSE_WAIT, LAST_ACK, CLOSING] {
         let mut t = table();
         established_client(&mut t, 1, 0, client_tuple());
         let r = apply_one(&mut t, close(SEC, 1, client_tuple(), old));
@@ -396,10 +327,7 @@ fn data_from_another_process_keeps_the_owner() {
     apply_none(&mut t, tx(2 * MS, 1, c, task(OTHER_PID, "child"), 10));
     let r = apply_one(&mut t, close(3 * MS, 1, c, FIN_WAIT1));
     assert_eq!((r.pid, r.comm.as_str()), (Some(CLIENT_PID), "curl"));
-    assert_eq!(
-        r.bytes_sent, 10,
-        "the child's bytes still count on the connection"
-    );
+    assert_eq!(r.bytes_sent, 10, "the child's bytes still count on the connection");
 }
 
 #[test]
@@ -407,12 +335,7 @@ fn other_transitions_emit_nothing_and_keep_the_entry() {
     let mut t = table();
     let c = client_tuple();
     established_client(&mut t, 1, 0, c);
-    for (old, new) in [
-        (ESTABLISHED, CLOSE_WAIT),
-        (CLOSE_WAIT, LAST_ACK),
-        (LISTEN, SYN_RECV),
-        (FIN_WAIT1, CLOSING),
-    ] {
+    for (old, new) in [(ESTABLISHED, CLOSE_WAIT), (CLOSE_WAIT, LAST_ACK), (LISTEN, SYN_RECV), (FIN_WAIT1, CLOSING)] {
         apply_none(&mut t, transition(2 * MS, 1, c, old, new));
         assert_eq!(t.len(), 1, "{old} -> {new}");
     }
@@ -455,18 +378,12 @@ fn server_lifecycle_open_on_accept_then_data_then_close() {
     apply_none(&mut t, rx(SEC + 6 * MS, 9, s, nginx(), 78));
     apply_none(&mut t, tx(SEC + 7 * MS, 9, s, nginx(), 612));
     // Passive close.
-    apply_none(
-        &mut t,
-        transition(SEC + 8 * MS, 9, s, ESTABLISHED, CLOSE_WAIT),
-    );
+    apply_none(&mut t, transition(SEC + 8 * MS, 9, s, ESTABLISHED, CLOSE_WAIT));
     apply_none(&mut t, transition(SEC + 9 * MS, 9, s, CLOSE_WAIT, LAST_ACK));
     let tcp = stats(40, 0, 79, 613);
     let r = apply_one(&mut t, close_with(SEC + 10 * MS, 9, s, LAST_ACK, 0, tcp));
     assert_eq!(r.event, ConnEventKind::Close);
-    assert_eq!(
-        (r.pid, r.comm.as_str(), r.role),
-        (Some(SERVER_PID), "nginx", Role::Server)
-    );
+    assert_eq!((r.pid, r.comm.as_str(), r.role), (Some(SERVER_PID), "nginx", Role::Server));
     assert_eq!(r.seen_from, SeenFrom::Handshake);
     assert_eq!((r.bytes_received, r.calls_received), (78, 1));
     assert_eq!((r.bytes_sent, r.calls_sent), (612, 1));
@@ -500,10 +417,7 @@ fn server_whose_accept_was_lost_opens_on_its_first_data() {
     assert_eq!(open.event, ConnEventKind::Open);
     assert_eq!((open.pid, open.role), (Some(SERVER_PID), Role::Server));
     assert_eq!(open.seen_from, SeenFrom::Handshake);
-    assert!(
-        t.listen.asked.is_empty(),
-        "a known socket needs no listen lookup"
-    );
+    assert!(t.listen.asked.is_empty(), "a known socket needs no listen lookup");
 }
 
 // ---- failures --------------------------------------------------------------
@@ -515,10 +429,7 @@ fn refused_connect_emits_connect_failed() {
     // By the time the RST arrives the local port is bound.
     let bound = tuple("10.0.0.1:40001", "10.0.0.2:81");
     let tcp = TcpStats::default();
-    let r = apply_one(
-        &mut t,
-        close_with(SEC + MS, 3, bound, SYN_SENT, libc::ECONNREFUSED, tcp),
-    );
+    let r = apply_one(&mut t, close_with(SEC + MS, 3, bound, SYN_SENT, libc::ECONNREFUSED, tcp));
     let want = ConnRecord {
         event: ConnEventKind::ConnectFailed,
         ts_ns: SEC + MS,
@@ -550,10 +461,7 @@ fn connect_timeout_emits_connect_failed_timeout() {
     apply_none(&mut t, connect(0, 3, "10.0.0.3:80", curl()));
     let bound = tuple("10.0.0.1:40002", "10.0.0.3:80");
     let tcp = stats(0, 6, 0, 0);
-    let r = apply_one(
-        &mut t,
-        close_with(127 * SEC, 3, bound, SYN_SENT, libc::ETIMEDOUT, tcp),
-    );
+    let r = apply_one(&mut t, close_with(127 * SEC, 3, bound, SYN_SENT, libc::ETIMEDOUT, tcp));
     assert_eq!(r.event, ConnEventKind::ConnectFailed);
     assert_eq!(r.close_reason, Some(CloseReason::Timeout));
     assert_eq!(r.sk_err, Some(libc::ETIMEDOUT));
@@ -569,16 +477,9 @@ fn connect_unreachable_emits_connect_failed_unreachable() {
         let mut t = table();
         apply_none(&mut t, connect(0, 3, "10.9.9.9:80", curl()));
         let bound = tuple("10.0.0.1:40003", "10.9.9.9:80");
-        let r = apply_one(
-            &mut t,
-            close_with(MS, 3, bound, SYN_SENT, err, TcpStats::default()),
-        );
+        let r = apply_one(&mut t, close_with(MS, 3, bound, SYN_SENT, err, TcpStats::default()));
         assert_eq!(r.event, ConnEventKind::ConnectFailed, "sk_err {err}");
-        assert_eq!(
-            r.close_reason,
-            Some(CloseReason::Unreachable),
-            "sk_err {err}"
-        );
+        assert_eq!(r.close_reason, Some(CloseReason::Unreachable), "sk_err {err}");
     }
 }
 
@@ -601,10 +502,7 @@ fn reset_of_an_established_connection_is_close_reset() {
     established_client(&mut t, 1, 0, c);
     apply_none(&mut t, tx(2 * MS, 1, c, curl(), 5));
     let tcp = TcpStats::default();
-    let r = apply_one(
-        &mut t,
-        close_with(3 * MS, 1, c, ESTABLISHED, libc::ECONNRESET, tcp),
-    );
+    let r = apply_one(&mut t, close_with(3 * MS, 1, c, ESTABLISHED, libc::ECONNRESET, tcp));
     assert_eq!(r.event, ConnEventKind::Close);
     assert_eq!(r.close_reason, Some(CloseReason::Reset));
     assert_eq!(r.sk_err, Some(libc::ECONNRESET));
@@ -618,10 +516,7 @@ fn retransmission_timeout_of_an_established_connection_is_close_timeout() {
     let c = client_tuple();
     established_client(&mut t, 1, 0, c);
     let tcp = stats(0, 15, 0, 0);
-    let r = apply_one(
-        &mut t,
-        close_with(900 * SEC, 1, c, ESTABLISHED, libc::ETIMEDOUT, tcp),
-    );
+    let r = apply_one(&mut t, close_with(900 * SEC, 1, c, ESTABLISHED, libc::ETIMEDOUT, tcp));
     assert_eq!(r.event, ConnEventKind::Close);
     assert_eq!(r.close_reason, Some(CloseReason::Timeout));
     assert_eq!(r.tcp.map(|s| s.total_retrans), Some(15));
@@ -647,11 +542,7 @@ fn close_reason_mapping() {
         (SYN_SENT, libc::EPROTO, CloseReason::Error),
     ];
     for (old, err, want) in cases {
-        assert_eq!(
-            CloseReason::from(old, err),
-            want,
-            "old state {old}, sk_err {err}"
-        );
+        assert_eq!(CloseReason::from(old, err), want, "old state {old}, sk_err {err}");
     }
 }
 
@@ -665,16 +556,9 @@ fn mid_stream_data_on_a_listening_port_is_a_server() {
     assert_eq!(open.role, Role::Server);
     assert_eq!((open.pid, open.comm.as_str()), (Some(SERVER_PID), "nginx"));
     assert_eq!(open.seen_from, SeenFrom::MidStream);
-    assert_eq!(
-        (open.local.as_str(), open.remote.as_str()),
-        ("10.0.0.2:80", "10.0.0.1:40000")
-    );
+    assert_eq!((open.local.as_str(), open.remote.as_str()), ("10.0.0.2:80", "10.0.0.1:40000"));
     assert_eq!((open.start_ns, open.duration_ns), (SEC, 0));
-    assert_eq!(
-        t.listen.asked,
-        [(SERVER_PID, 80)],
-        "asked about the data's pid and local port"
-    );
+    assert_eq!(t.listen.asked, [(SERVER_PID, 80)], "asked about the data's pid and local port");
     assert_eq!(t.len(), 1);
 }
 
@@ -697,11 +581,7 @@ fn mid_stream_open_is_emitted_once_and_counts_keep_accumulating() {
         apply_none(&mut t, tx(SEC + i * MS, 5, s, nginx(), 10));
         apply_none(&mut t, rx(SEC + i * MS, 5, s, nginx(), 1));
     }
-    assert_eq!(
-        t.listen.asked.len(),
-        1,
-        "the role is looked up once, on first sight"
-    );
+    assert_eq!(t.listen.asked.len(), 1, "the role is looked up once, on first sight");
     assert_eq!(t.len(), 1);
 
     let r = apply_one(&mut t, close(2 * SEC, 5, s, LAST_ACK));
@@ -727,20 +607,10 @@ fn data_with_a_new_tuple_on_a_known_socket_replaces_the_stale_entry() {
     let open = apply_one(&mut t, tx(SEC, 1, reused, task(OTHER_PID, "wget"), 7));
     assert_eq!(open.event, ConnEventKind::Open);
     assert_eq!((open.pid, open.comm.as_str()), (Some(OTHER_PID), "wget"));
-    assert_eq!(
-        (open.role, open.seen_from),
-        (Role::Client, SeenFrom::MidStream)
-    );
-    assert_eq!(
-        (open.local.as_str(), open.remote.as_str()),
-        ("10.0.0.1:50000", "10.0.0.7:443")
-    );
+    assert_eq!((open.role, open.seen_from), (Role::Client, SeenFrom::MidStream));
+    assert_eq!((open.local.as_str(), open.remote.as_str()), ("10.0.0.1:50000", "10.0.0.7:443"));
     assert_eq!(open.start_ns, SEC);
-    assert_eq!(
-        (open.bytes_sent, open.calls_sent),
-        (7, 1),
-        "nothing carried over from the stale entry"
-    );
+    assert_eq!((open.bytes_sent, open.calls_sent), (7, 1), "nothing carried over from the stale entry");
     assert_eq!(t.len(), 1);
 
     let r = apply_one(&mut t, close(2 * SEC, 1, reused, FIN_WAIT2));
@@ -757,10 +627,7 @@ fn connect_on_a_known_socket_replaces_the_stale_entry() {
     apply_none(&mut t, tx(2 * MS, 1, client_tuple(), curl(), 1_000));
 
     // The close was lost; the same sk connects again for another process.
-    apply_none(
-        &mut t,
-        connect(SEC, 1, "10.0.0.7:443", task(OTHER_PID, "wget")),
-    );
+    apply_none(&mut t, connect(SEC, 1, "10.0.0.7:443", task(OTHER_PID, "wget")));
     let reused = tuple("10.0.0.1:50000", "10.0.0.7:443");
     let open = apply_one(&mut t, connected(SEC + MS, 1, reused));
     assert_eq!(open.pid, Some(OTHER_PID));
@@ -798,10 +665,7 @@ fn full_table_refuses_new_connections_and_keeps_serving_existing_ones() {
     ] {
         assert_eq!(t.apply(&ev, &mut out), Err(Refused::Full), "{ev:?}");
     }
-    assert!(
-        out.is_empty(),
-        "a refused connection emits nothing: {out:#?}"
-    );
+    assert!(out.is_empty(), "a refused connection emits nothing: {out:#?}");
     assert_eq!(t.len(), 2);
 
     // The tracked ones still count and close.
@@ -825,10 +689,7 @@ fn full_table_still_replaces_a_reused_socket() {
     established_client(&mut t, 2, 0, tuple("10.0.0.1:40002", "10.0.0.2:80"));
 
     // Same sk: not a new entry, so the cap does not apply.
-    apply_none(
-        &mut t,
-        connect(SEC, 1, "10.0.0.7:443", task(OTHER_PID, "wget")),
-    );
+    apply_none(&mut t, connect(SEC, 1, "10.0.0.7:443", task(OTHER_PID, "wget")));
     let reused = tuple("10.0.0.1:50000", "10.0.0.7:443");
     let open = apply_one(&mut t, tx(2 * SEC, 2, reused, task(OTHER_PID, "wget"), 3));
     assert_eq!(open.pid, Some(OTHER_PID));
@@ -857,10 +718,7 @@ fn expire_removes_only_idle_entries_and_counts_them() {
     assert_eq!(t.len(), 1);
     // The survivor is the busy one, with its counters intact.
     let r = apply_one(&mut t, close(13 * SEC, 2, b, FIN_WAIT2));
-    assert_eq!(
-        (r.pid, r.seen_from),
-        (Some(CLIENT_PID), SeenFrom::Handshake)
-    );
+    assert_eq!((r.pid, r.seen_from), (Some(CLIENT_PID), SeenFrom::Handshake));
     assert_eq!(r.bytes_sent, 1);
     assert!(t.is_empty());
     assert_eq!(t.expire(100 * SEC), 0);
@@ -902,10 +760,7 @@ fn an_expired_connection_comes_back_mid_stream_on_its_next_byte() {
     assert_eq!(t.expire(20 * SEC), 1);
     let open = apply_one(&mut t, tx(21 * SEC, 1, client_tuple(), curl(), 4));
     assert_eq!(open.event, ConnEventKind::Open);
-    assert_eq!(
-        (open.seen_from, open.start_ns),
-        (SeenFrom::MidStream, 21 * SEC)
-    );
+    assert_eq!((open.seen_from, open.start_ns), (SeenFrom::MidStream, 21 * SEC));
 }
 
 // ---- unknown sockets -------------------------------------------------------
@@ -914,10 +769,7 @@ fn an_expired_connection_comes_back_mid_stream_on_its_next_byte() {
 fn close_of_a_socket_never_seen_emits_an_unknown_close() {
     let mut t = table();
     let tcp = stats(300, 2, 4_096, 1_024);
-    let r = apply_one(
-        &mut t,
-        close_with(5 * SEC, 42, client_tuple(), FIN_WAIT2, 0, tcp),
-    );
+    let r = apply_one(&mut t, close_with(5 * SEC, 42, client_tuple(), FIN_WAIT2, 0, tcp));
     let want = ConnRecord {
         event: ConnEventKind::Close,
         ts_ns: 5 * SEC,
@@ -947,10 +799,7 @@ fn close_of_a_socket_never_seen_emits_an_unknown_close() {
 fn failure_of_a_connect_never_seen_is_an_unknown_connect_failed() {
     let mut t = table();
     let tcp = TcpStats::default();
-    let r = apply_one(
-        &mut t,
-        close_with(SEC, 42, client_tuple(), SYN_SENT, libc::ECONNREFUSED, tcp),
-    );
+    let r = apply_one(&mut t, close_with(SEC, 42, client_tuple(), SYN_SENT, libc::ECONNREFUSED, tcp));
     assert_eq!(r.event, ConnEventKind::ConnectFailed);
     assert_eq!(r.close_reason, Some(CloseReason::Refused));
     assert_eq!((r.pid, r.role), (None, Role::Unknown));
@@ -965,10 +814,7 @@ fn records_serialize_with_the_documented_names() {
     apply_none(&mut t, connect(0, 3, "10.0.0.2:81", curl()));
     let bound = tuple("10.0.0.1:40001", "10.0.0.2:81");
     let tcp = stats(1, 2, 3, 4);
-    let r = apply_one(
-        &mut t,
-        close_with(MS, 3, bound, SYN_SENT, libc::ECONNREFUSED, tcp),
-    );
+    let r = apply_one(&mut t, close_with(MS, 3, bound, SYN_SENT, libc::ECONNREFUSED, tcp));
     let v = serde_json::to_value(&r).expect("a record serializes");
     assert_eq!(v["event"], "connect_failed");
     assert_eq!(v["pid"], CLIENT_PID);
@@ -979,35 +825,21 @@ fn records_serialize_with_the_documented_names() {
     assert_eq!(v["close_reason"], "refused");
     assert_eq!(v["sk_err"], libc::ECONNREFUSED);
     assert_eq!(v["seen_from"], "handshake");
-    let want_tcp =
-        serde_json::json!({"srtt_us": 1, "retransmits": 2, "bytes_received": 3, "bytes_acked": 4});
+    let want_tcp = serde_json::json!({"srtt_us": 1, "retransmits": 2, "bytes_received": 3, "bytes_acked": 4});
     assert_eq!(v["tcp"], want_tcp);
 
     // An Open has no close reason, sk_err or tcp counters at all.
     let open = apply_one(&mut t, rx(2 * MS, 4, server_tuple(), nginx(), 1));
     let v = serde_json::to_value(&open).expect("a record serializes");
-    assert_eq!(
-        (v["event"].as_str(), v["seen_from"].as_str()),
-        (Some("open"), Some("mid_stream"))
-    );
+    assert_eq!((v["event"].as_str(), v["seen_from"].as_str()), (Some("open"), Some("mid_stream")));
     for absent in ["close_reason", "sk_err", "tcp"] {
         assert!(v.get(absent).is_none(), "{absent} present in {v}");
     }
 
     let tcp = TcpStats::default();
-    let reset = close_with(
-        3 * MS,
-        5,
-        client_tuple(),
-        ESTABLISHED,
-        libc::ECONNRESET,
-        tcp,
-    );
+    let reset = close_with(3 * MS, 5, client_tuple(), ESTABLISHED, libc::ECONNRESET, tcp);
     let v = serde_json::to_value(apply_one(&mut t, reset)).expect("a record serializes");
-    assert_eq!(
-        (v["role"].as_str(), v["close_reason"].as_str()),
-        (Some("unknown"), Some("reset"))
-    );
+    assert_eq!((v["role"].as_str(), v["close_reason"].as_str()), (Some("unknown"), Some("reset")));
     assert!(v["pid"].is_null());
 }
 
@@ -1026,16 +858,9 @@ fn simultaneous_open_keeps_the_connecting_client() {
         close(3 * MS, 1, me, FIN_WAIT2),
     ];
     let records = apply_all(&mut t, events);
-    let opens: Vec<_> = records
-        .iter()
-        .filter(|r| r.event == ConnEventKind::Open)
-        .collect();
+    let opens: Vec<_> = records.iter().filter(|r| r.event == ConnEventKind::Open).collect();
     assert_eq!(opens.len(), 1, "{records:#?}");
-    assert_eq!(
-        (opens[0].pid, opens[0].role),
-        (Some(CLIENT_PID), Role::Client),
-        "{records:#?}"
-    );
+    assert_eq!((opens[0].pid, opens[0].role), (Some(CLIENT_PID), Role::Client), "{records:#?}");
     let r = records.last().expect("a close");
     assert_eq!(r.event, ConnEventKind::Close);
     assert_eq!((r.pid, r.role), (Some(CLIENT_PID), Role::Client));
@@ -1057,10 +882,7 @@ fn fast_open_server_read_before_established_is_one_connection() {
         close(4 * MS, 9, s, LAST_ACK),
     ];
     let records = apply_all(&mut t, events);
-    let opens = records
-        .iter()
-        .filter(|r| r.event == ConnEventKind::Open)
-        .count();
+    let opens = records.iter().filter(|r| r.event == ConnEventKind::Open).count();
     assert_eq!(opens, 1, "one connection, one Open: {records:#?}");
     let r = records.last().expect("a close");
     assert_eq!(r.event, ConnEventKind::Close);

@@ -37,11 +37,7 @@ pub struct LineWriter {
 
 impl LineWriter {
     pub fn new(format: OutputFormat) -> Self {
-        LineWriter {
-            format,
-            clock: Clock::new(),
-            out: std::io::BufWriter::new(std::io::stdout()),
-        }
+        LineWriter { format, clock: Clock::new(), out: std::io::BufWriter::new(std::io::stdout()) }
     }
 
     pub fn write(&mut self, r: &Item) {
@@ -83,18 +79,9 @@ fn text(time: &str, r: &ConnRecord) -> String {
         Some(pid) => format!("{}[{pid}]", r.comm),
         None => "?".to_string(),
     };
-    let ev = serde_json::to_value(r.event)
-        .ok()
-        .and_then(|v| v.as_str().map(str::to_owned))
-        .unwrap_or_default();
-    let role = serde_json::to_value(r.role)
-        .ok()
-        .and_then(|v| v.as_str().map(str::to_owned))
-        .unwrap_or_default();
-    let mut s = format!(
-        "{time} {ev:<14} {role:<7} {who:<24} {} -> {}",
-        r.local, r.remote
-    );
+    let ev = serde_json::to_value(r.event).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default();
+    let role = serde_json::to_value(r.role).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default();
+    let mut s = format!("{time} {ev:<14} {role:<7} {who:<24} {} -> {}", r.local, r.remote);
     if r.event != crate::conntrack::table::ConnEventKind::Open {
         s.push_str(&format!(
             "  sent {}B/{} calls  recv {}B/{} calls  {:.1}ms",
@@ -107,10 +94,7 @@ fn text(time: &str, r: &ConnRecord) -> String {
         if let Some(reason) = r.close_reason {
             s.push_str(&format!(
                 "  {}",
-                serde_json::to_value(reason)
-                    .ok()
-                    .and_then(|v| v.as_str().map(str::to_owned))
-                    .unwrap_or_default()
+                serde_json::to_value(reason).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default()
             ));
         }
     }
@@ -120,16 +104,7 @@ fn text(time: &str, r: &ConnRecord) -> String {
 fn data_text(time: &str, d: &DataRecord) -> String {
     format!(
         "{time} data {:<7} {}[{}/{}] fd {} {} {}B {} -> {} {:?}",
-        d.direction,
-        d.comm,
-        d.pid,
-        d.tid,
-        d.fd,
-        d.syscall,
-        d.bytes,
-        d.local,
-        d.remote,
-        d.payload_head
+        d.direction, d.comm, d.pid, d.tid, d.fd, d.syscall, d.bytes, d.local, d.remote, d.payload_head
     )
 }
 

@@ -12,10 +12,7 @@ pub const VMLINUX_BTF: &str = "/sys/kernel/btf/vmlinux";
 /// Resolve every offset the probes read.
 pub fn kernel_offsets(path: &Path) -> Result<KernelOffsets> {
     let btf = Btf::from_file(path).with_context(|| {
-        format!(
-            "reading kernel BTF from {} (the kernel must be built with CONFIG_DEBUG_INFO_BTF)",
-            path.display()
-        )
+        format!("reading kernel BTF from {} (the kernel must be built with CONFIG_DEBUG_INFO_BTF)", path.display())
     })?;
     let r = Resolver { btf: &btf };
     // sock_common is the first member of struct sock, so its field offsets
@@ -53,23 +50,9 @@ pub fn kernel_offsets(path: &Path) -> Result<KernelOffsets> {
     };
     o.skc_block = window(
         "sock_common",
-        &[
-            (o.skc_daddr, 4),
-            (o.skc_rcv_saddr, 4),
-            (o.skc_dport, 2),
-            (o.skc_num, 2),
-            (o.skc_family, 2),
-        ],
+        &[(o.skc_daddr, 4), (o.skc_rcv_saddr, 4), (o.skc_dport, 2), (o.skc_num, 2), (o.skc_family, 2)],
     )?;
-    o.regs_block = window(
-        "pt_regs",
-        &[
-            (o.regs_nr, 8),
-            (o.regs_arg[0], 8),
-            (o.regs_arg[1], 8),
-            (o.regs_arg[2], 8),
-        ],
-    )?;
+    o.regs_block = window("pt_regs", &[(o.regs_nr, 8), (o.regs_arg[0], 8), (o.regs_arg[1], 8), (o.regs_arg[2], 8)])?;
     Ok(o)
 }
 
@@ -92,11 +75,7 @@ fn window(what: &str, fields: &[(u16, u16)]) -> Result<u16> {
 fn syscall_regs(r: &Resolver<'_>) -> Result<(u16, [u16; 3])> {
     Ok((
         r.offset("pt_regs", "orig_ax")?,
-        [
-            r.offset("pt_regs", "di")?,
-            r.offset("pt_regs", "si")?,
-            r.offset("pt_regs", "dx")?,
-        ],
+        [r.offset("pt_regs", "di")?, r.offset("pt_regs", "si")?, r.offset("pt_regs", "dx")?],
     ))
 }
 
@@ -104,10 +83,7 @@ fn syscall_regs(r: &Resolver<'_>) -> Result<(u16, [u16; 3])> {
 fn syscall_regs(r: &Resolver<'_>) -> Result<(u16, [u16; 3])> {
     // struct pt_regs { union { struct user_pt_regs user_regs; struct { u64 regs[31]; ... } } ... syscallno }
     let regs = r.offset("pt_regs", "regs")?;
-    Ok((
-        r.offset("pt_regs", "syscallno")?,
-        [regs, regs + 8, regs + 16],
-    ))
+    Ok((r.offset("pt_regs", "syscallno")?, [regs, regs + 8, regs + 16]))
 }
 
 /// This architecture's numbers of the hooked syscalls.
@@ -132,10 +108,7 @@ impl Resolver<'_> {
     /// Byte offset of `member` in `struct name`, looking through anonymous
     /// structs and unions as C does.
     fn offset(&self, name: &str, member: &str) -> Result<u16> {
-        let types = self
-            .btf
-            .resolve_types_by_name(name)
-            .with_context(|| format!("struct {name} not in BTF"))?;
+        let types = self.btf.resolve_types_by_name(name).with_context(|| format!("struct {name} not in BTF"))?;
         let st = types
             .iter()
             .find_map(|t| match t {
@@ -149,8 +122,7 @@ impl Resolver<'_> {
         if bits % 8 != 0 {
             bail!("{name}.{member} is a bitfield");
         }
-        u16::try_from(bits / 8)
-            .map_err(|_| anyhow!("{name}.{member} offset {} does not fit u16", bits / 8))
+        u16::try_from(bits / 8).map_err(|_| anyhow!("{name}.{member} offset {} does not fit u16", bits / 8))
     }
 
     fn find(&self, st: &btf_rs::Struct, member: &str, base: u32) -> Result<Option<u32>> {

@@ -66,11 +66,7 @@ impl Probes {
             .override_global(PROBE_CONFIG, &cfg, true)
             .load(OBJECT)
             .context("loading the eBPF object (maps and BTF)")?;
-        Ok(Probes {
-            ebpf,
-            accept_hook: opts.accept_hook,
-            attached: Vec::new(),
-        })
+        Ok(Probes { ebpf, accept_hook: opts.accept_hook, attached: Vec::new() })
     }
 
     /// Verify and attach every probe of the registry, in order. A required
@@ -95,14 +91,8 @@ impl Probes {
             .program_mut(spec.program)
             .ok_or_else(|| anyhow!("probe {} is missing from the eBPF object", spec.program))?;
         let refused = |e| anyhow!("probe {}: the kernel refused to load it: {e}", spec.program);
-        let failed = |e| {
-            anyhow!(
-                "probe {}: attaching to tracepoint {}:{} failed: {e}",
-                spec.program,
-                spec.category,
-                spec.name
-            )
-        };
+        let failed =
+            |e| anyhow!("probe {}: attaching to tracepoint {}:{} failed: {e}", spec.program, spec.category, spec.name);
         match spec.kind {
             Kind::TracePoint => {
                 let p: &mut TracePoint = prog.try_into()?;
@@ -119,21 +109,13 @@ impl Probes {
     }
 
     pub fn take_events(&mut self) -> Result<RingBuf<MapData>> {
-        let map = self
-            .ebpf
-            .take_map(EVENTS)
-            .ok_or_else(|| anyhow!("map {EVENTS} missing"))?;
+        let map = self.ebpf.take_map(EVENTS).ok_or_else(|| anyhow!("map {EVENTS} missing"))?;
         Ok(RingBuf::try_from(map)?)
     }
 
     pub fn take_counters(&mut self) -> Result<KernelCounters> {
-        let map = self
-            .ebpf
-            .take_map(COUNTERS)
-            .ok_or_else(|| anyhow!("map {COUNTERS} missing"))?;
-        Ok(KernelCounters {
-            map: PerCpuArray::try_from(map)?,
-        })
+        let map = self.ebpf.take_map(COUNTERS).ok_or_else(|| anyhow!("map {COUNTERS} missing"))?;
+        Ok(KernelCounters { map: PerCpuArray::try_from(map)? })
     }
 }
 
@@ -147,11 +129,7 @@ impl KernelCounters {
         Counter::ALL
             .iter()
             .map(|c| {
-                let v = self
-                    .map
-                    .get(&(*c as u32), 0)
-                    .map(|vals| vals.iter().sum())
-                    .unwrap_or(0);
+                let v = self.map.get(&(*c as u32), 0).map(|vals| vals.iter().sum()).unwrap_or(0);
                 (*c, v)
             })
             .collect()

@@ -21,11 +21,7 @@ pub fn check_privileges() -> Result<()> {
     if has(CAP_SYS_ADMIN) {
         return Ok(());
     }
-    let missing: Vec<&str> = CAPS
-        .iter()
-        .filter(|(c, _)| !has(*c))
-        .map(|(_, n)| *n)
-        .collect();
+    let missing: Vec<&str> = CAPS.iter().filter(|(c, _)| !has(*c)).map(|(_, n)| *n).collect();
     if !missing.is_empty() {
         bail!(
             "missing capabilities {}: run the tracer as root (sudo) or grant them (setcap cap_bpf,cap_perfmon+ep)",
@@ -44,15 +40,7 @@ pub fn ensure_tracefs() -> Result<()> {
     }
     let src = c"tracefs";
     let dst = c"/sys/kernel/tracing";
-    let r = unsafe {
-        libc::mount(
-            src.as_ptr(),
-            dst.as_ptr(),
-            src.as_ptr(),
-            0,
-            std::ptr::null(),
-        )
-    };
+    let r = unsafe { libc::mount(src.as_ptr(), dst.as_ptr(), src.as_ptr(), 0, std::ptr::null()) };
     if r != 0 {
         bail!(
             "tracefs is not mounted at {TRACEFS} and mounting it failed: {} (mount -t tracefs tracefs {TRACEFS})",
@@ -64,14 +52,9 @@ pub fn ensure_tracefs() -> Result<()> {
 
 /// Offset of `field` in a tracepoint's tracefs format file.
 pub fn field_offset(category: &str, name: &str, field: &str) -> Result<usize> {
-    let path = Path::new(TRACEFS)
-        .join("events")
-        .join(category)
-        .join(name)
-        .join("format");
+    let path = Path::new(TRACEFS).join("events").join(category).join(name).join("format");
     let text = fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
-    parse_field_offset(&text, field)
-        .with_context(|| format!("field {field} not in {}", path.display()))
+    parse_field_offset(&text, field).with_context(|| format!("field {field} not in {}", path.display()))
 }
 
 fn parse_field_offset(format: &str, field: &str) -> Option<usize> {
@@ -83,13 +66,7 @@ fn parse_field_offset(format: &str, field: &str) -> Option<usize> {
         if fname != field {
             return None;
         }
-        rest.trim()
-            .strip_prefix("offset:")?
-            .split(';')
-            .next()?
-            .trim()
-            .parse()
-            .ok()
+        rest.trim().strip_prefix("offset:")?.split(';').next()?.trim().parse().ok()
     })
 }
 
@@ -115,11 +92,7 @@ pub fn check_tracepoint_layouts() -> Result<()> {
                 ("daddr_v6", 56),
             ],
         ),
-        (
-            "syscalls",
-            "sys_enter_read",
-            &[("fd", 16), ("buf", 24), ("count", 32)],
-        ),
+        ("syscalls", "sys_enter_read", &[("fd", 16), ("buf", 24), ("count", 32)]),
         ("syscalls", "sys_exit_read", &[("ret", 16)]),
     ];
     for (cat, name, fields) in expect {

@@ -25,33 +25,17 @@ pub struct ProbeSpec {
 }
 
 const fn tp(program: &'static str, category: &'static str, required: bool) -> ProbeSpec {
-    ProbeSpec {
-        program,
-        kind: Kind::TracePoint,
-        accept_hook: false,
-        category,
-        name: program,
-        required,
-    }
+    ProbeSpec { program, kind: Kind::TracePoint, accept_hook: false, category, name: program, required }
 }
 
 pub const PROBES: &[ProbeSpec] = &[
     tp("inet_sock_set_state", "sock", true),
-    ProbeSpec {
-        accept_hook: true,
-        ..tp("sys_exit_accept", "syscalls", false)
-    },
-    ProbeSpec {
-        accept_hook: true,
-        ..tp("sys_exit_accept4", "syscalls", true)
-    },
+    ProbeSpec { accept_hook: true, ..tp("sys_exit_accept", "syscalls", false) },
+    ProbeSpec { accept_hook: true, ..tp("sys_exit_accept4", "syscalls", true) },
     raw("sock_send_length", "sock", true),
     raw("sock_recv_length", "sock", true),
 ];
 
 const fn raw(program: &'static str, category: &'static str, required: bool) -> ProbeSpec {
-    ProbeSpec {
-        kind: Kind::RawTracePoint,
-        ..tp(program, category, required)
-    }
+    ProbeSpec { kind: Kind::RawTracePoint, ..tp(program, category, required) }
 }

@@ -17,11 +17,7 @@ use serde_json::Value;
 pub const TRACER: &str = env!("CARGO_BIN_EXE_tracer");
 
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 /// Minimal HTTP GET (status, body), so tests need no client library.
@@ -31,15 +27,8 @@ pub fn http_get(addr: SocketAddr, path: &str) -> std::io::Result<(u16, String)> 
     write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n")?;
     let mut resp = String::new();
     s.read_to_string(&mut resp)?;
-    let status = resp
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    let body = resp
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default();
+    let status = resp.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    let body = resp.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
     Ok((status, body))
 }
 
@@ -70,9 +59,8 @@ impl Agent {
             let lines = lines.clone();
             thread::spawn(move || {
                 for line in BufReader::new(out).lines().map_while(Result::ok) {
-                    let v: Value = serde_json::from_str(&line).unwrap_or_else(|e| {
-                        panic!("agent printed a line that is not JSON ({e}): {line}")
-                    });
+                    let v: Value = serde_json::from_str(&line)
+                        .unwrap_or_else(|e| panic!("agent printed a line that is not JSON ({e}): {line}"));
                     lines.lock().unwrap().push(v);
                 }
             });
@@ -85,20 +73,12 @@ impl Agent {
                 }
             });
         }
-        let mut agent = Agent {
-            child: Some(child),
-            api,
-            lines,
-            stderr,
-        };
+        let mut agent = Agent { child: Some(child), api, lines, stderr };
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             if let Some(status) = agent.child.as_mut().unwrap().try_wait().unwrap() {
                 thread::sleep(Duration::from_millis(200));
-                panic!(
-                    "the tracer exited ({status}) before it was ready:\n{}",
-                    agent.stderr.lock().unwrap()
-                );
+                panic!("the tracer exited ({status}) before it was ready:\n{}", agent.stderr.lock().unwrap());
             }
             if let Ok((200, _)) = http_get(api, "/readyz") {
                 break;
@@ -127,10 +107,7 @@ impl Agent {
             if Instant::now() > deadline {
                 let lines = self.lines.lock().unwrap();
                 let dump: Vec<String> = lines.iter().map(|v| v.to_string()).collect();
-                panic!(
-                    "no line for {what} within 10 s; the agent printed:\n{}",
-                    dump.join("\n")
-                );
+                panic!("no line for {what} within 10 s; the agent printed:\n{}", dump.join("\n"));
             }
             thread::sleep(Duration::from_millis(50));
         }
@@ -144,10 +121,7 @@ impl Agent {
     pub fn metric(&self, series: &str) -> u64 {
         self.metrics()
             .lines()
-            .find_map(|l| {
-                l.strip_prefix(series)
-                    .and_then(|r| r.trim().parse::<f64>().ok())
-            })
+            .find_map(|l| l.strip_prefix(series).and_then(|r| r.trim().parse::<f64>().ok()))
             .map(|v| v as u64)
             .unwrap_or(0)
     }
@@ -173,17 +147,10 @@ impl Agent {
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
             if let Some(status) = child.try_wait().unwrap() {
-                assert!(
-                    status.success(),
-                    "tracer exited with {status} on SIGTERM:\n{}",
-                    self.stderr.lock().unwrap()
-                );
+                assert!(status.success(), "tracer exited with {status} on SIGTERM:\n{}", self.stderr.lock().unwrap());
                 return;
             }
-            assert!(
-                Instant::now() < deadline,
-                "tracer did not exit within 10 s of SIGTERM"
-            );
+            assert!(Instant::now() < deadline, "tracer did not exit within 10 s of SIGTERM");
             thread::sleep(Duration::from_millis(50));
         }
     }
@@ -219,9 +186,7 @@ impl Netns {
         };
         let (a, b) = (&names[0], &names[1]);
         sh(&format!("ip netns add {a}; ip netns add {b}"));
-        let guard = Netns {
-            names: names.clone(),
-        };
+        let guard = Netns { names: names.clone() };
         sh(&format!(
             "ip link add v{a} type veth peer name v{b}
              ip link set v{a} netns {a}; ip link set v{b} netns {b}
@@ -263,19 +228,11 @@ pub fn wait_listening(addr: &str, netns: Option<&str>) {
     let deadline = Instant::now() + Duration::from_secs(15);
     loop {
         let ok = match netns {
-            None => TcpStream::connect_timeout(&addr.parse().unwrap(), Duration::from_millis(200))
-                .is_ok(),
+            None => TcpStream::connect_timeout(&addr.parse().unwrap(), Duration::from_millis(200)).is_ok(),
             Some(ns) => {
                 let (host, port) = addr.rsplit_once(':').unwrap();
                 Command::new("ip")
-                    .args([
-                        "netns",
-                        "exec",
-                        ns,
-                        "bash",
-                        "-c",
-                        &format!("echo > /dev/tcp/{host}/{port}"),
-                    ])
+                    .args(["netns", "exec", ns, "bash", "-c", &format!("echo > /dev/tcp/{host}/{port}")])
                     .stderr(Stdio::null())
                     .status()
                     .map(|s| s.success())
@@ -285,10 +242,7 @@ pub fn wait_listening(addr: &str, netns: Option<&str>) {
         if ok {
             return;
         }
-        assert!(
-            Instant::now() < deadline,
-            "nothing listens on {addr} after 15 s"
-        );
+        assert!(Instant::now() < deadline, "nothing listens on {addr} after 15 s");
         thread::sleep(Duration::from_millis(100));
     }
 }
@@ -303,23 +257,12 @@ pub fn http_server(bind: &str, port: u16, netns: Option<&str>, dir: &std::path::
         }
         None => Command::new("python3"),
     };
-    cmd.args([
-        "-m",
-        "http.server",
-        "--bind",
-        bind,
-        &port.to_string(),
-        "--directory",
-    ])
-    .arg(dir)
-    .stdout(Stdio::null())
-    .stderr(Stdio::null());
+    cmd.args(["-m", "http.server", "--bind", bind, &port.to_string(), "--directory"])
+        .arg(dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
     let p = Proc(cmd.spawn().expect("starting python3 -m http.server"));
-    let host = if bind.contains(':') {
-        format!("[{bind}]")
-    } else {
-        bind.to_string()
-    };
+    let host = if bind.contains(':') { format!("[{bind}]") } else { bind.to_string() };
     wait_listening(&format!("{host}:{port}"), netns);
     p
 }
@@ -359,27 +302,12 @@ pub fn curl(url: &str, netns: Option<&str>, extra: &[&str]) -> CurlReport {
     let pid = child.id();
     let out = child.wait_with_output().unwrap();
     let text = String::from_utf8_lossy(&out.stdout).to_string();
-    let f: Vec<u64> = text
-        .split_whitespace()
-        .map(|x| x.parse().unwrap())
-        .collect();
-    CurlReport {
-        pid,
-        local_port: f[0] as u16,
-        bytes_sent: f[1],
-        bytes_received: f[2] + f[3],
-        http_code: f[4] as u16,
-    }
+    let f: Vec<u64> = text.split_whitespace().map(|x| x.parse().unwrap()).collect();
+    CurlReport { pid, local_port: f[0] as u16, bytes_sent: f[1], bytes_received: f[2] + f[3], http_code: f[4] as u16 }
 }
 
 pub fn port_of(addr: &Value) -> u16 {
-    addr.as_str()
-        .unwrap()
-        .rsplit(':')
-        .next()
-        .unwrap()
-        .parse()
-        .unwrap()
+    addr.as_str().unwrap().rsplit(':').next().unwrap().parse().unwrap()
 }
 
 pub fn ip_of(addr: &Value) -> String {
@@ -389,10 +317,7 @@ pub fn ip_of(addr: &Value) -> String {
 }
 
 pub fn is_conn(v: &Value, event: &str, role: &str, local_port: u16) -> bool {
-    v["type"] == "connection"
-        && v["event"] == event
-        && v["role"] == role
-        && port_of(&v["local"]) == local_port
+    v["type"] == "connection" && v["event"] == event && v["role"] == role && port_of(&v["local"]) == local_port
 }
 
 /// A temp directory with an index file of `size` bytes.
@@ -548,14 +473,19 @@ impl Agent {
             if let Ok((200, _)) = http_get(api, "/readyz") {
                 return agent;
             }
-            assert!(Instant::now() < deadline, "the tracer was not ready within 60 s:\n{}", agent.stderr.lock().unwrap());
+            assert!(
+                Instant::now() < deadline,
+                "the tracer was not ready within 60 s:\n{}",
+                agent.stderr.lock().unwrap()
+            );
             thread::sleep(Duration::from_millis(100));
         }
     }
 
     /// Resident memory of the agent, KiB (VmRSS).
     pub fn rss_kib(&self) -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).expect("reading the agent's status");
+        let status =
+            std::fs::read_to_string(format!("/proc/{}/status", self.pid())).expect("reading the agent's status");
         status
             .lines()
             .find_map(|l| l.strip_prefix("VmRSS:"))
