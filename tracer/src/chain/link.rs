@@ -271,10 +271,8 @@ impl Linker {
             span.peer_service = self.ends.get(&(k, other)).cloned();
         }
         match (span.kind, PeerKey::of(&span)) {
-            (SpanKind::Client, Some(k)) => {
-                if self.clients.get(&k) == Some(&id) {
-                    self.clients.remove(&k);
-                }
+            (SpanKind::Client, Some(k)) if self.clients.get(&k) == Some(&id) => {
+                self.clients.remove(&k);
             }
             (SpanKind::Server, _) => {
                 if let Some(pid) = span.pid

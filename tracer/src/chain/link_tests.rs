@@ -39,7 +39,7 @@ fn release_all(l: &mut Linker) -> Vec<Span> {
     out
 }
 
-fn find<'a>(v: &'a [Span], kind: SpanKind, pid: u32) -> &'a Span {
+fn find(v: &[Span], kind: SpanKind, pid: u32) -> &Span {
     v.iter().find(|s| s.kind == kind && s.pid == Some(pid)).unwrap()
 }
 

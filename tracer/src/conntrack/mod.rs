@@ -13,6 +13,7 @@ use crate::capture::event::{Data, Direction};
 
 /// What the connection stage hands to the output.
 #[derive(Clone, Debug)]
+#[expect(clippy::large_enum_variant, reason = "one record per channel slot; boxing would allocate per event")]
 pub enum Record {
     Conn(ConnRecord),
     /// A finished request/response exchange.
