@@ -39,6 +39,9 @@ use crate::identity::Service;
 #[derive(Clone, Debug, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct LinkConfig {
+    /// Link spans into call chains. Off: spans are released at once, each
+    /// its own trace unless a traceparent says otherwise. Default true.
+    pub enabled: bool,
     /// How long a span waits after its end for its parents. Default 2000 ms.
     pub hold_ms: u64,
     /// Spans held at most; past it the oldest are released early. Default 100000.
@@ -51,7 +54,7 @@ pub struct LinkConfig {
 
 impl Default for LinkConfig {
     fn default() -> Self {
-        LinkConfig { hold_ms: 2000, max_spans: 100_000, remote_parent: true }
+        LinkConfig { enabled: true, hold_ms: 2000, max_spans: 100_000, remote_parent: true }
     }
 }
 

@@ -171,7 +171,7 @@ fn header_context_is_kept() {
 /// Spans wait for their hold; a full buffer releases the oldest early.
 #[test]
 fn hold_and_bound() {
-    let mut l = Linker::new(LinkConfig { hold_ms: 1, max_spans: 2, remote_parent: false });
+    let mut l = Linker::new(LinkConfig { enabled: true, hold_ms: 1, max_spans: 2, remote_parent: false });
     let mut out = vec![];
     for i in 0..3u32 {
         let s = span(SpanKind::Server, "127.0.0.1:80", "127.0.0.1:40000", i, 2, 20 + i, 10, 1_000);

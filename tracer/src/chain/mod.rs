@@ -79,8 +79,17 @@ pub async fn run(
                         if overflowed {
                             telemetry.http_route_overflow.inc();
                         }
-                        let span = http_span(&call, h, kind_of(&call), &route, service, &cfg.span);
-                        linker.insert_at(span, crate::clock::monotonic_ns(), &mut released);
+                        let mut span = http_span(&call, h, kind_of(&call), &route, service, &cfg.span);
+                        // In a cluster, a peer that is a pod or a Service is
+                        // named (`checkout -> payments`, not an IP).
+                        if let Some(name) = cfg.k8s.as_ref().and_then(|k| k.name_for_ip(span.remote.ip())) {
+                            span.attributes.push(("peer.service".into(), span::Value::Str(name)));
+                        }
+                        if cfg.link.enabled {
+                            linker.insert_at(span, crate::clock::monotonic_ns(), &mut released);
+                        } else {
+                            released.push(span);
+                        }
                     }
                 }
             }

@@ -136,9 +136,13 @@ impl Aggregator {
     }
 }
 
-/// Virtual server node of a CLIENT span: `server.address:server.port` (the
-/// Host header, else the socket), IPv6 literals in brackets.
+/// Virtual server node of a CLIENT span: `peer.service` (the pod's or
+/// Service's name from Kubernetes metadata), else `server.address:server.port`
+/// (the Host header, else the socket), IPv6 literals in brackets.
 pub fn virtual_server(s: &Span) -> String {
+    if let Some(Value::Str(name)) = s.attr("peer.service") {
+        return name.clone();
+    }
     match (s.attr("server.address"), s.attr("server.port")) {
         (Some(Value::Str(host)), Some(Value::Int(port))) if host.contains(':') => format!("[{host}]:{port}"),
         (Some(Value::Str(host)), Some(Value::Int(port))) => format!("{host}:{port}"),
@@ -146,8 +150,12 @@ pub fn virtual_server(s: &Span) -> String {
     }
 }
 
-/// Virtual client node of a SERVER span: `client.address`, else the peer IP.
+/// Virtual client node of a SERVER span: `peer.service` (Kubernetes
+/// metadata), else `client.address`, else the peer IP.
 pub fn virtual_client(s: &Span) -> String {
+    if let Some(Value::Str(name)) = s.attr("peer.service") {
+        return name.clone();
+    }
     match s.attr("client.address") {
         Some(Value::Str(a)) => a.clone(),
         _ => s.remote.ip().to_string(),

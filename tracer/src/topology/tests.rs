@@ -390,3 +390,20 @@ fn snapshot_nodes_and_edges() {
 }
 
 mod output;
+
+/// In a cluster the chain stage names a pod or Service peer (`peer.service`
+/// from Kubernetes metadata): the virtual node carries that name, not an IP.
+#[test]
+fn kubernetes_names_peers() {
+    let mut a = agg();
+    let mut c = span(SpanKind::Client, "checkout", None, "10.0.0.5:40000", "10.96.0.12:80", 1, 5, false);
+    set_attr(&mut c, "peer.service", Value::Str("payments".into()));
+    a.span(T0, &c);
+    let mut s = span(SpanKind::Server, "payments", None, "10.0.0.7:8080", "10.0.1.9:5555", 2, 5, false);
+    set_attr(&mut s, "peer.service", Value::Str("gateway".into()));
+    a.span(T0, &s);
+    assert_eq!(
+        edge_names(&a.graph),
+        [("checkout".into(), "payments".into()), ("gateway".into(), "payments".into())]
+    );
+}
