@@ -1,46 +1,39 @@
-//! Throughput of the agent's userspace pipeline, one core, over a recorded
-//! event stream (issue 3, point 9: at least 1 M events/s per core for parse
-//! and pairing).
+//! Throughput of the userspace pipeline over a recorded event stream (issue 3,
+//! point 9: parse and pairing at 1 M events/s per core or more). Figures are
+//! elements per CPU-second of the bench thread (`iter_custom` times thread CPU
+//! time, not wall time), so they are per core even on a busy machine:
+//! - `decode`: ring-buffer records as the probes lay them out (`DataEvent` or
+//!   `ConnEvent`, then the captured payload, 8-byte aligned) -> `decode`.
+//! - `conntrack+http`: the events through `Table::apply` + `take_calls` on a
+//!   fresh table per iteration: connection table, protocol detection, HTTP/1
+//!   framing and request/response pairing. The figure the target is about.
+//! - `spans`: the calls of that stream -> `Router::route` + `http_span`
+//!   (elements are spans).
 //!
-//! Measured, each as elements per CPU-second of the bench thread (its
-//! CPU time, not wall time, so the figure is per core even on a busy machine):
-//! - `decode`: ring-buffer records (laid out as the probes write them: a
-//!   `DataEvent` or `ConnEvent`, then the captured payload, 8-byte aligned in
-//!   one buffer) -> `capture::decode::decode`, payload copy included.
-//! - `conntrack+http`: the decoded events through `Table::apply` and
-//!   `take_calls` on a fresh table per iteration: connection table,
-//!   protocol detection, HTTP/1 framing and request/response pairing. This is
-//!   the figure the target is about.
-//! - `spans`: the calls that stream produces -> `chain::route::Router` (route
-//!   templating) and `chain::span::http_span`. Elements are spans here.
+//! The stream is built once, seeded: `CONNS` keep-alive HTTP/1.1 connections
+//! between a client and a server process of one node, both ends traced. Each
+//! opens with its handshake states, carries 20 to 80 exchanges, then closes at
+//! both ends; exchanges of all connections interleave, so all stay live in the
+//! table. Requests: GETs with ids and queries (~250 bytes of headers, half
+//! with a traceparent) and POSTs whose JSON body is a second write (the server
+//! reads head and body at once). Responses: Content-Length bodies of 20 bytes
+//! to 64 KiB in one writev (the client reads 16 KiB at a time, so later reads
+//! carry body bytes only) and chunked ones, one chunk per write. Each data
+//! event keeps at most `CAPTURE` payload bytes and the full length in `bytes`,
+//! with sequence numbers and thread ids as the probes record them.
 //!
-//! The stream is built once, deterministically (seeded): `CONNS` keep-alive
-//! HTTP/1.1 connections between a client and a server process on the same
-//! node, so both ends of every connection are traced (two sockets, four data
-//! events per simple exchange). Each connection opens with its handshake
-//! states (CLOSE->SYN_SENT, SYN_SENT->ESTABLISHED, SYN_RECV->ESTABLISHED),
-//! carries 20 to 80 exchanges, then closes on both ends; exchanges of all
-//! connections interleave round-robin, so every connection stays live in the
-//! table as it would on a busy node. Requests: GETs with ids and queries
-//! (~200-300 bytes of headers, half with a traceparent), POSTs whose JSON
-//! body is a second write (the server reads head and body in one read).
-//! Responses: Content-Length bodies from tens of bytes to 64 KiB (the server
-//! writes head and body in one writev; the client reads in 16 KiB reads, so
-//! later reads carry body bytes only), and chunked responses written one
-//! chunk per write. Every data event keeps at most `CAPTURE` payload bytes
-//! (the default `--capture-bytes`) and the full length in `bytes`, with TCP
-//! sequence numbers and thread ids as the probes record them.
-//!
-//! Run: `AYA_BUILD_SKIP=1 cargo bench -p tracer --bench pipeline -- --noplot`
-//! (or `cargo xtask bench`, which runs it before the nginx rounds).
+//! Run: `AYA_BUILD_SKIP=1 cargo bench -p tracer --bench pipeline -- --noplot`,
+//! or `cargo xtask bench`, which runs it before the nginx rounds.
 
-use std::{hint::black_box, net::SocketAddr, sync::Arc, time::Duration};
+use std::{
+    hint::black_box,
+    net::{IpAddr, SocketAddr},
+    sync::Arc,
+    time::Duration,
+};
 
 use bytes::Bytes;
-use criterion::{
-    Criterion, Throughput, criterion_group, criterion_main,
-    measurement::{Measurement, ValueFormatter, WallTime},
-};
+use criterion::{Criterion, SamplingMode, Throughput, criterion_group, criterion_main};
 use tracer::{
     capture::{
         decode::decode,
@@ -69,40 +62,22 @@ const SERVER_PORT: u16 = 8080;
 const CLIENT_PID: u32 = 4200;
 const SERVER_PID: u32 = 700;
 
-/// This thread's CPU time (CLOCK_THREAD_CPUTIME_ID): elements per CPU-second
-/// is the per-core figure, and other work on a shared machine does not count.
-struct CpuTime;
-
-static NS_FORMAT: WallTime = WallTime;
-
-fn thread_cpu_ns() -> u64 {
+/// This thread's CPU time (CLOCK_THREAD_CPUTIME_ID).
+fn thread_cpu() -> Duration {
     let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
     // SAFETY: a valid clock id and a valid pointer to write to.
     unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
 }
 
-impl Measurement for CpuTime {
-    type Intermediate = u64;
-    type Value = u64;
-    fn start(&self) -> u64 {
-        thread_cpu_ns()
+/// `f` run `iters` times, timed in CPU time of this thread rather than wall
+/// time: the figure is per core, and other work on a busy machine does not count.
+fn cpu_time(iters: u64, mut f: impl FnMut()) -> Duration {
+    let start = thread_cpu();
+    for _ in 0..iters {
+        f();
     }
-    fn end(&self, start: u64) -> u64 {
-        thread_cpu_ns() - start
-    }
-    fn add(&self, a: &u64, b: &u64) -> u64 {
-        a + b
-    }
-    fn zero(&self) -> u64 {
-        0
-    }
-    fn to_f64(&self, v: &u64) -> f64 {
-        *v as f64
-    }
-    fn formatter(&self) -> &dyn ValueFormatter {
-        NS_FORMAT.formatter() // nanoseconds, printed as durations
-    }
+    thread_cpu() - start
 }
 
 /// Only the server's port listens (asked for connections seen mid-stream).
@@ -121,8 +96,6 @@ struct End {
     task: Task,
     tx_seq: u32,
     rx_seq: u32,
-    tx: u64,
-    rx: u64,
 }
 
 struct Conn {
@@ -157,7 +130,7 @@ impl Gen {
         if port0 {
             tuple.local.set_port(0); // connect(): the local port is bound later
         }
-        let tcp = TcpStats { srtt_us: 40, total_retrans: 0, bytes_received: e.rx, bytes_acked: e.tx };
+        let tcp = TcpStats { srtt_us: 40, ..TcpStats::default() };
         let ts_ns = self.tick();
         self.events.push(Event::State(StateChange {
             ts_ns,
@@ -179,10 +152,6 @@ impl Gen {
         };
         let start = *seq;
         *seq = seq.wrapping_add(bytes.len() as u32);
-        match dir {
-            Direction::Egress => e.tx += bytes.len() as u64,
-            Direction::Ingress => e.rx += bytes.len() as u64,
-        }
         let ts_ns = self.tick();
         self.events.push(Event::Data(Data {
             ts_ns,
@@ -203,34 +172,19 @@ impl Gen {
     fn open(&mut self, i: u32) -> Conn {
         let server: SocketAddr = ([10, 0, 0, 2], SERVER_PORT).into();
         let client: SocketAddr = ([10, 0, 0, 1], 20_000 + i as u16).into();
-        let isn = self.rng.u32(..);
-        let isn2 = self.rng.u32(..);
-        let mut c = Conn {
-            client: End {
-                sk: 0xffff_8880_0000_0000 + u64::from(i) * 0x2000,
-                tuple: Tuple { local: client, remote: server },
-                task: task(CLIENT_PID, CLIENT_PID + i % 4, "frontend"),
-                tx_seq: isn,
-                rx_seq: isn2,
-                tx: 0,
-                rx: 0,
-            },
-            server: End {
-                sk: 0xffff_8880_0000_1000 + u64::from(i) * 0x2000,
-                tuple: Tuple { local: server, remote: client },
-                task: task(SERVER_PID, SERVER_PID + i % 2, "api"),
-                tx_seq: isn2,
-                rx_seq: isn,
-                tx: 0,
-                rx: 0,
-            },
+        let (isn, isn2) = (self.rng.u32(..), self.rng.u32(..));
+        let sk = 0xffff_8880_0000_0000 + u64::from(i) * 0x2000;
+        let end =
+            |sk, local, remote, task, tx_seq, rx_seq| End { sk, tuple: Tuple { local, remote }, task, tx_seq, rx_seq };
+        let c = Conn {
+            client: end(sk, client, server, task(CLIENT_PID, CLIENT_PID + i % 4, "frontend"), isn, isn2),
+            server: end(sk + 0x1000, server, client, task(SERVER_PID, SERVER_PID + i % 2, "api"), isn2, isn),
             exchanges_left: self.rng.u32(20..=80),
         };
         let t = c.client.task;
         self.state(&c.client, tcp_state::CLOSE, tcp_state::SYN_SENT, Some(t), true);
         self.state(&c.client, tcp_state::SYN_SENT, tcp_state::ESTABLISHED, None, false);
         self.state(&c.server, tcp_state::SYN_RECV, tcp_state::ESTABLISHED, None, false);
-        c.exchanges_left = c.exchanges_left.max(1);
         c
     }
 
@@ -315,12 +269,7 @@ impl Gen {
 
 /// The recorded stream: events in time order, and how many exchanges it holds.
 fn stream() -> (Vec<Event>, usize) {
-    let filler: Vec<u8> = br#"{"id":12345,"name":"widget","price":19.99,"tags":["a","b"]},"#
-        .iter()
-        .copied()
-        .cycle()
-        .take(64 * 1024)
-        .collect();
+    let filler = br#"{"id":12345,"name":"widget","price":19.99,"tags":["a","b"]},"#.repeat(1_200);
     let mut g = Gen { events: Vec::new(), ts: 1_000_000_000, rng: fastrand::Rng::with_seed(9), filler, exchanges: 0 };
     let mut conns: Vec<Conn> = (0..CONNS).map(|i| g.open(i)).collect();
     while !conns.is_empty() {
@@ -342,19 +291,19 @@ fn bytes_of<T: Copy>(v: &T) -> &[u8] {
 }
 
 fn raw_tuple(t: &Tuple) -> SockTuple {
-    let v4 = |a: &SocketAddr| match a.ip() {
-        std::net::IpAddr::V4(ip) => {
-            let mut out = [0u8; 16];
+    let v4 = |a: &SocketAddr| {
+        let mut out = [0u8; 16];
+        if let IpAddr::V4(ip) = a.ip() {
             out[..4].copy_from_slice(&ip.octets());
-            out
         }
-        std::net::IpAddr::V6(ip) => ip.octets(),
+        out
     };
+    let (local_port, remote_port) = (t.local.port(), t.remote.port());
     SockTuple {
         local_addr: v4(&t.local),
         remote_addr: v4(&t.remote),
-        local_port: t.local.port(),
-        remote_port: t.remote.port(),
+        local_port,
+        remote_port,
         family: AF_INET,
         _pad: 0,
     }
@@ -364,42 +313,31 @@ fn raw_task(t: &Task) -> RawTask {
     RawTask { pid: t.pid, tid: t.tid, comm: t.comm.0 }
 }
 
+fn header(kind: EventKind, len: usize, ts_ns: u64) -> EventHeader {
+    EventHeader { kind: kind as u16, version: EVENT_VERSION, len: len as u32, ts_ns }
+}
+
 /// The stream as the probes write it: one buffer of 8-byte aligned records.
 fn records(events: &[Event]) -> (Vec<u8>, Vec<(usize, usize)>) {
     let (mut buf, mut at) = (Vec::new(), Vec::new());
     for ev in events {
         let start = buf.len();
         match ev {
-            Event::State(s) => {
-                let e = ConnEvent {
-                    header: EventHeader {
-                        kind: EventKind::Conn as u16,
-                        version: EVENT_VERSION,
-                        len: size_of::<ConnEvent>() as u32,
-                        ts_ns: s.ts_ns,
-                    },
-                    sk: s.sk,
-                    tuple: raw_tuple(&s.tuple),
-                    task: s.task.as_ref().map(raw_task).unwrap_or_default(),
-                    old_state: s.old_state,
-                    new_state: s.new_state,
-                    in_task: u8::from(s.task.is_some()),
-                    srtt_us: s.tcp.srtt_us << 3,
-                    bytes_received: s.tcp.bytes_received,
-                    bytes_acked: s.tcp.bytes_acked,
-                    ..Default::default()
-                };
-                buf.extend_from_slice(bytes_of(&e));
-            }
+            Event::State(s) => buf.extend_from_slice(bytes_of(&ConnEvent {
+                header: header(EventKind::Conn, size_of::<ConnEvent>(), s.ts_ns),
+                sk: s.sk,
+                tuple: raw_tuple(&s.tuple),
+                task: s.task.as_ref().map(raw_task).unwrap_or_default(),
+                old_state: s.old_state,
+                new_state: s.new_state,
+                in_task: u8::from(s.task.is_some()),
+                srtt_us: s.tcp.srtt_us << 3,
+                ..Default::default()
+            })),
             Event::Data(d) => {
                 let egress = if d.direction == Direction::Egress { DATA_EGRESS } else { 0 };
-                let e = DataEvent {
-                    header: EventHeader {
-                        kind: EventKind::Data as u16,
-                        version: EVENT_VERSION,
-                        len: (size_of::<DataEvent>() + d.payload.len()) as u32,
-                        ts_ns: d.ts_ns,
-                    },
+                buf.extend_from_slice(bytes_of(&DataEvent {
+                    header: header(EventKind::Data, size_of::<DataEvent>() + d.payload.len(), d.ts_ns),
                     sk: d.sk,
                     tuple: raw_tuple(&d.tuple),
                     task: raw_task(&d.task),
@@ -411,8 +349,7 @@ fn records(events: &[Event]) -> (Vec<u8>, Vec<(usize, usize)>) {
                     flags: DATA_SEQ_VALID | egress,
                     _pad: 0,
                     payload_len: d.payload.len() as u32,
-                };
-                buf.extend_from_slice(bytes_of(&e));
+                }));
                 buf.extend_from_slice(&d.payload);
             }
             Event::Accept(_) => unreachable!("the stream has no accept events"),
@@ -424,6 +361,7 @@ fn records(events: &[Event]) -> (Vec<u8>, Vec<(usize, usize)>) {
 }
 
 /// The whole stream through a fresh table; finished calls are handed to `sink`.
+#[inline(never)]
 fn conntrack(events: &[Event], mut sink: impl FnMut(CallRecord)) {
     let mut table = Table::new(TableConfig::default(), Listening).with_protocols(ProtocolConfig::default());
     let mut out = Vec::new();
@@ -435,7 +373,7 @@ fn conntrack(events: &[Event], mut sink: impl FnMut(CallRecord)) {
     assert!(table.is_empty(), "every connection of the stream closes");
 }
 
-fn benches(c: &mut Criterion<CpuTime>) {
+fn benches(c: &mut Criterion) {
     let (events, exchanges) = stream();
     let data = events.iter().filter(|e| matches!(e, Event::Data(_))).count();
     let mut calls = Vec::new();
@@ -457,16 +395,22 @@ fn benches(c: &mut Criterion<CpuTime>) {
     );
 
     let mut g = c.benchmark_group("pipeline");
-    g.sample_size(20).warm_up_time(Duration::from_secs(2)).measurement_time(Duration::from_secs(8));
+    // Iterations of tens of ms: few samples, each of the same iteration count.
+    g.sampling_mode(SamplingMode::Flat).sample_size(20);
+    g.warm_up_time(Duration::from_secs(2)).measurement_time(Duration::from_secs(10));
     g.throughput(Throughput::Elements(events.len() as u64));
     g.bench_function("decode", |b| {
-        b.iter(|| {
-            for &(s, e) in &at {
-                black_box(decode(black_box(&buf[s..e])).expect("a valid record"));
-            }
+        b.iter_custom(|n| {
+            cpu_time(n, || {
+                for &(s, e) in &at {
+                    black_box(decode(black_box(&buf[s..e])).expect("a valid record"));
+                }
+            })
         })
     });
-    g.bench_function("conntrack+http", |b| b.iter(|| conntrack(black_box(&events), |call| drop(black_box(call)))));
+    g.bench_function("conntrack+http", |b| {
+        b.iter_custom(|n| cpu_time(n, || conntrack(black_box(&events), |call| drop(black_box(call)))))
+    });
 
     let services =
         [CLIENT_PID, SERVER_PID].map(|pid| Arc::new(Service { name: format!("svc-{pid}"), ..Default::default() }));
@@ -474,22 +418,20 @@ fn benches(c: &mut Criterion<CpuTime>) {
     let mut router = Router::new(&RouteConfig::default()).expect("default routes");
     g.throughput(Throughput::Elements(calls.len() as u64));
     g.bench_function("spans", |b| {
-        b.iter(|| {
-            for call in &calls {
-                let Some(h) = http(call) else { continue };
-                let service = &services[usize::from(call.pid == Some(SERVER_PID))];
-                let path = h.request.target.split('?').next().unwrap_or("");
-                let (route, _) = router.route(&service.name, path);
-                black_box(http_span(call, h, kind_of(call), &route, service.clone(), &cfg));
-            }
+        b.iter_custom(|n| {
+            cpu_time(n, || {
+                for call in &calls {
+                    let Some(h) = http(call) else { continue };
+                    let service = &services[usize::from(call.pid == Some(SERVER_PID))];
+                    let path = h.request.target.split('?').next().unwrap_or("");
+                    let (route, _) = router.route(&service.name, path);
+                    black_box(http_span(call, h, kind_of(call), &route, service.clone(), &cfg));
+                }
+            })
         })
     });
     g.finish();
 }
 
-criterion_group! {
-    name = pipeline;
-    config = Criterion::default().with_measurement(CpuTime);
-    targets = benches
-}
+criterion_group!(pipeline, benches);
 criterion_main!(pipeline);

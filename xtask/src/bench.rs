@@ -17,11 +17,17 @@
 //! VmHWM. nginx's default `keepalive_requests 1000` makes wrk reconnect, so
 //! connection open/close events are part of the load. The summary goes to
 //! stdout and to target/bench/summary.json.
+//!
+//! Before the rounds (unless `--no-criterion`), the criterion benchmark
+//! tracer/benches/pipeline.rs measures the userspace pipeline alone over a
+//! recorded event stream: decode, connection table + HTTP parsing and
+//! pairing, span building, in elements per CPU-second of one core. Its
+//! figures are printed again in the summary and kept in summary.json.
 
 use std::{
     fmt::Write as _,
     fs,
-    io::{Read as _, Write as _},
+    io::{BufRead as _, BufReader, Read as _, Write as _},
     net::{SocketAddr, TcpListener, TcpStream},
     path::{Path, PathBuf},
     process::{Child, Command, ExitStatus, Stdio},
@@ -54,35 +60,34 @@ pub struct Args {
     /// Extra argument for `tracer run` (repeatable), e.g. --tracer-arg=--capture-bytes=0.
     #[arg(long = "tracer-arg", allow_hyphen_values = true)]
     tracer_args: Vec<String>,
+    /// Run the criterion benchmark of the userspace pipeline (`cargo bench -p
+    /// tracer --bench pipeline`) before the nginx rounds. On by default.
+    #[arg(long, overrides_with = "no_criterion")]
+    criterion: bool,
+    /// Skip the criterion benchmark.
+    #[arg(long, overrides_with = "criterion")]
+    no_criterion: bool,
 }
 
 pub fn run(args: Args) -> Result<()> {
     if !is_root() {
-        bail!(
-            "the bench loads the tracer's eBPF programs: run `sudo -E cargo xtask bench` (or as root)"
-        );
+        bail!("the bench loads the tracer's eBPF programs: run `sudo -E cargo xtask bench` (or as root)");
     }
     for tool in [NGINX, WRK] {
         if !Path::new(tool).exists() {
             bail!("{tool} not found: the bench needs nginx and wrk (apt-get install nginx wrk)");
         }
     }
-    if args.rounds == 0
-        || args.duration == 0
-        || args.threads == 0
-        || args.connections < args.threads
-    {
-        bail!(
-            "--rounds, --duration and --threads must be at least 1, and --connections at least --threads"
-        );
+    if args.rounds == 0 || args.duration == 0 || args.threads == 0 || args.connections < args.threads {
+        bail!("--rounds, --duration and --threads must be at least 1, and --connections at least --threads");
     }
     let bin = crate::build(true)?;
+    // After the build: it installs the eBPF toolchain that tracer's build.rs needs.
+    let figures = if args.no_criterion { Vec::new() } else { criterion()? };
     let dir = workspace_root().join("target").join("bench");
     fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-    let ticks_per_s = output(Command::new("getconf").arg("CLK_TCK"))
-        .ok()
-        .and_then(|s| s.trim().parse::<f64>().ok())
-        .unwrap_or(100.0);
+    let ticks_per_s =
+        output(Command::new("getconf").arg("CLK_TCK")).ok().and_then(|s| s.trim().parse::<f64>().ok()).unwrap_or(100.0);
 
     let nginx = start_nginx(&dir)?;
     let url = format!("http://127.0.0.1:{}/", nginx.port);
@@ -103,23 +108,12 @@ pub fn run(args: Args) -> Result<()> {
         // Let the pipeline drain what is still in the ring buffer, so the
         // counters add up (submitted = received + dropped) when scraped.
         thread::sleep(Duration::from_millis(500));
-        let metrics = http_get(agent.api, "/metrics")
-            .map(|(_, body)| body)
-            .unwrap_or_default();
+        let metrics = http_get(agent.api, "/metrics").map(|(_, body)| body).unwrap_or_default();
         let status = agent.stop()?;
         if !status.success() {
-            bail!(
-                "the tracer exited with {status} after SIGTERM; see {}",
-                agent.log.display()
-            );
+            bail!("the tracer exited with {status} after SIGTERM; see {}", agent.log.display());
         }
-        let r = Round {
-            untraced,
-            traced,
-            agent_cpu_s,
-            agent_rss_kib,
-            events: Events::from_metrics(&metrics),
-        };
+        let r = Round { untraced, traced, agent_cpu_s, agent_rss_kib, events: Events::from_metrics(&metrics) };
         eprintln!(
             "round {i}: untraced {:.0} req/s p99 {:.3} ms | traced {:.0} req/s p99 {:.3} ms | x{:.3}\n  \
              agent {:.2} CPU-s, peak {:.1} MiB; events {} submitted, {} received, {} ringbuf_full, {} dropped in userspace",
@@ -139,12 +133,80 @@ pub fn run(args: Args) -> Result<()> {
     }
     drop(nginx);
 
-    let (text, json) = summarize(&args, &rounds);
+    let (text, json) = summarize(&args, &rounds, &figures);
     println!("{text}");
     let path = dir.join("summary.json");
     fs::write(&path, json).with_context(|| format!("writing {}", path.display()))?;
     println!("wrote {}", path.display());
     Ok(())
+}
+
+/// One criterion figure: benchmark id and elements per second (per core).
+struct Figure {
+    id: String,
+    per_s: f64,
+}
+
+impl Figure {
+    /// Events, except for the span-building bench whose elements are spans.
+    fn unit(&self) -> &'static str {
+        if self.id.ends_with("spans") { "spans/s" } else { "events/s" }
+    }
+}
+
+/// `cargo bench -p tracer --bench pipeline -- --noplot`, its report passed
+/// through as it comes; returns each benchmark's throughput.
+fn criterion() -> Result<Vec<Figure>> {
+    eprintln!("bench: criterion benchmark of the userspace pipeline (tracer/benches/pipeline.rs)");
+    let mut cmd = crate::cargo();
+    cmd.args(["bench", "-p", "tracer", "--bench", "pipeline", "--", "--noplot"]).stdout(Stdio::piped());
+    let mut child = cmd.spawn().with_context(|| format!("starting {cmd:?}"))?;
+    let stdout = child.stdout.take().context("cargo bench's stdout")?;
+    let mut figures = Vec::new();
+    let mut id = None;
+    for line in BufReader::new(stdout).lines() {
+        let line = line.context("reading cargo bench's output")?;
+        println!("{line}");
+        figures.extend(scan(&mut id, &line));
+    }
+    let status = child.wait()?;
+    if !status.success() {
+        bail!("{cmd:?} failed: {status}");
+    }
+    if figures.is_empty() {
+        eprintln!("bench: no throughput lines in criterion's output");
+    }
+    for f in &figures {
+        eprintln!("bench: {:<28} {:>8.3} M {} per core", f.id, f.per_s / 1e6, f.unit());
+    }
+    Ok(figures)
+}
+
+/// One line of criterion's report: a benchmark's id starts an unindented
+/// line (`id` keeps it), its `thrpt:` line follows.
+fn scan(id: &mut Option<String>, line: &str) -> Option<Figure> {
+    if !line.starts_with(char::is_whitespace) && !line.starts_with("Benchmarking") {
+        *id = line.split_whitespace().next().map(str::to_owned);
+        return None;
+    }
+    let per_s = parse_thrpt(line.trim().strip_prefix("thrpt:")?)?;
+    Some(Figure { id: id.take()?, per_s })
+}
+
+/// The middle estimate of criterion's `[low mid high]` throughput, e.g.
+/// `[1.0200 Melem/s 1.0527 Melem/s 1.1026 Melem/s]`; None for a change line
+/// (percentages).
+fn parse_thrpt(v: &str) -> Option<f64> {
+    let parts: Vec<&str> = v.trim().trim_matches(['[', ']']).split_whitespace().collect();
+    let [_, _, mid, unit, _, _] = parts[..] else { return None };
+    let scale = match unit.strip_suffix("elem/s")? {
+        "" => 1.0,
+        "K" => 1e3,
+        "M" => 1e6,
+        "G" => 1e9,
+        _ => return None,
+    };
+    Some(mid.parse::<f64>().ok()? * scale)
 }
 
 /// One wrk run, parsed from its `--latency` output.
@@ -202,7 +264,7 @@ impl Round {
 
 /// The summary as text and as JSON: medians over rounds, ratios paired per
 /// round, agent CPU over the traced runs' wall time and requests.
-fn summarize(args: &Args, rounds: &[Round]) -> (String, String) {
+fn summarize(args: &Args, rounds: &[Round], figures: &[Figure]) -> (String, String) {
     let med = |f: &dyn Fn(&Round) -> f64| median(rounds.iter().map(f).collect());
     let cpu_s: f64 = rounds.iter().map(|r| r.agent_cpu_s).sum();
     let wall_s: f64 = rounds.iter().map(|r| r.traced.wall_s).sum();
@@ -216,14 +278,8 @@ fn summarize(args: &Args, rounds: &[Round]) -> (String, String) {
     let cpu_pct = cpu_s / wall_s * 100.0;
     let cpu_s_per_1m = cpu_s / requests as f64 * 1e6;
     let rss_mib = rounds.iter().map(|r| r.agent_rss_kib).max().unwrap_or(0) as f64 / 1024.0;
-    let Args {
-        rounds: n,
-        duration,
-        connections,
-        threads,
-        ..
-    } = args;
-    let text = format!(
+    let Args { rounds: n, duration, connections, threads, .. } = args;
+    let mut text = format!(
         "\nnginx under wrk -t{threads} -c{connections}, {n} rounds x {duration} s; medians over rounds, ratios paired per round\n\
          \x20 untraced        {untraced_rps:>9.0} req/s   p99 {untraced_p99_ms:.3} ms\n\
          \x20 traced          {traced_rps:>9.0} req/s   p99 {traced_p99_ms:.3} ms\n\
@@ -232,6 +288,12 @@ fn summarize(args: &Args, rounds: &[Round]) -> (String, String) {
          \x20 agent CPU       {cpu_pct:.1} % of one core, {cpu_s_per_1m:.3} CPU-s per 1M requests\n\
          \x20 agent peak RSS  {rss_mib:.1} MiB"
     );
+    if !figures.is_empty() {
+        text.push_str("\nuserspace pipeline (criterion, per core: CPU time of one thread)");
+    }
+    for f in figures {
+        let _ = write!(text, "\n  {:<28} {:>8.3} M {}", f.id, f.per_s / 1e6, f.unit());
+    }
     let fields = [
         ("rounds", f64::from(*n)),
         ("duration_s", f64::from(*duration)),
@@ -251,21 +313,16 @@ fn summarize(args: &Args, rounds: &[Round]) -> (String, String) {
     for (k, v) in fields {
         let _ = writeln!(json, "  \"{k}\": {},", num(v));
     }
+    let per_s: Vec<(&str, f64)> = figures.iter().map(|f| (f.id.as_str(), f.per_s)).collect();
+    let _ = writeln!(json, "  \"criterion_per_core_per_s\": {},", json_object(&per_s));
     let per_round: Vec<String> = rounds.iter().map(|r| json_object(&r.fields())).collect();
-    let _ = write!(
-        json,
-        "  \"per_round\": [\n    {}\n  ]\n}}\n",
-        per_round.join(",\n    ")
-    );
+    let _ = write!(json, "  \"per_round\": [\n    {}\n  ]\n}}\n", per_round.join(",\n    "));
     (text, json)
 }
 
 /// `{"k":v,...}` on one line.
 fn json_object(fields: &[(&str, f64)]) -> String {
-    let body: Vec<String> = fields
-        .iter()
-        .map(|(k, v)| format!("\"{k}\":{}", num(*v)))
-        .collect();
+    let body: Vec<String> = fields.iter().map(|(k, v)| format!("\"{k}\":{}", num(*v))).collect();
     format!("{{{}}}", body.join(","))
 }
 
@@ -301,9 +358,7 @@ impl Guard {
         if let Some(status) = self.child.try_wait()? {
             return Ok(status);
         }
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status();
+        let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
         let deadline = Instant::now() + Duration::from_secs(15);
         while Instant::now() < deadline {
             if let Some(status) = self.child.try_wait()? {
@@ -313,10 +368,7 @@ impl Guard {
         }
         let _ = self.child.kill();
         let _ = self.child.wait();
-        bail!(
-            "{} did not exit within 15 s of SIGTERM; killed it",
-            self.name
-        )
+        bail!("{} did not exit within 15 s of SIGTERM; killed it", self.name)
     }
 }
 
@@ -369,10 +421,7 @@ http {{
         .stdin(Stdio::null())
         .spawn()
         .with_context(|| format!("starting {NGINX}"))?;
-    let mut guard = Guard {
-        name: "nginx",
-        child,
-    };
+    let mut guard = Guard { name: "nginx", child };
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
     let deadline = Instant::now() + Duration::from_secs(10);
     while TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err() {
@@ -380,17 +429,11 @@ http {{
             bail!("nginx exited with {status}:\n{}", tail(&error_log));
         }
         if Instant::now() > deadline {
-            bail!(
-                "nginx did not listen on {addr} within 10 s:\n{}",
-                tail(&error_log)
-            );
+            bail!("nginx did not listen on {addr} within 10 s:\n{}", tail(&error_log));
         }
         thread::sleep(Duration::from_millis(50));
     }
-    Ok(Nginx {
-        port,
-        _guard: guard,
-    })
+    Ok(Nginx { port, _guard: guard })
 }
 
 struct Agent {
@@ -422,30 +465,17 @@ fn start_agent(bin: &Path, dir: &Path, round: u32, extra: &[String]) -> Result<A
         .stderr(stderr)
         .spawn()
         .with_context(|| format!("starting {}", bin.display()))?;
-    let mut agent = Agent {
-        api,
-        log,
-        guard: Guard {
-            name: "tracer",
-            child,
-        },
-    };
+    let mut agent = Agent { api, log, guard: Guard { name: "tracer", child } };
     let start = Instant::now();
     loop {
         if let Some(status) = agent.guard.child.try_wait()? {
-            bail!(
-                "the tracer exited with {status} before it was ready:\n{}",
-                tail(&agent.log)
-            );
+            bail!("the tracer exited with {status} before it was ready:\n{}", tail(&agent.log));
         }
         if matches!(http_get(api, "/readyz"), Ok((200, _))) {
             return Ok(agent);
         }
         if start.elapsed() > READY_TIMEOUT {
-            bail!(
-                "the tracer's /readyz on {api} was not 200 within 60 s:\n{}",
-                tail(&agent.log)
-            );
+            bail!("the tracer's /readyz on {api} was not 200 within 60 s:\n{}", tail(&agent.log));
         }
         thread::sleep(Duration::from_millis(100));
     }
@@ -482,10 +512,7 @@ fn parse_wrk(out: &str, wall_s: f64) -> Result<Load> {
         } else if let Some(v) = line.strip_prefix("99%") {
             p99_s = parse_duration(v.trim());
         } else if line.contains(" requests in ") {
-            requests = line
-                .split_whitespace()
-                .next()
-                .and_then(|n| n.parse::<u64>().ok());
+            requests = line.split_whitespace().next().and_then(|n| n.parse::<u64>().ok());
         }
     }
     Ok(Load {
@@ -498,13 +525,7 @@ fn parse_wrk(out: &str, wall_s: f64) -> Result<Load> {
 
 /// wrk's durations: `812.00us`, `1.23ms`, `2.01s`, `1.50m`.
 fn parse_duration(s: &str) -> Option<f64> {
-    for (unit, scale) in [
-        ("us", 1e-6),
-        ("ms", 1e-3),
-        ("s", 1.0),
-        ("m", 60.0),
-        ("h", 3600.0),
-    ] {
+    for (unit, scale) in [("us", 1e-6), ("ms", 1e-3), ("s", 1.0), ("m", 60.0), ("h", 3600.0)] {
         if let Some(n) = s.strip_suffix(unit) {
             return n.parse::<f64>().ok().map(|n| n * scale);
         }
@@ -514,22 +535,12 @@ fn parse_duration(s: &str) -> Option<f64> {
 
 /// utime + stime of the whole process (every thread), in clock ticks.
 fn cpu_ticks(pid: u32) -> Result<u64> {
-    let stat = fs::read_to_string(format!("/proc/{pid}/stat"))
-        .with_context(|| format!("reading /proc/{pid}/stat"))?;
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).with_context(|| format!("reading /proc/{pid}/stat"))?;
     // Fields after the `(comm)`, which may hold spaces: state is field 3, utime 14, stime 15.
-    let rest = stat
-        .rsplit_once(')')
-        .map(|(_, r)| r)
-        .context("malformed /proc/<pid>/stat")?;
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).context("malformed /proc/<pid>/stat")?;
     let f: Vec<&str> = rest.split_whitespace().collect();
-    let utime: u64 = f
-        .get(11)
-        .and_then(|v| v.parse().ok())
-        .context("no utime in /proc/<pid>/stat")?;
-    let stime: u64 = f
-        .get(12)
-        .and_then(|v| v.parse().ok())
-        .context("no stime in /proc/<pid>/stat")?;
+    let utime: u64 = f.get(11).and_then(|v| v.parse().ok()).context("no utime in /proc/<pid>/stat")?;
+    let stime: u64 = f.get(12).and_then(|v| v.parse().ok()).context("no stime in /proc/<pid>/stat")?;
     Ok(utime + stime)
 }
 
@@ -545,10 +556,7 @@ fn peak_rss_kib(pid: u32) -> Result<u64> {
 
 /// A loopback port that was free a moment ago.
 fn free_port() -> Result<u16> {
-    Ok(TcpListener::bind("127.0.0.1:0")
-        .context("binding an ephemeral port")?
-        .local_addr()?
-        .port())
+    Ok(TcpListener::bind("127.0.0.1:0").context("binding an ephemeral port")?.local_addr()?.port())
 }
 
 /// A minimal HTTP/1.0 GET: (status, body).
@@ -558,25 +566,15 @@ fn http_get(addr: SocketAddr, path: &str) -> Result<(u16, String)> {
     write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n")?;
     let mut resp = String::new();
     s.read_to_string(&mut resp)?;
-    let code = resp
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .context("malformed HTTP response")?;
-    let body = resp
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_owned())
-        .unwrap_or_default();
+    let code = resp.split_whitespace().nth(1).and_then(|c| c.parse().ok()).context("malformed HTTP response")?;
+    let body = resp.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
     Ok((code, body))
 }
 
 /// Sum of every sample of one metric (a name, or a name with its labels).
 fn metric_sum(text: &str, name: &str) -> u64 {
     text.lines()
-        .filter(|l| {
-            l.strip_prefix(name)
-                .is_some_and(|r| r.starts_with([' ', '{']))
-        })
+        .filter(|l| l.strip_prefix(name).is_some_and(|r| r.starts_with([' ', '{'])))
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .sum::<f64>() as u64
 }
@@ -585,9 +583,38 @@ fn metric_sum(text: &str, name: &str) -> u64 {
 fn tail(path: &Path) -> String {
     let text = fs::read_to_string(path).unwrap_or_default();
     let lines: Vec<&str> = text.lines().collect();
-    format!(
-        "{} (last lines of {})",
-        lines[lines.len().saturating_sub(20)..].join("\n"),
-        path.display()
-    )
+    format!("{} (last lines of {})", lines[lines.len().saturating_sub(20)..].join("\n"), path.display())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_criterion_throughput() {
+        let report = "Benchmarking pipeline/decode: Analyzing
+pipeline/decode         time:   [7.6972 ms 7.9738 ms 8.2465 ms]
+                        thrpt:  [10.314 Melem/s 10.667 Melem/s 11.050 Melem/s]
+                 change:
+                        time:   [-31.089% -25.098% -18.471%] (p = 0.00 < 0.05)
+                        thrpt:  [+22.656% +33.508% +45.115%]
+pipeline/conntrack+http
+                        time:   [77.139 ms 80.796 ms 83.386 ms]
+                        thrpt:  [1.0200 Melem/s 1.0527 Melem/s 1.1026 Melem/s]
+Found 1 outliers among 20 measurements (5.00%)
+pipeline/spans          time:   [51.602 ms 56.759 ms 62.179 ms]
+                        thrpt:  [483.44 Kelem/s 529.60 Kelem/s 582.54 Kelem/s]
+";
+        let mut id = None;
+        let figures: Vec<_> = report.lines().filter_map(|l| scan(&mut id, l)).collect();
+        let got: Vec<_> = figures.iter().map(|f| (f.id.as_str(), f.per_s.round(), f.unit())).collect();
+        assert_eq!(
+            got,
+            [
+                ("pipeline/decode", 10_667_000.0, "events/s"),
+                ("pipeline/conntrack+http", 1_052_700.0, "events/s"),
+                ("pipeline/spans", 529_600.0, "spans/s"),
+            ]
+        );
+    }
 }

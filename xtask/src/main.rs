@@ -54,17 +54,13 @@ enum Cmd {
 }
 
 pub fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("xtask lives in the workspace")
-        .to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask lives in the workspace").to_path_buf()
 }
 
 /// `cargo` with cargo's bin dir on PATH so aya-build finds bpf-linker.
 pub fn cargo() -> Command {
     let mut c = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
-    c.current_dir(workspace_root())
-        .env("PATH", setup::path_with_cargo_bin());
+    c.current_dir(workspace_root()).env("PATH", setup::path_with_cargo_bin());
     c
 }
 
@@ -76,10 +72,7 @@ pub fn build(release: bool) -> Result<PathBuf> {
         c.arg("--release");
     }
     run(&mut c)?;
-    Ok(workspace_root()
-        .join("target")
-        .join(if release { "release" } else { "debug" })
-        .join("tracer"))
+    Ok(workspace_root().join("target").join(if release { "release" } else { "debug" }).join("tracer"))
 }
 
 fn main() -> Result<()> {
@@ -114,10 +107,6 @@ pub fn as_root(bin: &Path) -> Command {
 pub fn is_root() -> bool {
     std::fs::read_to_string("/proc/self/status")
         .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("Uid:"))
-                .map(|l| l.split_whitespace().nth(2) == Some("0"))
-        })
+        .and_then(|s| s.lines().find(|l| l.starts_with("Uid:")).map(|l| l.split_whitespace().nth(2) == Some("0")))
         .unwrap_or(false)
 }

@@ -25,14 +25,8 @@ pub fn ensure_toolchain(workspace: &Path) -> Result<()> {
 }
 
 fn ensure_rust_src() -> Result<()> {
-    let installed = output(Command::new("rustup").args([
-        "component",
-        "list",
-        "--installed",
-        "--toolchain",
-        NIGHTLY,
-    ]))
-    .context("rustup is needed to build the eBPF programs (https://rustup.rs)")?;
+    let installed = output(Command::new("rustup").args(["component", "list", "--installed", "--toolchain", NIGHTLY]))
+        .context("rustup is needed to build the eBPF programs (https://rustup.rs)")?;
     if installed.lines().any(|l| l.starts_with("rust-src")) {
         return Ok(());
     }
@@ -70,8 +64,7 @@ fn ensure_bpf_linker(workspace: &Path) -> Result<()> {
     if bpf_linker_works() {
         return Ok(());
     }
-    let sysroot =
-        output(Command::new("rustc").args([&format!("+{NIGHTLY}"), "--print", "sysroot"]))?;
+    let sysroot = output(Command::new("rustc").args([&format!("+{NIGHTLY}"), "--print", "sysroot"]))?;
     let lib = Path::new(sysroot.trim()).join("lib");
     let llvm = std::fs::read_dir(&lib)
         .with_context(|| format!("reading {}", lib.display()))?
@@ -81,12 +74,7 @@ fn ensure_bpf_linker(workspace: &Path) -> Result<()> {
                 .and_then(|n| n.to_str())
                 .is_some_and(|n| n.starts_with("libLLVM.so.22") || n.starts_with("libLLVM-22"))
         })
-        .with_context(|| {
-            format!(
-                "no libLLVM 22 in {}: the {NIGHTLY} toolchain must ship LLVM 22",
-                lib.display()
-            )
-        })?;
+        .with_context(|| format!("no libLLVM 22 in {}: the {NIGHTLY} toolchain must ship LLVM 22", lib.display()))?;
     // bpf-linker's build looks for `<prefix>/lib/libLLVM.so`; point it at the
     // nightly toolchain's copy so no system LLVM is needed.
     let prefix = workspace.join("target").join("llvm-prefix");
@@ -96,10 +84,7 @@ fn ensure_bpf_linker(workspace: &Path) -> Result<()> {
     let _ = std::fs::remove_file(&link);
     std::os::unix::fs::symlink(&llvm, &link)
         .with_context(|| format!("linking {} -> {}", link.display(), llvm.display()))?;
-    eprintln!(
-        "xtask: installing bpf-linker {BPF_LINKER_VERSION} against {}",
-        llvm.display()
-    );
+    eprintln!("xtask: installing bpf-linker {BPF_LINKER_VERSION} against {}", llvm.display());
     run(Command::new("cargo")
         .args([
             "install",
@@ -113,10 +98,7 @@ fn ensure_bpf_linker(workspace: &Path) -> Result<()> {
         ])
         .env("LLVM_PREFIX", &prefix)
         // Found at run time through the rpath of the nightly sysroot.
-        .env(
-            "RUSTFLAGS",
-            format!("-C link-args=-Wl,-rpath,{}", lib.display()),
-        ))?;
+        .env("RUSTFLAGS", format!("-C link-args=-Wl,-rpath,{}", lib.display())))?;
     if !bpf_linker_works() {
         bail!("bpf-linker was installed but does not run; see the cargo install output above");
     }

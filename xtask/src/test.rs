@@ -10,9 +10,7 @@ use crate::{cargo, cmd::run, is_root, setup, workspace_root};
 pub fn run_all(filter: Option<&str>) -> Result<()> {
     setup::ensure_toolchain(&workspace_root())?;
     if !is_root() {
-        bail!(
-            "the end-to-end tests load eBPF programs: run `sudo -E cargo xtask test` (or as root)"
-        );
+        bail!("the end-to-end tests load eBPF programs: run `sudo -E cargo xtask test` (or as root)");
     }
     // Unit and property tests, in parallel.
     let mut unit = cargo();
@@ -40,14 +38,7 @@ pub fn lint() -> Result<()> {
     setup::ensure_toolchain(&workspace_root())?;
     run(cargo().args(["fmt", "--all", "--", "--check"]))?;
     // Pass 1: the workspace without the eBPF crate.
-    run(cargo().args([
-        "clippy",
-        "--workspace",
-        "--all-targets",
-        "--",
-        "-D",
-        "warnings",
-    ]))?;
+    run(cargo().args(["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"]))?;
     // Pass 2: the eBPF crate for its own target.
     run(Command::new("cargo")
         .current_dir(workspace_root().join("tracer-ebpf"))

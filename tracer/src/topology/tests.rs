@@ -402,8 +402,5 @@ fn kubernetes_names_peers() {
     let mut s = span(SpanKind::Server, "payments", None, "10.0.0.7:8080", "10.0.1.9:5555", 2, 5, false);
     set_attr(&mut s, "peer.service", Value::Str("gateway".into()));
     a.span(T0, &s);
-    assert_eq!(
-        edge_names(&a.graph),
-        [("checkout".into(), "payments".into()), ("gateway".into(), "payments".into())]
-    );
+    assert_eq!(edge_names(&a.graph), [("checkout".into(), "payments".into()), ("gateway".into(), "payments".into())]);
 }

@@ -113,7 +113,8 @@ impl Http1 {
     }
 
     fn on_request_events(&mut self) {
-        for ev in std::mem::take(&mut self.events) {
+        let mut events = std::mem::take(&mut self.events);
+        for ev in events.drain(..) {
             match ev {
                 StreamEvent::Head { head: Head::Request(h), first_ns, seq, tid } => {
                     if self.pending.len() >= self.cfg.max_pending.max(1) {
@@ -143,10 +144,12 @@ impl Http1 {
                 StreamEvent::Head { head: Head::Response(_), .. } => {}
             }
         }
+        self.events = events; // keep the allocation for the next segment
     }
 
     fn on_response_events(&mut self, out: &mut Vec<Exchange>) {
-        for ev in std::mem::take(&mut self.events) {
+        let mut events = std::mem::take(&mut self.events);
+        for ev in events.drain(..) {
             if self.stopped.is_some() && !matches!(ev, StreamEvent::End { .. } | StreamEvent::Lost { .. }) {
                 continue; // bytes after an upgrade or a tunnel are not HTTP/1
             }
@@ -185,6 +188,7 @@ impl Http1 {
                 StreamEvent::Head { head: Head::Request(_), .. } => {}
             }
         }
+        self.events = events; // keep the allocation for the next segment
     }
 }
 

@@ -152,9 +152,15 @@ impl Stream {
                     }
                     let take = (cap - pos).min(MAX_HEAD - self.head.len());
                     let before = self.head.len();
-                    self.head.extend_from_slice(&p[pos..pos + take]);
-                    let parsed = match self.starts_message(&self.head) {
-                        Some(true) => head::parse(&self.head, self.side == Side::Request, cfg),
+                    // A head that starts in this segment is parsed in place;
+                    // its bytes are kept only when it goes on in the next one.
+                    let fresh = before == 0;
+                    if !fresh {
+                        self.head.extend_from_slice(&p[pos..pos + take]);
+                    }
+                    let buf = if fresh { &p[pos..pos + take] } else { &self.head[..] };
+                    let parsed = match head::starts_message(buf, self.side == Side::Request) {
+                        Some(true) => head::parse(buf, self.side == Side::Request, cfg),
                         // The first line is still too short to tell.
                         None => Parsed::Partial,
                         Some(false) => {
@@ -164,6 +170,9 @@ impl Stream {
                             break;
                         }
                     };
+                    if fresh && !matches!(parsed, Parsed::Complete(..)) {
+                        self.head.extend_from_slice(&p[pos..pos + take]);
+                    }
                     match parsed {
                         Parsed::Complete(h, len) => {
                             pos += len.saturating_sub(before);
