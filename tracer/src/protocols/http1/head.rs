@@ -45,7 +45,8 @@ pub fn looks_like_response(p: &[u8]) -> bool {
 /// `Some(false)`, or `None` when `p` is a prefix of a plausible start that is
 /// too short to tell (a syscall that split the first line).
 pub fn starts_message(p: &[u8], request: bool) -> Option<bool> {
-    let (yes, maybe): (fn(&[u8]) -> bool, fn(&[u8]) -> bool) =
+    type Check = fn(&[u8]) -> bool;
+    let (yes, maybe): (Check, Check) =
         if request { (looks_like_request, could_be_request) } else { (looks_like_response, could_be_response) };
     if yes(p) {
         Some(true)
