@@ -84,7 +84,7 @@ impl Default for CaptureConfig {
             capture_bytes: 512,
             wakeup_bytes: 1 << 20,
             drain_interval_ms: 20,
-            queue_batches: 1024,
+            queue_batches: 256,
             accept_hook: false,
             netns: None,
         }

@@ -4,7 +4,12 @@
 //! executable name. Cached per pid, refreshed when the pid is reused (its
 //! start time changes). Bounded: the cache is cleared when full.
 
-use std::{collections::HashMap, fs, sync::Arc};
+use std::{
+    collections::HashMap,
+    fs,
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
 use crate::k8s::K8sMetadata;
 
@@ -16,8 +21,21 @@ pub struct Service {
     pub attributes: Vec<(String, String)>,
 }
 
+/// A cached identity: process start time, the service, the comm it was
+/// seen with, and when the start time was last checked.
+struct Cached {
+    start: u64,
+    service: Arc<Service>,
+    comm: String,
+    checked: Instant,
+}
+
+/// How long a cached pid is trusted without re-reading /proc/<pid>/stat
+/// (a /proc read per span would cost more than the span).
+const RECHECK: Duration = Duration::from_secs(1);
+
 pub struct Identity {
-    cache: HashMap<u32, (u64, Arc<Service>)>,
+    cache: HashMap<u32, Cached>,
     /// Pod metadata in a cluster: names services after their workloads and
     /// adds k8s.* resource attributes.
     k8s: Option<K8sMetadata>,
@@ -46,11 +64,19 @@ impl Identity {
                 self.k8s_generation = g;
             }
         }
-        let start = start_time(pid);
-        if let Some((s, svc)) = self.cache.get(&pid)
-            && (start.is_none() || start == Some(*s))
+        let now = Instant::now();
+        if let Some(c) = self.cache.get(&pid)
+            && c.comm == comm
+            && now.duration_since(c.checked) < RECHECK
         {
-            return svc.clone();
+            return c.service.clone();
+        }
+        let start = start_time(pid);
+        if let Some(c) = self.cache.get_mut(&pid)
+            && (start.is_none() || start == Some(c.start))
+        {
+            c.checked = now;
+            return c.service.clone();
         }
         let env = fs::read(format!("/proc/{pid}/environ")).unwrap_or_default();
         let exe = fs::read_link(format!("/proc/{pid}/exe"))
@@ -72,7 +98,7 @@ impl Identity {
             if self.cache.len() >= MAX_PIDS {
                 self.cache.clear();
             }
-            self.cache.insert(pid, (start, svc.clone()));
+            self.cache.insert(pid, Cached { start, service: svc.clone(), comm: comm.to_string(), checked: now });
         }
         svc
     }
