@@ -24,7 +24,7 @@
 //! its oldest spans early (counted).
 
 use std::{
-    collections::{HashMap, VecDeque},
+    collections::{BTreeSet, HashMap, VecDeque},
     net::SocketAddr,
     sync::Arc,
     time::Duration,
@@ -44,7 +44,8 @@ pub struct LinkConfig {
     pub enabled: bool,
     /// How long a span waits after its end for its parents. Default 2000 ms.
     pub hold_ms: u64,
-    /// Spans held at most; past it the oldest are released early. Default 100000.
+    /// Spans held at most; past it the oldest are released early (counted).
+    /// Default 30000 (about 75 MiB; 15000 spans/s at the default hold).
     pub max_spans: usize,
     /// A SERVER span whose client is not on this node names the client's
     /// derived span id as its parent (rule 4). Default true. Turn off when no
@@ -54,7 +55,7 @@ pub struct LinkConfig {
 
 impl Default for LinkConfig {
     fn default() -> Self {
-        LinkConfig { enabled: true, hold_ms: 2000, max_spans: 100_000, remote_parent: true }
+        LinkConfig { enabled: true, hold_ms: 2000, max_spans: 30_000, remote_parent: true }
     }
 }
 
@@ -133,6 +134,9 @@ fn nonzero8(v: u64) -> SpanId {
 
 type Id = u64;
 
+/// SERVER spans of one thread looked at, at most, for one CLIENT span.
+const THREAD_SCAN: usize = 256;
+
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct LinkCounters {
     /// Released before their hold ended because the buffer was full.
@@ -154,7 +158,10 @@ pub struct Linker {
     /// Release order: (release at, id).
     queue: VecDeque<(u64, Id)>,
     clients: HashMap<PeerKey, Id>,
-    servers_by_thread: HashMap<(u32, u32), Vec<Id>>,
+    /// SERVER spans per (pid, tid), ordered by start: insert, removal and
+    /// the thread-rule lookup stay logarithmic when one event-loop thread
+    /// serves tens of thousands of requests within the hold.
+    servers_by_thread: HashMap<(u32, u32), BTreeSet<(u64, Id)>>,
     /// Trace ids already fixed (span id -> trace id), so later children and
     /// parents agree; bounded with the buffer.
     fixed: HashMap<SpanId, TraceId>,
@@ -227,7 +234,7 @@ impl Linker {
             }
             (SpanKind::Server, _) => {
                 if let Some(pid) = span.pid {
-                    self.servers_by_thread.entry((pid, span.request_tid)).or_default().push(id);
+                    self.servers_by_thread.entry((pid, span.request_tid)).or_default().insert((span.start_ns, id));
                 }
             }
             _ => {}
@@ -281,7 +288,7 @@ impl Linker {
                 if let Some(pid) = span.pid
                     && let Some(v) = self.servers_by_thread.get_mut(&(pid, span.request_tid))
                 {
-                    v.retain(|x| *x != id);
+                    v.remove(&(span.start_ns, id));
                     if v.is_empty() {
                         self.servers_by_thread.remove(&(pid, span.request_tid));
                     }
@@ -358,7 +365,16 @@ impl Linker {
         let candidates = self.servers_by_thread.get(&(pid, c.request_tid))?;
         let mut inside = None;
         let mut open = 0;
-        for sid in candidates {
+        // Spans that started before the call, newest first. Past the scan
+        // limit an older, still open request could exist unseen: then no
+        // link rather than a possibly wrong one.
+        let mut scanned = 0;
+        for (_, sid) in candidates.range(..=(c.start_ns, Id::MAX)).rev() {
+            scanned += 1;
+            if scanned > THREAD_SCAN {
+                self.counters.ambiguous += 1;
+                return None;
+            }
             let s = &self.spans[sid];
             // Issued between reading the request and starting the response.
             // Only the start counts: a proxy streams the response while its

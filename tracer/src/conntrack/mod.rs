@@ -102,7 +102,7 @@ pub async fn run(
                     let calls: Vec<_> = table.take_calls().map(Record::Call).collect();
                     for r in out.drain(..).map(Record::Conn).chain(calls).chain(data) {
                         if to_export.try_send(r).is_err() {
-                            telemetry.drop_event("conntrack_to_export", "queue_full", 1);
+                            telemetry.drop_event("conntrack_to_chain", "queue_full", 1);
                         }
                     }
                 }
