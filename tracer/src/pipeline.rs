@@ -61,6 +61,9 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<()> 
             None
         }
     };
+    if let Some(k) = k8s.clone() {
+        telemetry.add_readiness_detail(move || k.readiness_detail());
+    }
     let (topology, topology_sink) = Topology::new(cfg.topology.clone(), telemetry.clone());
     let (store, store_sink) = Store::new(cfg.store.clone(), telemetry.clone());
     let api_routes = vec![topology.routes(), store.routes(), ui::routes()];

@@ -18,6 +18,7 @@ type Labels = Vec<(&'static str, &'static str)>;
 /// Called before each scrape to copy values kept elsewhere (kernel map,
 /// channel lengths) into the registry.
 type Refresher = Box<dyn Fn(&Telemetry) + Send + Sync>;
+type Detail = Box<dyn Fn() -> Option<String> + Send + Sync>;
 
 pub struct Telemetry {
     registry: Mutex<Registry>,
@@ -46,6 +47,9 @@ pub struct Telemetry {
     pub otlp: OtlpMetrics,
     ready: AtomicBool,
     refreshers: Mutex<Vec<Refresher>>,
+    /// Lines /readyz adds to its body (degraded but ready: e.g. the
+    /// Kubernetes API server unreachable, names served from what is known).
+    details: Mutex<Vec<Detail>>,
     /// Collectors that name their metrics in full (the topology uses the
     /// servicegraph connector's names): a registry without the `tracer`
     /// prefix, rendered into the same output.
@@ -70,6 +74,7 @@ impl Telemetry {
             otlp: OtlpMetrics::default(),
             ready: AtomicBool::new(false),
             refreshers: Mutex::new(Vec::new()),
+            details: Mutex::new(Vec::new()),
             registry: Mutex::new(Registry::default()),
             collectors: Mutex::new(Registry::default()),
         };
@@ -138,6 +143,15 @@ impl Telemetry {
 
     pub fn add_refresher(&self, f: impl Fn(&Telemetry) + Send + Sync + 'static) {
         self.refreshers.lock().expect("refreshers lock").push(Box::new(f));
+    }
+
+    pub fn add_readiness_detail(&self, f: impl Fn() -> Option<String> + Send + Sync + 'static) {
+        self.details.lock().expect("details lock").push(Box::new(f));
+    }
+
+    /// Current readiness details, one per line.
+    pub fn readiness_details(&self) -> Vec<String> {
+        self.details.lock().expect("details lock").iter().filter_map(|f| f()).collect()
     }
 
     pub fn set_ready(&self) {

@@ -37,9 +37,15 @@ pub async fn serve(
 
 async fn readyz(State(t): State<Arc<Telemetry>>) -> impl IntoResponse {
     if t.is_ready() {
-        (StatusCode::OK, "ready\n")
+        // Degradations that do not stop tracing are reported, still 200.
+        let mut body = "ready\n".to_string();
+        for d in t.readiness_details() {
+            body.push_str(&d);
+            body.push('\n');
+        }
+        (StatusCode::OK, body)
     } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "probes not attached yet\n")
+        (StatusCode::SERVICE_UNAVAILABLE, "probes not attached yet\n".to_string())
     }
 }
 
