@@ -67,7 +67,7 @@ async fn fired(rx: &mut watch::Receiver<bool>) {
 pub(super) async fn export_once(shared: &Shared, m: &MetricsExporter, shutdown: watch::Receiver<bool>) {
     let requests = {
         let agg = shared.lock();
-        build(&agg.graph, &shared.clock, monotonic_ns(), &hostname())
+        build(&agg.graph, &shared.clock, monotonic_ns(), &crate::export::otlp::hostname())
     };
     for r in requests {
         // Delivery and drops are counted by the exporter (tracer_otlp_*{signal="metrics"}).
@@ -239,13 +239,4 @@ fn kv(k: &str, v: &str) -> KeyValue {
 
 fn unix_ns(clock: &Clock, mono_ns: u64) -> u64 {
     clock.wall(mono_ns).duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64)
-}
-
-/// This node's name (host.name on the resource).
-fn hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|h| h.trim().to_string())
-        .ok()
-        .filter(|h| !h.is_empty())
-        .unwrap_or_else(|| "unknown".into())
 }

@@ -43,54 +43,7 @@ impl Agent {
     /// Start `tracer run --output json` and wait until /readyz says every
     /// probe is attached.
     pub fn start(extra: &[&str]) -> Agent {
-        let api: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-        let mut child = Command::new(TRACER)
-            .args(["run", "--output", "json", "--api-addr", &api.to_string()])
-            .args(extra)
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawning the tracer");
-        let lines = Arc::new(Mutex::new(Vec::new()));
-        let stderr = Arc::new(Mutex::new(String::new()));
-        {
-            let out = child.stdout.take().unwrap();
-            let lines = lines.clone();
-            thread::spawn(move || {
-                for line in BufReader::new(out).lines().map_while(Result::ok) {
-                    let v: Value = serde_json::from_str(&line)
-                        .unwrap_or_else(|e| panic!("agent printed a line that is not JSON ({e}): {line}"));
-                    lines.lock().unwrap().push(v);
-                }
-            });
-            let err = child.stderr.take().unwrap();
-            let stderr = stderr.clone();
-            thread::spawn(move || {
-                for line in BufReader::new(err).lines().map_while(Result::ok) {
-                    eprintln!("[tracer] {line}");
-                    stderr.lock().unwrap().push_str(&(line + "\n"));
-                }
-            });
-        }
-        let mut agent = Agent { child: Some(child), api, lines, stderr };
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            if let Some(status) = agent.child.as_mut().unwrap().try_wait().unwrap() {
-                thread::sleep(Duration::from_millis(200));
-                panic!("the tracer exited ({status}) before it was ready:\n{}", agent.stderr.lock().unwrap());
-            }
-            if let Ok((200, _)) = http_get(api, "/readyz") {
-                break;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "the tracer was not ready within 60 s:\n{}",
-                agent.stderr.lock().unwrap()
-            );
-            thread::sleep(Duration::from_millis(100));
-        }
-        agent
+        Self::start_env(extra, &[])
     }
 
     pub fn pid(&self) -> u32 {

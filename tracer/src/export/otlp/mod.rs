@@ -238,7 +238,7 @@ async fn backend_addrs(url: &reqwest::Url) -> Vec<std::net::SocketAddr> {
 }
 
 /// This node's name (host.name on every resource).
-fn hostname() -> String {
+pub fn hostname() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|h| h.trim().to_string())
         .ok()
