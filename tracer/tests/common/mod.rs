@@ -202,14 +202,7 @@ pub fn wait_listening(addr: &str, netns: Option<&str>) {
 
 /// `python3 -m http.server` serving `dir` on `bind:port` (optionally in a netns).
 pub fn http_server(bind: &str, port: u16, netns: Option<&str>, dir: &std::path::Path) -> Proc {
-    let mut cmd = match netns {
-        Some(ns) => {
-            let mut c = Command::new("ip");
-            c.args(["netns", "exec", ns, "python3"]);
-            c
-        }
-        None => Command::new("python3"),
-    };
+    let mut cmd = command_in(netns, "python3");
     cmd.args(["-m", "http.server", "--bind", bind, &port.to_string(), "--directory"])
         .arg(dir)
         .stdout(Stdio::null())
@@ -232,14 +225,7 @@ pub struct CurlReport {
 
 /// Run curl once and return its own account of the transfer.
 pub fn curl(url: &str, netns: Option<&str>, extra: &[&str]) -> CurlReport {
-    let mut cmd = match netns {
-        Some(ns) => {
-            let mut c = Command::new("ip");
-            c.args(["netns", "exec", ns, "curl"]);
-            c
-        }
-        None => Command::new("curl"),
-    };
+    let mut cmd = command_in(netns, "curl");
     cmd.args([
         "-sS",
         "-o",
@@ -283,72 +269,24 @@ pub fn site(size: usize) -> std::path::PathBuf {
 
 /// The test backend (tests/fixtures/backend.py) on 127.0.0.1:`port`.
 pub fn backend(port: u16, env: &[(&str, &str)]) -> Proc {
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/backend.py");
-    let p = Proc(
-        Command::new("python3")
-            .arg(script)
-            .arg(port.to_string())
-            .envs(env.iter().copied())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("starting the test backend"),
-    );
-    wait_listening(&format!("127.0.0.1:{port}"), None);
-    p
+    backend_at(None, port, env)
 }
 
 /// nginx (one worker) on 127.0.0.1:`port` proxying everything to 127.0.0.1:`upstream`.
 pub fn nginx_proxy(port: u16, upstream: u16) -> Proc {
-    let dir = std::env::temp_dir().join(format!("tracer-e2e-nginx-{}-{port}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let conf = format!(
-        r#"
-worker_processes 1;
-daemon off;
-# One process: killing it leaves no worker behind.
-master_process off;
-pid {dir}/nginx.pid;
-error_log {dir}/error.log warn;
-events {{ worker_connections 256; }}
-http {{
-    access_log off;
-    client_body_temp_path {dir}/body;
-    proxy_temp_path {dir}/proxy;
-    fastcgi_temp_path {dir}/fastcgi;
-    uwsgi_temp_path {dir}/uwsgi;
-    scgi_temp_path {dir}/scgi;
-    upstream backend {{ server 127.0.0.1:{upstream}; keepalive 4; }}
-    server {{
-        listen 127.0.0.1:{port};
-        location / {{
-            proxy_pass http://backend;
-            proxy_http_version 1.1;
-            proxy_set_header Connection "";
-            proxy_buffering off;
-        }}
-    }}
-}}
-"#,
-        dir = dir.display()
-    );
-    let path = dir.join("nginx.conf");
-    std::fs::write(&path, conf).unwrap();
-    let p = Proc(
-        Command::new("nginx")
-            .args(["-c"])
-            .arg(&path)
-            .arg("-p")
-            .arg(&dir)
-            .arg("-e")
-            .arg(dir.join("error.log"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("starting nginx (apt install nginx)"),
-    );
-    wait_listening(&format!("127.0.0.1:{port}"), None);
-    p
+    nginx_proxy_at(None, port, upstream)
+}
+
+/// `program`, run inside `netns` when given (`ip netns exec` keeps its pid).
+fn command_in(netns: Option<&str>, program: &str) -> Command {
+    match netns {
+        Some(ns) => {
+            let mut c = Command::new("ip");
+            c.args(["netns", "exec", ns, program]);
+            c
+        }
+        None => Command::new(program),
+    }
 }
 
 impl Agent {
@@ -514,24 +452,33 @@ impl Drop for Namespace {
 
 /// The test backend (tests/fixtures/backend.py) on 127.0.0.1:`port` inside `netns`.
 pub fn backend_in(netns: &str, port: u16, env: &[(&str, &str)]) -> Proc {
+    backend_at(Some(netns), port, env)
+}
+
+fn backend_at(netns: Option<&str>, port: u16, env: &[(&str, &str)]) -> Proc {
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/backend.py");
     let p = Proc(
-        Command::new("ip")
-            .args(["netns", "exec", netns, "python3", script, &port.to_string()])
+        command_in(netns, "python3")
+            .args([script, &port.to_string()])
             .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .expect("starting the test backend"),
     );
-    wait_listening(&format!("127.0.0.1:{port}"), Some(netns));
+    wait_listening(&format!("127.0.0.1:{port}"), netns);
     p
 }
 
-/// `nginx_proxy`, inside `netns` (same proxying, keep-alive upstream). One
-/// process (`master_process off`): killing it leaves no orphaned worker.
+/// `nginx_proxy`, inside `netns` (same proxying, keep-alive upstream).
 pub fn nginx_proxy_in(netns: &str, port: u16, upstream: u16) -> Proc {
-    let dir = std::env::temp_dir().join(format!("tracer-e2e-nginx-{}-{netns}-{port}", std::process::id()));
+    nginx_proxy_at(Some(netns), port, upstream)
+}
+
+/// One process (`master_process off`): killing it leaves no orphaned worker.
+fn nginx_proxy_at(netns: Option<&str>, port: u16, upstream: u16) -> Proc {
+    let ns = netns.unwrap_or("host");
+    let dir = std::env::temp_dir().join(format!("tracer-e2e-nginx-{}-{ns}-{port}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let d = dir.display();
     let conf = format!(
@@ -546,8 +493,8 @@ pub fn nginx_proxy_in(netns: &str, port: u16, upstream: u16) -> Proc {
     let path = dir.join("nginx.conf");
     std::fs::write(&path, conf).unwrap();
     let p = Proc(
-        Command::new("ip")
-            .args(["netns", "exec", netns, "nginx", "-c"])
+        command_in(netns, "nginx")
+            .arg("-c")
             .arg(&path)
             .arg("-p")
             .arg(&dir)
@@ -558,7 +505,7 @@ pub fn nginx_proxy_in(netns: &str, port: u16, upstream: u16) -> Proc {
             .spawn()
             .expect("starting nginx (apt install nginx)"),
     );
-    wait_listening(&format!("127.0.0.1:{port}"), Some(netns));
+    wait_listening(&format!("127.0.0.1:{port}"), netns);
     p
 }
 
