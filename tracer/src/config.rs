@@ -119,7 +119,9 @@ pub struct ConntrackConfig {
     pub max_connections: usize,
     /// Entries idle this long are dropped (their close was lost).
     pub idle_timeout_secs: u64,
-    /// Records queued to the output.
+    /// Records queued to the span stage (and to the line output). The span
+    /// stage's queue holds them in batches of one ring-buffer drain (up to
+    /// 256 events each): output_queue / 256 batches.
     pub output_queue: usize,
 }
 

@@ -5,6 +5,9 @@ use std::{net::SocketAddr, path::PathBuf, process::ExitCode};
 use clap::{Parser, Subcommand};
 use tracer::{config::Config, export::lines::OutputFormat};
 
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(version, about = "eBPF zero-instrumentation service tracer")]
 struct Cli {

@@ -27,7 +27,7 @@ use crate::{
     conntrack::{self, TableConfig},
     export::{
         Sink,
-        lines::LineWriter,
+        lines::{LineWriter, OutputFormat},
         otlp::{OtlpExporter, resolve_from_env},
     },
     k8s::K8sMetadata,
@@ -85,15 +85,18 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<()> 
 
     // Consumers start before the probes attach, so nothing waits on them.
     let (capture_to_conntrack, conntrack_rx) = mpsc::channel(cfg.capture.queue_batches.max(1));
-    let (conntrack_to_chain, chain_rx) = mpsc::channel(cfg.conntrack.output_queue.max(1));
-    let (chain_to_export, mut export_rx) = mpsc::channel(cfg.conntrack.output_queue.max(1));
+    let (conntrack_to_chain, chain_rx) = mpsc::channel((cfg.conntrack.output_queue / 256).max(4));
     queue_depth(&telemetry, "capture_to_conntrack", &capture_to_conntrack);
     queue_depth(&telemetry, "conntrack_to_chain", &conntrack_to_chain);
-    queue_depth(&telemetry, "chain_to_export", &chain_to_export);
 
-    let export_task = {
+    // Lines on stdout; with `--output none` there is no such stage at all.
+    let (chain_to_export, export_task) = if cfg.output == OutputFormat::None {
+        (None, None)
+    } else {
+        let (tx, mut export_rx) = mpsc::channel(cfg.conntrack.output_queue.max(1));
+        queue_depth(&telemetry, "chain_to_export", &tx);
         let mut writer = LineWriter::new(cfg.output);
-        tokio::task::spawn_blocking(move || {
+        let task = tokio::task::spawn_blocking(move || {
             while let Some(r) = export_rx.blocking_recv() {
                 writer.write(&r);
                 if export_rx.is_empty() {
@@ -101,7 +104,8 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<()> 
                 }
             }
             writer.flush();
-        })
+        });
+        (Some(tx), Some(task))
     };
     // The exporter stops after the chain stage released its last spans.
     let (export_stop_tx, export_stop_rx) = watch::channel(false);
@@ -160,7 +164,9 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<()> 
         reader_task.await.context("reader task")??;
         conntrack_task.await.context("conntrack task")?;
         chain_task.await.context("chain task")??;
-        export_task.await.context("export task")?;
+        if let Some(t) = export_task {
+            t.await.context("export task")?;
+        }
         anyhow::Ok(())
     })
     .await

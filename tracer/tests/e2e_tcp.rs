@@ -17,7 +17,11 @@ use serde_json::Value;
 /// curl's own byte counts, pids and ports.
 fn check_exchange(agent: &Agent, server_pid: u32, server_port: u16, c: &CurlReport, server_ip: &str) {
     assert_eq!(c.http_code, 200, "curl failed: {c:?}");
-    let client = agent.wait_for("curl's client close", |v| is_conn(v, "close", "client", c.local_port));
+    // Matched on both ports: an earlier connection (the harness polling
+    // /readyz) may have used the same ephemeral local port.
+    let client = agent.wait_for("curl's client close", |v| {
+        is_conn(v, "close", "client", c.local_port) && port_of(&v["remote"]) == server_port
+    });
     assert_eq!(client["pid"], c.pid, "client pid: {client}");
     assert_eq!(client["comm"], "curl");
     assert_eq!(port_of(&client["remote"]), server_port);
@@ -26,7 +30,9 @@ fn check_exchange(agent: &Agent, server_pid: u32, server_port: u16, c: &CurlRepo
     assert_eq!(client["bytes_received"], c.bytes_received, "client bytes received: {client}");
     assert_eq!(client["close_reason"], "normal");
     assert_eq!(client["seen_from"], "handshake");
-    let open = agent.wait_for("curl's client open", |v| is_conn(v, "open", "client", c.local_port));
+    let open = agent.wait_for("curl's client open", |v| {
+        is_conn(v, "open", "client", c.local_port) && port_of(&v["remote"]) == server_port
+    });
     assert_eq!(open["pid"], c.pid);
 
     let server = agent.wait_for("the server side", |v| {

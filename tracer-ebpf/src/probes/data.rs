@@ -16,14 +16,15 @@
 
 use aya_ebpf::{
     helpers::{
-        bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_current_task_btf, bpf_ktime_get_ns,
-        bpf_probe_read_user as read_user, bpf_task_pt_regs, generated::bpf_probe_read_user,
+        bpf_get_current_pid_tgid, bpf_get_current_task_btf, bpf_ktime_get_ns, bpf_probe_read_user as read_user,
+        bpf_task_pt_regs,
+        generated::{bpf_get_current_comm, bpf_probe_read_user},
     },
     macros::raw_tracepoint,
     programs::RawTracePointContext,
 };
 use tracer_common::{
-    config::{MAX_CAPTURE, MAX_IOV},
+    config::{KernelOffsets, MAX_CAPTURE, MAX_IOV},
     event::{
         AF_INET, AF_INET6, DATA_EGRESS, DATA_PAYLOAD_PARTIAL, DATA_SEQ_VALID, DataEvent, EVENT_VERSION, EventKind,
         Syscall,
@@ -71,15 +72,16 @@ fn sock_length(ctx: &RawTracePointContext, send: bool) -> i32 {
     if ret <= 0 || (!send && flags & MSG_PEEK != 0) {
         return 0;
     }
+    // One copy of the offsets per event (a volatile read of the whole struct).
     let o = config::offsets();
-    let Ok(common) = sock::common(sk) else {
+    let Ok(common) = sock::common(sk, &o) else {
         return 0;
     };
     let family = common.u16(o.skc_family);
     if family != AF_INET && family != AF_INET6 {
         return 0;
     }
-    if sock::read::<u16>(sk, o.sk_protocol) != Ok(IPPROTO_TCP) || !sock::in_watched_netns(sk) {
+    if sock::read::<u16>(sk, o.sk_protocol) != Ok(IPPROTO_TCP) || !sock::in_watched_netns(sk, &o) {
         return 0;
     }
     let pid_tgid = bpf_get_current_pid_tgid();
@@ -89,21 +91,20 @@ fn sock_length(ctx: &RawTracePointContext, send: bool) -> i32 {
     // The sequence counters already moved past the bytes of this call.
     let seq_off = if send { o.tcp_write_seq } else { o.tcp_copied_seq };
     let seq = sock::read::<u32>(sk, seq_off).map(|s| s.wrapping_sub(ret as u32));
-    let call = current_call(send);
-    let _ = emit(pid_tgid, sk, &common, seq.ok(), &call, ret as u64, send);
+    let call = current_call(&o, send);
+    let _ = emit(&o, pid_tgid, sk, &common, seq.ok(), &call, ret as u64, send);
     0
 }
 
 /// Which hooked syscall the thread is in, from its saved user registers.
 #[inline(always)]
-fn current_call(send: bool) -> Call {
+fn current_call(o: &KernelOffsets, send: bool) -> Call {
     let other = Call { syscall: Syscall::Other, fd: -1, ptr: 0, len: 0 };
     let regs = unsafe { bpf_task_pt_regs(bpf_get_current_task_btf()) } as u64;
     if regs == 0 {
         maps::count(Counter::RegsReadFailed);
         return other;
     }
-    let o = config::offsets();
     let Ok(r) = sock::Block::read(regs, o.regs_block) else {
         maps::count(Counter::RegsReadFailed);
         return other;
@@ -138,6 +139,7 @@ fn current_call(send: bool) -> Call {
 
 #[inline(always)]
 fn emit(
+    o: &KernelOffsets,
     pid_tgid: u64,
     sk: u64,
     common: &sock::Block,
@@ -155,13 +157,13 @@ fn emit(
     ev.header.version = EVENT_VERSION;
     ev.header.ts_ns = unsafe { bpf_ktime_get_ns() };
     ev.sk = sk;
-    ev.tuple = Default::default();
-    if sock::tuple(sk, common, &mut ev.tuple).is_err() {
+    if sock::tuple(sk, o, common, &mut ev.tuple).is_err() {
         maps::count(Counter::SockReadFailed);
     }
     ev.task.pid = (pid_tgid >> 32) as u32;
     ev.task.tid = pid_tgid as u32;
-    ev.task.comm = bpf_get_current_comm().unwrap_or_default();
+    // Straight into the event: the safe wrapper zeroes a copy first.
+    unsafe { bpf_get_current_comm(ev.task.comm.as_mut_ptr().cast(), 16) };
     ev.fd = call.fd;
     ev.bytes = ret as u32;
     ev.seq = seq.unwrap_or(0);

@@ -75,7 +75,7 @@ fn try_inet_sock_set_state(ctx: &TracePointContext) -> Result<(), i64> {
     }
 
     let sk: u64 = field(ctx, fmt::SKADDR);
-    if !sock::in_watched_netns(sk) {
+    if !sock::in_watched_netns(sk, &config::offsets()) {
         return Ok(());
     }
     let mut ev = ConnEvent::default();
@@ -175,7 +175,7 @@ fn try_accept_exit(ctx: &TracePointContext) -> Result<(), i64> {
         maps::count(Counter::SockReadFailed);
         return Ok(());
     };
-    if !sock::in_watched_netns(sk) {
+    if !sock::in_watched_netns(sk, &config::offsets()) {
         return Ok(());
     }
     let mut ev = AcceptEvent::default();

@@ -23,8 +23,9 @@
 //! children) and released with their links resolved; a full buffer releases
 //! its oldest spans early (counted).
 
+use foldhash::{HashMap, HashMapExt};
 use std::{
-    collections::{BTreeSet, HashMap, VecDeque},
+    collections::{BTreeSet, VecDeque},
     net::SocketAddr,
     sync::Arc,
     time::Duration,
@@ -253,19 +254,20 @@ impl Linker {
 
     /// Release every span whose hold ended by `now_ns` (all with u64::MAX).
     pub fn release_due(&mut self, now_ns: u64, out: &mut Vec<Span>) {
-        // Spans end in roughly increasing order; a span whose hold is not
-        // over keeps later ones waiting at most by the difference.
-        let mut keep = VecDeque::new();
-        while let Some((at, id)) = self.queue.pop_front() {
+        // Hold deadlines are max(end, arrival) + hold and arrivals only grow,
+        // so the queue is in deadline order but for spans that ended after
+        // they arrived (clock skew between CPUs, microseconds): stopping at
+        // the first span not due delays those by as much, and keeps this
+        // proportional to what is released, not to what is held.
+        while let Some(&(at, id)) = self.queue.front() {
             if at > now_ns {
-                keep.push_back((at, id));
-                continue;
+                break;
             }
+            self.queue.pop_front();
             if let Some(s) = self.release(id) {
                 out.push(s);
             }
         }
-        self.queue = keep;
     }
 
     fn release(&mut self, id: Id) -> Option<Span> {

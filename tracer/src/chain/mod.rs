@@ -39,8 +39,8 @@ pub struct ChainConfig {
 /// drops the item (counted).
 pub async fn run(
     cfg: ChainConfig,
-    mut from_conntrack: mpsc::Receiver<Record>,
-    to_export: mpsc::Sender<Item>,
+    mut from_conntrack: mpsc::Receiver<Vec<Record>>,
+    to_export: Option<mpsc::Sender<Item>>,
     telemetry: Arc<Telemetry>,
 ) -> anyhow::Result<()> {
     let mut router = Router::new(&cfg.routes)?;
@@ -48,15 +48,24 @@ pub async fn run(
     let mut linker = Linker::new(cfg.link.clone());
     let mut released = Vec::new();
     let mut tick = tokio::time::interval(std::time::Duration::from_millis(50));
+    // No line output (`--output none`): records are not even queued for it.
     let send = |item: Item| {
-        if to_export.try_send(item).is_err() {
+        if let Some(tx) = &to_export
+            && tx.try_send(item).is_err()
+        {
             telemetry.drop_event("chain_to_export", "queue_full", 1);
         }
     };
+    let link_counters = ["thread", "peer", "remote", "ambiguous", "released_early"]
+        .map(|rule| telemetry.chain_links.get_or_create(&vec![("rule", rule)]).clone());
+    let mut batch = Vec::new();
     loop {
         tokio::select! {
-            r = from_conntrack.recv() => {
-                let Some(r) = r else { break };
+            n = from_conntrack.recv_many(&mut batch, 64) => {
+                if n == 0 {
+                    break;
+                }
+                for r in batch.drain(..).flatten() {
                 match r {
                     Record::Conn(c) => {
                         if !cfg.sinks.is_empty() {
@@ -92,6 +101,7 @@ pub async fn run(
                         }
                     }
                 }
+                }
             }
             _ = tick.tick() => linker.release_due(crate::clock::monotonic_ns(), &mut released),
         }
@@ -104,15 +114,11 @@ pub async fn run(
         }
         telemetry.chain_held.set(linker.len() as i64);
         let c = std::mem::take(&mut linker.counters);
-        for (rule, n) in [
-            ("thread", c.thread_links),
-            ("peer", c.peer_links),
-            ("remote", c.remote_links),
-            ("ambiguous", c.ambiguous),
-            ("released_early", c.released_early),
-        ] {
+        for (counter, n) in
+            link_counters.iter().zip([c.thread_links, c.peer_links, c.remote_links, c.ambiguous, c.released_early])
+        {
             if n > 0 {
-                telemetry.chain_links.get_or_create(&vec![("rule", rule)]).inc_by(n);
+                counter.inc_by(n);
             }
         }
     }

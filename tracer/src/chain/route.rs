@@ -8,8 +8,7 @@
 //! the heuristic misses (slugs, search terms in paths), because an unbounded
 //! `http.route` breaks every metric backend that groups by it.
 
-use std::collections::{HashMap, HashSet};
-
+use foldhash::{HashMap, HashMapExt, HashSet, HashSetExt};
 use serde::Deserialize;
 
 /// Reported in place of a new route once a service holds its cap of routes.

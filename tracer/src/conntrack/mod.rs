@@ -78,7 +78,7 @@ use crate::{capture::event::Event, clock::monotonic_ns, telemetry::Telemetry};
 pub async fn run(
     cfg: TableConfig,
     mut from_capture: mpsc::Receiver<Vec<Event>>,
-    to_export: mpsc::Sender<Record>,
+    to_export: mpsc::Sender<Vec<Record>>,
     telemetry: Arc<Telemetry>,
     data_events: bool,
     protocols: crate::protocols::ProtocolConfig,
@@ -91,19 +91,25 @@ pub async fn run(
         tokio::select! {
             batch = from_capture.recv() => {
                 let Some(batch) = batch else { break };
+                // One output batch per input batch: a channel send (and a
+                // wakeup of the next stage) per record cost more than the record.
+                let mut records = Vec::with_capacity(batch.len());
                 for ev in &batch {
                     if let Err(Refused::Full) = table.apply(ev, &mut out) {
                         telemetry.drop_event("conntrack", "table_full", 1);
                     }
-                    let data = match ev {
-                        Event::Data(d) if data_events => Some(Record::Data(DataRecord::from(d))),
-                        _ => None,
-                    };
-                    let calls: Vec<_> = table.take_calls().map(Record::Call).collect();
-                    for r in out.drain(..).map(Record::Conn).chain(calls).chain(data) {
-                        if to_export.try_send(r).is_err() {
-                            telemetry.drop_event("conntrack_to_chain", "queue_full", 1);
-                        }
+                    records.extend(out.drain(..).map(Record::Conn));
+                    records.extend(table.take_calls().map(Record::Call));
+                    if let Event::Data(d) = ev
+                        && data_events
+                    {
+                        records.push(Record::Data(DataRecord::from(d)));
+                    }
+                }
+                if !records.is_empty() {
+                    let n = records.len() as u64;
+                    if to_export.try_send(records).is_err() {
+                        telemetry.drop_event("conntrack_to_chain", "queue_full", n);
                     }
                 }
                 telemetry.connections_live.set(table.len() as i64);

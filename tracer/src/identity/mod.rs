@@ -4,8 +4,8 @@
 //! executable name. Cached per pid, refreshed when the pid is reused (its
 //! start time changes). Bounded: the cache is cleared when full.
 
+use foldhash::{HashMap, HashMapExt};
 use std::{
-    collections::HashMap,
     fs,
     sync::Arc,
     time::{Duration, Instant},

@@ -56,9 +56,18 @@ pub fn kernel_offsets(path: &Path) -> Result<KernelOffsets> {
     Ok(o)
 }
 
-/// Start of a BLOCK-byte window covering every (offset, size) field.
+/// Start of a BLOCK-byte window covering every (offset, size) field. The
+/// probes take each field from the 8-byte word holding it, so the window
+/// starts on 8 bytes and every field must be naturally aligned (true of every
+/// kernel layout; checked, not assumed).
 fn window(what: &str, fields: &[(u16, u16)]) -> Result<u16> {
-    let start = fields.iter().map(|f| f.0).min().unwrap_or(0);
+    if let Some((off, size)) = fields.iter().find(|(off, size)| !size.is_power_of_two() || *size > 8 || off % size != 0)
+    {
+        bail!(
+            "a {what} field the probes read ({size} bytes at offset {off}) is not naturally aligned in this kernel: unsupported layout"
+        );
+    }
+    let start = fields.iter().map(|f| f.0).min().unwrap_or(0) & !7;
     let end = fields.iter().map(|f| f.0 + f.1).max().unwrap_or(0);
     if usize::from(end - start) > tracer_common::config::BLOCK {
         bail!(
@@ -167,5 +176,15 @@ mod tests {
         assert_ne!(o.tcp_copied_seq, o.tcp_write_seq);
         assert_ne!(o.task_files, 0);
         assert_ne!(o.regs_arg[0], o.regs_arg[1]);
+        assert_eq!(o.skc_block % 8, 0);
+        assert_eq!(o.regs_block % 8, 0);
+    }
+
+    #[test]
+    fn windows_start_on_words_and_refuse_misaligned_fields() {
+        assert_eq!(window("t", &[(12, 2), (14, 2), (4, 4)]).unwrap(), 0);
+        assert_eq!(window("t", &[(100, 4), (104, 8)]).unwrap(), 96);
+        assert!(window("t", &[(13, 2)]).is_err());
+        assert!(window("t", &[(0, 4), (40, 4)]).is_err());
     }
 }

@@ -4,10 +4,8 @@
 //! always complete recent history rather than fragments of every trace.
 //! Pure data structure: no locks, no clock, no I/O (unit-tested alone).
 
-use std::{
-    collections::{HashMap, HashSet, VecDeque},
-    sync::Arc,
-};
+use foldhash::{HashMap, HashMapExt, HashSet};
+use std::{collections::VecDeque, sync::Arc};
 
 use crate::chain::span::{Span, SpanId, SpanKind, Status, TraceId, Value};
 

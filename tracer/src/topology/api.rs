@@ -33,7 +33,8 @@
 //! least 5 %; degraded when either is at least 1 % or a connection was
 //! reset; ok otherwise; unknown with nothing inbound.
 
-use std::{collections::HashMap, sync::Arc, time::SystemTime};
+use foldhash::{HashMap, HashMapExt};
+use std::{sync::Arc, time::SystemTime};
 
 use axum::{
     Json, Router,

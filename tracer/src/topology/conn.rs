@@ -18,12 +18,8 @@
 //! chain linker for `hold_ms` after they end, so without the delay the first
 //! connection to a server would be placed before any span named it.
 
-use std::{
-    collections::{HashMap, VecDeque},
-    hash::Hash,
-    net::SocketAddr,
-    sync::Arc,
-};
+use foldhash::{HashMap, HashMapExt};
+use std::{collections::VecDeque, hash::Hash, net::SocketAddr, sync::Arc};
 
 use super::graph::{End, Graph, NodeKind, TcpEvent};
 use crate::{

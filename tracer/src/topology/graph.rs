@@ -11,7 +11,8 @@
 //! `tracer_topology_overflow_total{cap}`. Edges idle for the longest window
 //! (1 h) are dropped, and nodes left without edges with them.
 
-use std::{collections::HashMap, sync::Arc};
+use foldhash::{HashMap, HashMapExt};
+use std::sync::Arc;
 
 use serde::Serialize;
 

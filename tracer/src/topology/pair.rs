@@ -9,10 +9,8 @@
 //! within a few ms of each other, so a timeout of a few seconds loses
 //! nothing but spans that were dropped upstream.
 
-use std::{
-    collections::{HashMap, VecDeque},
-    sync::Arc,
-};
+use foldhash::{HashMap, HashMapExt};
+use std::{collections::VecDeque, sync::Arc};
 
 use crate::{chain::link::PeerKey, chain::span::SpanKind, identity::Service};
 

@@ -11,7 +11,8 @@
 //! divide by what it covers (and by less while the agent is younger than
 //! the window).
 
-use std::collections::{HashMap, VecDeque};
+use foldhash::{HashMap, HashMapExt};
+use std::collections::VecDeque;
 
 use super::histogram::SlotHistogram;
 
