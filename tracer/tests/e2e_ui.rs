@@ -396,8 +396,8 @@ fn synthetic_trace(t: u8, svc: usize, leaf: usize) -> Vec<tracer::chain::span::S
         status: Status::Unset,
         attributes: vec![
             ("http.request.method".into(), Value::Str("GET".into())),
-            ("url.path".into(), Value::Str(format!("/{own}/{t}"))),
-            ("http.route".into(), Value::Str(format!("/{own}/{{id}}"))),
+            ("url.path".into(), Value::Str(format!("/{own}/{t}").into())),
+            ("http.route".into(), Value::Str(format!("/{own}/{{id}}").into())),
             ("http.response.status_code".into(), Value::Int(200)),
         ],
         service: service(own),

@@ -57,6 +57,13 @@ pub struct Args {
     /// wrk threads (-t).
     #[arg(long, default_value_t = 1)]
     threads: u32,
+    /// Offer about this many requests/s instead of as many as nginx can
+    /// answer: ceil(rate/1000) connections, each waiting 1 ms between
+    /// requests (a wrk delay() script; --connections is then ignored). The
+    /// throughput ratio is ~1 by construction; what it shows is the agent's
+    /// CPU per request with no drops and its cost in latency.
+    #[arg(long)]
+    rate: Option<u32>,
     /// Extra argument for `tracer run` (repeatable), e.g. --tracer-arg=--capture-bytes=0.
     #[arg(long = "tracer-arg", allow_hyphen_values = true)]
     tracer_args: Vec<String>,
@@ -78,6 +85,13 @@ pub fn run(args: Args) -> Result<()> {
             bail!("{tool} not found: the bench needs nginx and wrk (apt-get install nginx wrk)");
         }
     }
+    let mut args = args;
+    if let Some(rate) = args.rate {
+        if rate < 1000 {
+            bail!("--rate must be at least 1000 requests/s (one connection each 1 ms)");
+        }
+        args.connections = rate.div_ceil(1000).max(args.threads);
+    }
     if args.rounds == 0 || args.duration == 0 || args.threads == 0 || args.connections < args.threads {
         bail!("--rounds, --duration and --threads must be at least 1, and --connections at least --threads");
     }
@@ -89,6 +103,11 @@ pub fn run(args: Args) -> Result<()> {
     let ticks_per_s =
         output(Command::new("getconf").arg("CLK_TCK")).ok().and_then(|s| s.trim().parse::<f64>().ok()).unwrap_or(100.0);
 
+    if args.rate.is_some() {
+        let script = dir.join("rate.lua");
+        fs::write(&script, "-- 1 ms between two requests of a connection\nfunction delay()\n  return 1\nend\n")
+            .with_context(|| format!("writing {}", script.display()))?;
+    }
     let nginx = start_nginx(&dir)?;
     let url = format!("http://127.0.0.1:{}/", nginx.port);
     eprintln!(
@@ -278,15 +297,23 @@ fn summarize(args: &Args, rounds: &[Round], figures: &[Figure]) -> (String, Stri
     let cpu_pct = cpu_s / wall_s * 100.0;
     let cpu_s_per_1m = cpu_s / requests as f64 * 1e6;
     let rss_mib = rounds.iter().map(|r| r.agent_rss_kib).max().unwrap_or(0) as f64 / 1024.0;
-    let Args { rounds: n, duration, connections, threads, .. } = args;
+    let submitted: u64 = rounds.iter().map(|r| r.events.submitted + r.events.ringbuf_full).sum();
+    let dropped: u64 = rounds.iter().map(|r| r.events.ringbuf_full + r.events.dropped_user).sum();
+    let dropped_pct = dropped as f64 / submitted.max(1) as f64 * 100.0;
+    let Args { rounds: n, duration, connections, threads, rate, .. } = args;
+    let load = match rate {
+        Some(r) => format!("at ~{r} req/s offered"),
+        None => "as fast as nginx answers".to_string(),
+    };
     let mut text = format!(
-        "\nnginx under wrk -t{threads} -c{connections}, {n} rounds x {duration} s; medians over rounds, ratios paired per round\n\
+        "\nnginx under wrk -t{threads} -c{connections} {load}, {n} rounds x {duration} s; medians over rounds, ratios paired per round\n\
          \x20 untraced        {untraced_rps:>9.0} req/s   p99 {untraced_p99_ms:.3} ms\n\
          \x20 traced          {traced_rps:>9.0} req/s   p99 {traced_p99_ms:.3} ms\n\
          \x20 throughput      {throughput_ratio:.3} x untraced\n\
          \x20 p99 latency     {p99_ratio:.3} x untraced\n\
          \x20 agent CPU       {cpu_pct:.1} % of one core, {cpu_s_per_1m:.3} CPU-s per 1M requests\n\
-         \x20 agent peak RSS  {rss_mib:.1} MiB"
+         \x20 agent peak RSS  {rss_mib:.1} MiB\n\
+         \x20 drops           {dropped_pct:.2} per 100 captured events (ring full + every userspace queue; {submitted} captured)"
     );
     if !figures.is_empty() {
         text.push_str("\nuserspace pipeline (criterion, per core: CPU time of one thread)");
@@ -308,6 +335,8 @@ fn summarize(args: &Args, rounds: &[Round], figures: &[Figure]) -> (String, Stri
         ("agent_cpu_pct_of_core", cpu_pct),
         ("agent_cpu_s_per_1m_requests", cpu_s_per_1m),
         ("agent_peak_rss_mib", rss_mib),
+        ("offered_rate", rate.map_or(f64::NAN, f64::from)),
+        ("drops_per_100_events", dropped_pct),
     ];
     let mut json = String::from("{\n");
     for (k, v) in fields {
@@ -484,13 +513,12 @@ fn start_agent(bin: &Path, dir: &Path, round: u32, extra: &[String]) -> Result<A
 /// Run wrk for `secs` seconds and parse its `--latency` report.
 fn wrk(args: &Args, url: &str, secs: u32) -> Result<Load> {
     let start = Instant::now();
-    let out = output(Command::new(WRK).args([
-        &format!("-t{}", args.threads),
-        &format!("-c{}", args.connections),
-        &format!("-d{secs}s"),
-        "--latency",
-        url,
-    ]))?;
+    let mut cmd = Command::new(WRK);
+    cmd.args([&format!("-t{}", args.threads), &format!("-c{}", args.connections), &format!("-d{secs}s"), "--latency"]);
+    if args.rate.is_some() {
+        cmd.arg("-s").arg(workspace_root().join("target").join("bench").join("rate.lua"));
+    }
+    let out = output(cmd.arg(url))?;
     let wall_s = start.elapsed().as_secs_f64();
     let load = parse_wrk(&out, wall_s).with_context(|| format!("parsing wrk's output:\n{out}"))?;
     for line in out.lines().map(str::trim) {

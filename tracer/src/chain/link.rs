@@ -152,13 +152,33 @@ pub struct LinkCounters {
     pub ambiguous: u64,
 }
 
+/// What this node saw of one request (a [`PeerKey`]): the CLIENT span still
+/// held, and the service at each end, so a span learns which service is at
+/// the other end (topology edges) even after that end was released.
+#[derive(Default)]
+struct Peer {
+    client: Option<Id>,
+    client_service: Option<Arc<Service>>,
+    server_service: Option<Arc<Service>>,
+}
+
+/// A held span and when its hold ends; `span` is None once released.
+struct Held {
+    at: u64,
+    span: Option<Span>,
+}
+
 pub struct Linker {
     cfg: LinkConfig,
-    next: Id,
-    spans: HashMap<Id, Span>,
-    /// Release order: (release at, id).
-    queue: VecDeque<(u64, Id)>,
-    clients: HashMap<PeerKey, Id>,
+    /// Held spans in arrival order; ids are consecutive, `first` is the id
+    /// of `held[0]`. Arrival order is release order (hold deadlines grow
+    /// with arrival), so spans leave from the front and a lookup by id is an
+    /// index, not a hash.
+    held: VecDeque<Held>,
+    first: Id,
+    live: usize,
+    peers: HashMap<PeerKey, Peer>,
+    peers_order: VecDeque<PeerKey>,
     /// SERVER spans per (pid, tid), ordered by start: insert, removal and
     /// the thread-rule lookup stay logarithmic when one event-loop thread
     /// serves tens of thousands of requests within the hold.
@@ -167,10 +187,6 @@ pub struct Linker {
     /// parents agree; bounded with the buffer.
     fixed: HashMap<SpanId, TraceId>,
     fixed_order: VecDeque<SpanId>,
-    /// Service of each end seen on this node, by request, so a span learns
-    /// which service is at the other end (topology edges); bounded like `fixed`.
-    ends: HashMap<(PeerKey, SpanKind), Arc<Service>>,
-    ends_order: VecDeque<(PeerKey, SpanKind)>,
     pub counters: LinkCounters,
 }
 
@@ -178,25 +194,34 @@ impl Linker {
     pub fn new(cfg: LinkConfig) -> Self {
         Linker {
             cfg,
-            next: 0,
-            spans: HashMap::new(),
-            queue: VecDeque::new(),
-            clients: HashMap::new(),
+            held: VecDeque::new(),
+            first: 0,
+            live: 0,
+            peers: HashMap::new(),
+            peers_order: VecDeque::new(),
             servers_by_thread: HashMap::new(),
             fixed: HashMap::new(),
             fixed_order: VecDeque::new(),
-            ends: HashMap::new(),
-            ends_order: VecDeque::new(),
             counters: LinkCounters::default(),
         }
     }
 
     pub fn len(&self) -> usize {
-        self.spans.len()
+        self.live
     }
 
     pub fn is_empty(&self) -> bool {
-        self.spans.is_empty()
+        self.live == 0
+    }
+
+    fn get(&self, id: Id) -> Option<&Span> {
+        let i = usize::try_from(id.checked_sub(self.first)?).ok()?;
+        self.held.get(i)?.span.as_ref()
+    }
+
+    fn get_mut(&mut self, id: Id) -> Option<&mut Span> {
+        let i = usize::try_from(id.checked_sub(self.first)?).ok()?;
+        self.held.get_mut(i)?.span.as_mut()
     }
 
     /// Take a finished span; spans pushed to `out` are released early when
@@ -211,40 +236,43 @@ impl Linker {
     /// runs behind (a loaded machine), its parents still get the full hold.
     pub fn insert_at(&mut self, mut span: Span, now_ns: u64, out: &mut Vec<Span>) {
         let key = PeerKey::of(&span);
+        let id = self.first + self.held.len() as Id;
         if let Some(k) = key {
             span.span_id = match span.kind {
                 SpanKind::Client => k.client_span_id(),
                 SpanKind::Server => k.server_span_id(),
             };
-        }
-        let id = self.next;
-        self.next += 1;
-        if let Some(k) = key
-            && self.ends.insert((k, span.kind), span.service.clone()).is_none()
-        {
-            self.ends_order.push_back((k, span.kind));
-            while self.ends_order.len() > self.cfg.max_spans.max(1024) {
-                if let Some(old) = self.ends_order.pop_front() {
-                    self.ends.remove(&old);
+            let peer = match self.peers.entry(k) {
+                std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+                std::collections::hash_map::Entry::Vacant(e) => {
+                    self.peers_order.push_back(k);
+                    e.insert(Peer::default())
+                }
+            };
+            match span.kind {
+                SpanKind::Client => {
+                    peer.client = Some(id);
+                    peer.client_service.get_or_insert_with(|| span.service.clone());
+                }
+                SpanKind::Server => {
+                    peer.server_service.get_or_insert_with(|| span.service.clone());
+                }
+            }
+            while self.peers_order.len() > self.cfg.max_spans.max(1024) {
+                if let Some(old) = self.peers_order.pop_front() {
+                    self.peers.remove(&old);
                 }
             }
         }
-        match (span.kind, key) {
-            (SpanKind::Client, Some(k)) => {
-                self.clients.insert(k, id);
-            }
-            (SpanKind::Server, _) => {
-                if let Some(pid) = span.pid {
-                    self.servers_by_thread.entry((pid, span.request_tid)).or_default().insert((span.start_ns, id));
-                }
-            }
-            _ => {}
+        if let (SpanKind::Server, Some(pid)) = (span.kind, span.pid) {
+            self.servers_by_thread.entry((pid, span.request_tid)).or_default().insert((span.start_ns, id));
         }
         let hold = Duration::from_millis(self.cfg.hold_ms).as_nanos() as u64;
-        self.queue.push_back((span.end_ns.max(now_ns).saturating_add(hold), id));
-        self.spans.insert(id, span);
-        while self.spans.len() > self.cfg.max_spans {
-            let Some((_, old)) = self.queue.pop_front() else { break };
+        let at = span.end_ns.max(now_ns).saturating_add(hold);
+        self.held.push_back(Held { at, span: Some(span) });
+        self.live += 1;
+        while self.live > self.cfg.max_spans {
+            let Some(old) = self.front_live() else { break };
             self.counters.released_early += 1;
             if let Some(s) = self.release(old) {
                 out.push(s);
@@ -252,18 +280,29 @@ impl Linker {
         }
     }
 
+    /// Id of the oldest span still held, dropping released slots before it.
+    fn front_live(&mut self) -> Option<Id> {
+        while let Some(h) = self.held.front() {
+            if h.span.is_some() {
+                return Some(self.first);
+            }
+            self.held.pop_front();
+            self.first += 1;
+        }
+        None
+    }
+
     /// Release every span whose hold ended by `now_ns` (all with u64::MAX).
     pub fn release_due(&mut self, now_ns: u64, out: &mut Vec<Span>) {
         // Hold deadlines are max(end, arrival) + hold and arrivals only grow,
-        // so the queue is in deadline order but for spans that ended after
+        // so the buffer is in deadline order but for spans that ended after
         // they arrived (clock skew between CPUs, microseconds): stopping at
         // the first span not due delays those by as much, and keeps this
         // proportional to what is released, not to what is held.
-        while let Some(&(at, id)) = self.queue.front() {
-            if at > now_ns {
+        while let Some(id) = self.front_live() {
+            if self.held[0].at > now_ns {
                 break;
             }
-            self.queue.pop_front();
             if let Some(s) = self.release(id) {
                 out.push(s);
             }
@@ -272,31 +311,31 @@ impl Linker {
 
     fn release(&mut self, id: Id) -> Option<Span> {
         let (trace, parent) = self.resolve(id, 0);
-        let mut span = self.spans.remove(&id)?;
+        let i = usize::try_from(id.checked_sub(self.first)?).ok()?;
+        let mut span = self.held.get_mut(i)?.span.take()?;
+        self.live -= 1;
         span.trace_id = trace;
         span.parent_span_id = parent;
-        if let Some(k) = PeerKey::of(&span) {
-            let other = match span.kind {
-                SpanKind::Client => SpanKind::Server,
-                SpanKind::Server => SpanKind::Client,
-            };
-            span.peer_service = self.ends.get(&(k, other)).cloned();
-        }
-        match (span.kind, PeerKey::of(&span)) {
-            (SpanKind::Client, Some(k)) if self.clients.get(&k) == Some(&id) => {
-                self.clients.remove(&k);
-            }
-            (SpanKind::Server, _) => {
-                if let Some(pid) = span.pid
-                    && let Some(v) = self.servers_by_thread.get_mut(&(pid, span.request_tid))
-                {
-                    v.remove(&(span.start_ns, id));
-                    if v.is_empty() {
-                        self.servers_by_thread.remove(&(pid, span.request_tid));
+        if let Some(k) = PeerKey::of(&span)
+            && let Some(peer) = self.peers.get_mut(&k)
+        {
+            match span.kind {
+                SpanKind::Client => {
+                    if peer.client == Some(id) {
+                        peer.client = None;
                     }
+                    span.peer_service = peer.server_service.clone();
                 }
+                SpanKind::Server => span.peer_service = peer.client_service.clone(),
             }
-            _ => {}
+        }
+        if let (SpanKind::Server, Some(pid)) = (span.kind, span.pid)
+            && let Some(v) = self.servers_by_thread.get_mut(&(pid, span.request_tid))
+        {
+            v.remove(&(span.start_ns, id));
+            if v.is_empty() {
+                self.servers_by_thread.remove(&(pid, span.request_tid));
+            }
         }
         self.fix(span.span_id, trace);
         Some(span)
@@ -315,7 +354,7 @@ impl Linker {
 
     /// Trace id and parent of a held span.
     fn resolve(&mut self, id: Id, depth: u32) -> (TraceId, Option<SpanId>) {
-        let Some(span) = self.spans.get(&id) else { return ([0; 16], None) };
+        let Some(span) = self.get(id) else { return ([0; 16], None) };
         if let Some(t) = self.fixed.get(&span.span_id) {
             return (*t, span.parent_span_id);
         }
@@ -323,10 +362,10 @@ impl Linker {
             return (span.trace_id, span.parent_span_id);
         }
         let key = PeerKey::of(span);
-        let (kind, own_trace) = (span.kind, span.trace_id);
+        let (kind, own_trace, span_id) = (span.kind, span.trace_id, span.span_id);
         let (trace, parent) = match kind {
             SpanKind::Server => match key {
-                Some(k) => match self.clients.get(&k).copied() {
+                Some(k) => match self.peers.get(&k).and_then(|p| p.client) {
                     // Rule 3: the client end is on this node.
                     Some(client) => {
                         self.counters.peer_links += 1;
@@ -344,15 +383,14 @@ impl Linker {
             SpanKind::Client => match self.thread_parent(id) {
                 Some(server) => {
                     self.counters.thread_links += 1;
-                    let parent_id = self.spans[&server].span_id;
+                    let parent_id = self.get(server).map_or([0; 8], |s| s.span_id);
                     (self.resolve(server, depth + 1).0, Some(parent_id))
                 }
                 None => (key.map_or(own_trace, |k| k.trace_id()), None),
             },
         };
-        let span_id = self.spans[&id].span_id;
         self.fix(span_id, trace);
-        if let Some(s) = self.spans.get_mut(&id) {
+        if let Some(s) = self.get_mut(id) {
             s.trace_id = trace;
             s.parent_span_id = parent;
         }
@@ -362,7 +400,7 @@ impl Linker {
     /// Rule 2: the one SERVER span in flight on the client's thread when it
     /// sent its request.
     fn thread_parent(&mut self, id: Id) -> Option<Id> {
-        let c = &self.spans[&id];
+        let c = self.get(id)?;
         let pid = c.pid?;
         let candidates = self.servers_by_thread.get(&(pid, c.request_tid))?;
         let mut inside = None;
@@ -377,7 +415,7 @@ impl Linker {
                 self.counters.ambiguous += 1;
                 return None;
             }
-            let s = &self.spans[sid];
+            let Some(s) = self.get(*sid) else { continue };
             // Issued between reading the request and starting the response.
             // Only the start counts: a proxy streams the response while its
             // upstream call is still being read.

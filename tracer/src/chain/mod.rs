@@ -92,7 +92,7 @@ pub async fn run(
                         // In a cluster, a peer that is a pod or a Service is
                         // named (`checkout -> payments`, not an IP).
                         if let Some(name) = cfg.k8s.as_ref().and_then(|k| k.name_for_ip(span.remote.ip())) {
-                            span.attributes.push(("peer.service".into(), span::Value::Str(name)));
+                            span.attributes.push(("peer.service".into(), span::Value::Str(name.into())));
                         }
                         if cfg.link.enabled {
                             linker.insert_at(span, crate::clock::monotonic_ns(), &mut released);

@@ -32,7 +32,9 @@ pub enum Status {
 #[derive(Clone, Debug, PartialEq, Serialize)]
 #[serde(untagged)]
 pub enum Value {
-    Str(String),
+    /// Borrowed for the constants most attributes are ("GET", "http",
+    /// "tcp", "1.1"): no allocation per span for them.
+    Str(Cow<'static, str>),
     Int(i64),
     StrArray(Vec<String>),
 }
@@ -169,20 +171,22 @@ pub fn http_span(
         None => (req.target.as_str(), None),
     };
     let mut a: Vec<(Cow<'static, str>, Value)> = Vec::with_capacity(24);
-    let method_known = KNOWN_METHODS.contains(&req.method.as_str());
-    if method_known {
-        put(&mut a, "http.request.method", Value::Str(req.method.clone()));
-    } else {
-        put(&mut a, "http.request.method", Value::Str("_OTHER".into()));
-        put(&mut a, "http.request.method_original", Value::Str(req.method.clone()));
+    let known = KNOWN_METHODS.iter().find(|m| **m == req.method.as_str());
+    match known {
+        Some(m) => put(&mut a, "http.request.method", Value::Str(Cow::Borrowed(m))),
+        None => {
+            put(&mut a, "http.request.method", Value::Str("_OTHER".into()));
+            put(&mut a, "http.request.method_original", Value::Str(req.method.clone().into()));
+        }
     }
-    put(&mut a, "url.path", Value::Str(path.to_string()));
+    let method_known = known.is_some();
+    put(&mut a, "url.path", Value::Str(path.to_string().into()));
     if let Some(q) = query {
         let q = if cfg.redact_query_values { redact_query(q) } else { q.to_string() };
-        put(&mut a, "url.query", Value::Str(q));
+        put(&mut a, "url.query", Value::Str(q.into()));
     }
     put(&mut a, "url.scheme", Value::Str("http".into()));
-    put(&mut a, "http.route", Value::Str(route.to_string()));
+    put(&mut a, "http.route", Value::Str(route.to_string().into()));
     let status = h.response.as_ref().map(|r| r.status);
     if let Some(s) = status {
         put(&mut a, "http.response.status_code", Value::Int(i64::from(s)));
@@ -193,18 +197,23 @@ pub fn http_span(
         SpanKind::Client => (call.tuple.remote, call.tuple.local),
     };
     let (host, host_port) = split_host(req.host.as_deref());
-    put(&mut a, "server.address", Value::Str(host.unwrap_or_else(|| server_sock.ip().to_string())));
+    // The peer's address is formatted once (it is also the client's, or the
+    // server's when the request named no host).
+    let peer_ip = call.tuple.remote.ip().to_string();
+    let server_ip = if kind == SpanKind::Client { peer_ip.clone() } else { server_sock.ip().to_string() };
+    put(&mut a, "server.address", Value::Str(host.unwrap_or(server_ip).into()));
     put(&mut a, "server.port", Value::Int(i64::from(host_port.unwrap_or(server_sock.port()))));
     if kind == SpanKind::Server {
-        put(&mut a, "client.address", Value::Str(client_sock.ip().to_string()));
+        debug_assert_eq!(client_sock, call.tuple.remote);
+        put(&mut a, "client.address", Value::Str(peer_ip.clone().into()));
     }
-    put(&mut a, "network.peer.address", Value::Str(call.tuple.remote.ip().to_string()));
+    put(&mut a, "network.peer.address", Value::Str(peer_ip.into()));
     put(&mut a, "network.peer.port", Value::Int(i64::from(call.tuple.remote.port())));
     put(&mut a, "network.transport", Value::Str("tcp".into()));
     let version = if req.common.minor_version == 0 { "1.0" } else { "1.1" };
     put(&mut a, "network.protocol.version", Value::Str(version.into()));
     if let Some(ua) = &req.user_agent {
-        put(&mut a, "user_agent.original", Value::Str(ua.clone()));
+        put(&mut a, "user_agent.original", Value::Str(ua.clone().into()));
     }
     if let Some(n) = h.request_body {
         put(&mut a, "http.request.body.size", Value::Int(n as i64));
@@ -221,10 +230,10 @@ pub fn http_span(
         }
     }
 
-    let error_type = match status {
-        Some(s) if s >= 500 => Some(s.to_string()),
-        Some(s) if s >= 400 && kind == SpanKind::Client => Some(s.to_string()),
-        None if h.no_response => Some("no_response".to_string()),
+    let error_type: Option<Cow<'static, str>> = match status {
+        Some(s) if s >= 500 => Some(s.to_string().into()),
+        Some(s) if s >= 400 && kind == SpanKind::Client => Some(s.to_string().into()),
+        None if h.no_response => Some("no_response".into()),
         _ => None,
     };
     let status = if error_type.is_some() { Status::Error } else { Status::Unset };

@@ -139,7 +139,7 @@ impl<'a> JsonSpan<'a> {
             .iter()
             .map(|(k, v)| {
                 let v = match v {
-                    Value::Str(x) => serde_json::Value::from(x.as_str()),
+                    Value::Str(x) => serde_json::Value::from(x.as_ref()),
                     Value::Int(i) => serde_json::Value::from(*i),
                     Value::StrArray(a) => serde_json::Value::from(a.clone()),
                 };

@@ -32,7 +32,7 @@ fn span(t: u8, id: u8, parent: u8, kind: SpanKind, service: &str, start: u64, en
         response_first_ns: Some(end - 1),
         status: Status::Unset,
         attributes: vec![
-            (Cow::Borrowed("http.route"), Value::Str(format!("/{service}"))),
+            (Cow::Borrowed("http.route"), Value::Str(format!("/{service}").into())),
             (Cow::Borrowed("server.address"), Value::Str("10.0.0.9".into())),
             (Cow::Borrowed("server.port"), Value::Int(8080)),
             (Cow::Borrowed("client.address"), Value::Str("10.0.0.1".into())),

@@ -185,7 +185,7 @@ pub fn peer_name(s: &Span) -> Option<String> {
         return Some(p.name.clone());
     }
     let str_of = |k| match s.attr(k) {
-        Some(Value::Str(v)) => Some(v.clone()),
+        Some(Value::Str(v)) => Some(v.to_string()),
         _ => None,
     };
     match s.kind {

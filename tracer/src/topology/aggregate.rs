@@ -141,7 +141,7 @@ impl Aggregator {
 /// (the Host header, else the socket), IPv6 literals in brackets.
 pub fn virtual_server(s: &Span) -> String {
     if let Some(Value::Str(name)) = s.attr("peer.service") {
-        return name.clone();
+        return name.to_string();
     }
     match (s.attr("server.address"), s.attr("server.port")) {
         (Some(Value::Str(host)), Some(Value::Int(port))) if host.contains(':') => format!("[{host}]:{port}"),
@@ -154,10 +154,10 @@ pub fn virtual_server(s: &Span) -> String {
 /// metadata), else `client.address`, else the peer IP.
 pub fn virtual_client(s: &Span) -> String {
     if let Some(Value::Str(name)) = s.attr("peer.service") {
-        return name.clone();
+        return name.to_string();
     }
     match s.attr("client.address") {
-        Some(Value::Str(a)) => a.clone(),
+        Some(Value::Str(a)) => a.to_string(),
         _ => s.remote.ip().to_string(),
     }
 }

@@ -48,10 +48,10 @@ fn span(
     let (local, remote) = (addr(local), addr(remote));
     let mut attributes: Vec<(Cow<'static, str>, Value)> = Vec::new();
     let server = if kind == SpanKind::Client { remote } else { local };
-    attributes.push(("server.address".into(), Value::Str(server.ip().to_string())));
+    attributes.push(("server.address".into(), Value::Str(server.ip().to_string().into())));
     attributes.push(("server.port".into(), Value::Int(server.port().into())));
     if kind == SpanKind::Server {
-        attributes.push(("client.address".into(), Value::Str(remote.ip().to_string())));
+        attributes.push(("client.address".into(), Value::Str(remote.ip().to_string().into())));
     }
     Span {
         trace_id: [1; 16],

@@ -242,7 +242,7 @@ pub fn estimate_bytes(s: &Span) -> usize {
 fn any(v: &Value) -> AnyValue {
     AnyValue {
         value: Some(match v {
-            Value::Str(s) => any_value::Value::StringValue(s.clone()),
+            Value::Str(s) => any_value::Value::StringValue(s.to_string()),
             Value::Int(i) => any_value::Value::IntValue(*i),
             Value::StrArray(xs) => any_value::Value::ArrayValue(ArrayValue {
                 values: xs.iter().map(|x| AnyValue { value: Some(any_value::Value::StringValue(x.clone())) }).collect(),

@@ -154,12 +154,12 @@ fn requests_stay_under_the_limit() {
     let mut spans = Vec::new();
     for i in 0..2000u32 {
         let mut sp = test_span(if i % 3 == 0 { &b } else { &a }, 1 + i % 5, "GET /x");
-        sp.attributes.push((Cow::Borrowed("url.path"), Value::Str("/p".repeat(1 + (i as usize % 50)))));
+        sp.attributes.push((Cow::Borrowed("url.path"), Value::Str("/p".repeat(1 + (i as usize % 50)).into())));
         spans.push(Arc::new(sp));
     }
     // One span bigger than a whole request: dropped and counted, not sent.
     let mut huge = test_span(&a, 1, "huge");
-    huge.attributes.push((Cow::Borrowed("big"), Value::Str("x".repeat(max))));
+    huge.attributes.push((Cow::Borrowed("big"), Value::Str("x".repeat(max).into())));
     spans.insert(1000, Arc::new(huge));
 
     let enc = e.encode(&spans);
@@ -184,7 +184,7 @@ fn estimate_bounds_the_encoded_size() {
     for i in 0..200usize {
         let mut sp = test_span(&svc("a"), 1, &"n".repeat(i * 7));
         sp.attributes.extend([
-            (Cow::Owned("k".repeat(i)), Value::Str("v".repeat(i * 13))),
+            (Cow::Owned("k".repeat(i)), Value::Str("v".repeat(i * 13).into())),
             (Cow::Borrowed("i"), Value::Int(-(i as i64) * 1_000_000_007)),
             (Cow::Borrowed("a"), Value::StrArray((0..i % 9).map(|j| "x".repeat(j * 300)).collect())),
         ]);
@@ -205,7 +205,7 @@ fn encode_throughput() {
         .map(|i| {
             let mut sp = test_span(&services[i % 20], (i % 20) as u32, "GET /items/{id}");
             sp.attributes.extend([
-                (Cow::Borrowed("url.path"), Value::Str(format!("/items/{i}"))),
+                (Cow::Borrowed("url.path"), Value::Str(format!("/items/{i}").into())),
                 (Cow::Borrowed("server.address"), Value::Str("backend.default.svc".into())),
                 (Cow::Borrowed("server.port"), Value::Int(8080)),
                 (Cow::Borrowed("network.peer.address"), Value::Str("10.0.0.12".into())),
