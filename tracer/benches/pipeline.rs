@@ -9,6 +9,14 @@
 //!   framing and request/response pairing. The figure the target is about.
 //! - `spans`: the calls of that stream -> `Router::route` + `http_span`
 //!   (elements are spans).
+//! - `link_spans`: those spans through the linker (`chain::link`): held,
+//!   parents and trace ids resolved (peer-socket rule, both ends are in the
+//!   stream), released; default limits, so past 30 000 held spans the oldest
+//!   leave early as on a busy node (elements are spans).
+//! - `otlp_encode_spans`: those spans -> OTLP `ExportTraceServiceRequest`s
+//!   (batches of 512, grouped by service instance, cut under 4 MiB) -> protobuf
+//!   bytes, what the exporter does before compression and the network
+//!   (elements are spans).
 //!
 //! The stream is built once, seeded: `CONNS` keep-alive HTTP/1.1 connections
 //! between a client and a server process of one node, both ends traced. Each
@@ -40,10 +48,13 @@ use tracer::{
         event::{Comm, Data, Direction, Event, StateChange, Task, TcpStats, Tuple},
     },
     chain::{
+        link::{LinkConfig, Linker},
         route::{RouteConfig, Router},
         span::{SpanConfig, http, http_span, kind_of},
     },
+    clock::Clock,
     conntrack::{CallRecord, Table, TableConfig, listen::ListenLookup},
+    export::otlp::Encoder,
     identity::Service,
     protocols::{Info, ProtocolConfig},
 };
@@ -51,6 +62,11 @@ use tracer_common::event::{
     AF_INET, ConnEvent, DATA_EGRESS, DATA_SEQ_VALID, DataEvent, EVENT_VERSION, EventHeader, EventKind, SockTuple,
     Syscall, Task as RawTask, tcp_state,
 };
+
+/// The allocator the agent ships with (tracer/src/main.rs), so the figures
+/// are the agent's.
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// Connections in the stream (each traced at both ends).
 const CONNS: u32 = 300;
@@ -426,6 +442,48 @@ fn benches(c: &mut Criterion) {
                     let path = h.request.target.split('?').next().unwrap_or("");
                     let (route, _) = router.route(&service.name, path);
                     black_box(http_span(call, h, kind_of(call), &route, service.clone(), &cfg));
+                }
+            })
+        })
+    });
+
+    let spans: Vec<Arc<_>> = calls
+        .iter()
+        .filter_map(|call| {
+            let h = http(call)?;
+            let service = &services[usize::from(call.pid == Some(SERVER_PID))];
+            let path = h.request.target.split('?').next().unwrap_or("");
+            let (route, _) = router.route(&service.name, path);
+            Some(Arc::new(http_span(call, h, kind_of(call), &route, service.clone(), &cfg)))
+        })
+        .collect();
+    g.bench_function("link_spans", |b| {
+        b.iter_custom(|n| {
+            let owned: Vec<Vec<_>> = (0..n).map(|_| spans.iter().map(|s| (**s).clone()).collect()).collect();
+            let mut out = Vec::with_capacity(spans.len());
+            let start = thread_cpu();
+            for batch in owned {
+                let mut linker = Linker::new(LinkConfig::default());
+                for s in batch {
+                    linker.insert(s, &mut out);
+                }
+                linker.release_due(u64::MAX, &mut out);
+                black_box(out.len());
+                out.clear();
+            }
+            thread_cpu() - start
+        })
+    });
+
+    let encoder = Encoder::new(Clock::new(), "node-1".into(), Vec::new(), (4 << 20) - (64 << 10));
+    g.throughput(Throughput::Elements(spans.len() as u64));
+    g.bench_function("otlp_encode_spans", |b| {
+        b.iter_custom(|n| {
+            cpu_time(n, || {
+                for batch in spans.chunks(512) {
+                    for (req, _) in encoder.encode(black_box(batch)).requests {
+                        black_box(prost::Message::encode_to_vec(&req));
+                    }
                 }
             })
         })

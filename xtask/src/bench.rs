@@ -21,7 +21,8 @@
 //! Before the rounds (unless `--no-criterion`), the criterion benchmark
 //! tracer/benches/pipeline.rs measures the userspace pipeline alone over a
 //! recorded event stream: decode, connection table + HTTP parsing and
-//! pairing, span building, in elements per CPU-second of one core. Its
+//! pairing, span building, chain linking, OTLP encoding, in elements per
+//! CPU-second of one core. Its
 //! figures are printed again in the summary and kept in summary.json.
 
 use std::{
