@@ -4,7 +4,12 @@
 //! test drives; real processes placed in real cgroup v2 directories named as
 //! the kubelet and containerd / CRI-O name them. Asserts the identity of those
 //! pids and the names of pod and Service IPs, across a watch event that
-//! deletes a pod, one that adds a pod, and an API server outage.
+//! deletes a pod, one that adds a pod, and an API server outage. Then the
+//! whole agent: a real HTTP server inside a pod's cgroup, on the pod's IP,
+//! called by curl, and the OTLP spans a receiver built from the official
+//! protos gets carry the pod's resource attributes and the peer's name.
+
+mod common;
 
 use std::{
     collections::{BTreeMap, HashMap},
@@ -196,6 +201,14 @@ struct Contained {
 
 impl Contained {
     fn start(root: &Path, rel: &str) -> Contained {
+        let mut sleep = Command::new("sleep");
+        sleep.arg("120");
+        Contained::run(root, rel, sleep)
+    }
+
+    /// `cmd` started, then moved into the cgroup `rel` (before it serves
+    /// anything the agent could see).
+    fn run(root: &Path, rel: &str, mut cmd: Command) -> Contained {
         let mut dirs = Vec::new();
         let mut dir = root.to_path_buf();
         for seg in rel.split('/') {
@@ -205,7 +218,7 @@ impl Contained {
                 dirs.push(dir.clone());
             }
         }
-        let child = Command::new("sleep").arg("120").spawn().expect("spawn sleep");
+        let child = cmd.spawn().unwrap_or_else(|e| panic!("spawning {cmd:?}: {e}"));
         fs::write(dir.join("cgroup.procs"), child.id().to_string())
             .unwrap_or_else(|e| panic!("moving {} into {}: {e}", child.id(), dir.display()));
         let seen = fs::read_to_string(format!("/proc/{}/cgroup", child.id())).unwrap();
@@ -257,8 +270,8 @@ fn ip(s: &str) -> IpAddr {
     s.parse().unwrap()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn pods_services_and_watch_events_name_processes_and_peers() {
+/// The fake API server loaded with every fixture list.
+fn loaded_api() -> Api {
     let api = Api { state: Default::default(), changed: Arc::new(watch::channel(0).0) };
     for (resource, list) in [
         ("pods", "pods.json"),
@@ -270,8 +283,12 @@ async fn pods_services_and_watch_events_name_processes_and_peers() {
     ] {
         api.load(resource, list);
     }
-    let addr = serve(api.clone()).await;
-    let dir = std::env::temp_dir().join(format!("e2e-k8s-{}", std::process::id()));
+    api
+}
+
+/// A kubeconfig for the fake API server at `addr`, in a fresh directory.
+fn kubeconfig(addr: SocketAddr, tag: &str) -> (PathBuf, PathBuf) {
+    let dir = std::env::temp_dir().join(format!("e2e-k8s-{tag}-{}", std::process::id()));
     fs::create_dir_all(&dir).unwrap();
     let kubeconfig = dir.join("kubeconfig");
     fs::write(
@@ -281,6 +298,14 @@ async fn pods_services_and_watch_events_name_processes_and_peers() {
         ),
     )
     .unwrap();
+    (dir, kubeconfig)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pods_services_and_watch_events_name_processes_and_peers() {
+    let api = loaded_api();
+    let addr = serve(api.clone()).await;
+    let (dir, kubeconfig) = kubeconfig(addr, "lib");
     // SAFETY: set before the client (and any thread reading them) starts; this
     // file holds one test.
     unsafe {
@@ -376,5 +401,145 @@ async fn pods_services_and_watch_events_name_processes_and_peers() {
     eventually("the watchers to recover", || meta.synced().then_some(())).await;
     assert!(telemetry.render().contains("tracer_k8s_api_connected 1"));
     assert_eq!(meta.service_for_pid(report.pid()).map(|i| i.service_name).as_deref(), Some("report"));
+    fs::remove_dir_all(&dir).ok();
+}
+
+/// An address added to the loopback device for the test (a pod IP), removed
+/// when dropped.
+struct LoopbackIp(&'static str);
+
+impl LoopbackIp {
+    fn add(ip: &'static str) -> LoopbackIp {
+        let st =
+            Command::new("ip").args(["addr", "add", &format!("{ip}/32"), "dev", "lo"]).status().expect("ip addr add");
+        assert!(st.success(), "ip addr add {ip}/32 dev lo (needs root)");
+        LoopbackIp(ip)
+    }
+}
+
+impl Drop for LoopbackIp {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["addr", "del", &format!("{}/32", self.0), "dev", "lo"]).status();
+    }
+}
+
+/// (resource attributes, span) of every span the receiver accepted.
+fn received_spans(rx: &common::OtlpReceiver) -> Vec<(BTreeMap<String, Value>, Value)> {
+    let kv = |v: &Value| -> BTreeMap<String, Value> {
+        v.as_array()
+            .into_iter()
+            .flatten()
+            .map(|kv| (kv["key"].as_str().unwrap().to_string(), kv["value"]["stringValue"].clone()))
+            .collect()
+    };
+    let mut out = Vec::new();
+    for r in rx.requests().iter().filter(|r| r["signal"] == "traces" && r["answer"] == "ok") {
+        for rs in r["request"]["resourceSpans"].as_array().into_iter().flatten() {
+            let resource = kv(&rs["resource"]["attributes"]);
+            for ss in rs["scopeSpans"].as_array().into_iter().flatten() {
+                for sp in ss["spans"].as_array().into_iter().flatten() {
+                    let mut sp = sp.clone();
+                    sp["attrs"] = json!(kv(&sp["attributes"]));
+                    out.push((resource.clone(), sp));
+                }
+            }
+        }
+    }
+    out
+}
+
+/// The agent end to end in a (played) cluster: a python http.server in the
+/// checkout pod's cgroup, listening on the pod's IP, called by curl (not in
+/// any pod). The SERVER span goes out with the pod's identity as its
+/// resource; curl's CLIENT span names its peer `checkout`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exported_spans_carry_pod_metadata() {
+    let api = loaded_api();
+    let addr = serve(api).await;
+    let (dir, kubeconfig) = kubeconfig(addr, "agent");
+    let pod_ip = LoopbackIp::add("10.1.0.7");
+    let port = common::free_port();
+    let site = common::site(100);
+    let mut server = Command::new("python3");
+    server
+        .args(["-m", "http.server", "--bind", pod_ip.0, &port.to_string(), "--directory"])
+        .arg(&site)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    let _checkout = Contained::run(
+        &cgroup2_root(),
+        &format!(
+            "kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod1d0c5a7e_6b1f_4c2e_9a4d_0f3b2e1c4d5a.slice/cri-containerd-{ID_CHECKOUT}.scope"
+        ),
+        server,
+    );
+    common::wait_listening(&format!("{}:{port}", pod_ip.0), None);
+
+    let rx = common::OtlpReceiver::start();
+    let endpoint = format!("http://127.0.0.1:{}", rx.grpc);
+    let agent = common::Agent::start_env(
+        &[],
+        &[
+            ("KUBECONFIG", kubeconfig.to_str().unwrap()),
+            ("NODE_NAME", NODE),
+            ("KUBERNETES_SERVICE_HOST", ""),
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint),
+            ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc"),
+            ("OTEL_BSP_SCHEDULE_DELAY", "100"),
+        ],
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !agent.metrics().contains("tracer_k8s_api_connected 1") {
+        assert!(Instant::now() < deadline, "the agent never synced with the API server:\n{}", agent.metrics());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    for _ in 0..3 {
+        let c = common::curl(&format!("http://{}:{port}/index.html", pod_ip.0), None, &[]);
+        assert_eq!(c.http_code, 200, "{c:?}");
+    }
+
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let (server, client) = loop {
+        let spans = received_spans(&rx);
+        let of = |service: &str, kind: &str| {
+            spans.iter().filter(|(r, s)| r["service.name"] == service && s["kind"] == kind).cloned().collect::<Vec<_>>()
+        };
+        let (server, client) = (of("checkout", "SPAN_KIND_SERVER"), of("curl", "SPAN_KIND_CLIENT"));
+        if server.len() >= 3 && client.len() >= 3 {
+            break (server, client);
+        }
+        assert!(
+            Instant::now() < deadline,
+            "3 checkout SERVER and 3 curl CLIENT spans at the receiver; got {} and {}: {:?}",
+            server.len(),
+            client.len(),
+            spans.iter().map(|(r, s)| (r["service.name"].clone(), s["name"].clone())).collect::<Vec<_>>()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let (resource, span) = &server[0];
+    for (k, v) in [
+        ("service.version", "1.4.2"),
+        ("k8s.namespace.name", "shop"),
+        ("k8s.pod.name", "checkout-7d4b9c6f5-x2k8p"),
+        ("k8s.pod.uid", "1d0c5a7e-6b1f-4c2e-9a4d-0f3b2e1c4d5a"),
+        ("k8s.container.name", "app"),
+        ("k8s.deployment.name", "checkout"),
+        ("k8s.node.name", NODE),
+        ("container.id", ID_CHECKOUT),
+    ] {
+        assert_eq!(resource.get(k).and_then(Value::as_str), Some(v), "{k} in the SERVER span's resource {resource:?}");
+    }
+    assert_eq!(span["attrs"]["http.route"], "/index.html", "{span}");
+    let (resource, span) = &client[0];
+    assert!(!resource.contains_key("k8s.pod.name"), "curl is in no pod: {resource:?}");
+    assert_eq!(span["attrs"]["peer.service"], "checkout", "curl's peer is named by the pod IP: {span}");
+    // The two ends of one request are one trace, server under client.
+    let ids = |s: &Value| (s["traceId"].clone(), s["spanId"].clone(), s["parentSpanId"].clone());
+    assert!(
+        server.iter().any(|(_, s)| client.iter().any(|(_, c)| ids(s).0 == ids(c).0 && ids(s).2 == ids(c).1)),
+        "a checkout SERVER span is the child of a curl CLIENT span"
+    );
+    agent.stop();
     fs::remove_dir_all(&dir).ok();
 }
