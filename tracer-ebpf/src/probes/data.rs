@@ -92,7 +92,7 @@ fn sock_length(ctx: &RawTracePointContext, send: bool) -> i32 {
     let seq_off = if send { o.tcp_write_seq } else { o.tcp_copied_seq };
     let seq = sock::read::<u32>(sk, seq_off).map(|s| s.wrapping_sub(ret as u32));
     let call = current_call(&o, send);
-    let _ = emit(&o, pid_tgid, sk, &common, seq.ok(), &call, ret as u64, send);
+    let _ = emit(&Head { o: &o, pid_tgid, sk, common: &common, seq: seq.ok(), call: &call, ret: ret as u64, send });
     0
 }
 
@@ -137,17 +137,21 @@ fn current_call(o: &KernelOffsets, send: bool) -> Call {
     Call { syscall, fd: a0 as i32, ptr: a1, len: a2 }
 }
 
-#[inline(always)]
-fn emit(
-    o: &KernelOffsets,
+/// Everything a data event says but its payload.
+struct Head<'a> {
+    o: &'a KernelOffsets,
     pid_tgid: u64,
     sk: u64,
-    common: &sock::Block,
+    common: &'a sock::Block,
     seq: Option<u32>,
-    call: &Call,
+    call: &'a Call,
     ret: u64,
     send: bool,
-) -> Result<(), i64> {
+}
+
+#[inline(always)]
+fn emit(h: &Head) -> Result<(), i64> {
+    let Head { o, pid_tgid, sk, common, seq, call, ret, send } = *h;
     let Some(s) = DATA_SCRATCH.get_ptr_mut(0) else {
         return Err(0);
     };
