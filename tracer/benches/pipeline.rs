@@ -441,7 +441,7 @@ fn benches(c: &mut Criterion) {
                     let service = &services[usize::from(call.pid == Some(SERVER_PID))];
                     let path = h.request.target.split('?').next().unwrap_or("");
                     let (route, _) = router.route(&service.name, path);
-                    black_box(http_span(call, h, kind_of(call), &route, service.clone(), &cfg));
+                    black_box(http_span(call, h, kind_of(call), route, service.clone(), &cfg));
                 }
             })
         })
@@ -454,7 +454,7 @@ fn benches(c: &mut Criterion) {
             let service = &services[usize::from(call.pid == Some(SERVER_PID))];
             let path = h.request.target.split('?').next().unwrap_or("");
             let (route, _) = router.route(&service.name, path);
-            Some(Arc::new(http_span(call, h, kind_of(call), &route, service.clone(), &cfg)))
+            Some(Arc::new(http_span(call, h, kind_of(call), route, service.clone(), &cfg)))
         })
         .collect();
     g.bench_function("link_spans", |b| {

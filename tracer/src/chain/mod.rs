@@ -88,7 +88,7 @@ pub async fn run(
                         if overflowed {
                             telemetry.http_route_overflow.inc();
                         }
-                        let mut span = http_span(&call, h, kind_of(&call), &route, service, &cfg.span);
+                        let mut span = http_span(&call, h, kind_of(&call), route, service, &cfg.span);
                         // In a cluster, a peer that is a pod or a Service is
                         // named (`checkout -> payments`, not an IP).
                         if let Some(name) = cfg.k8s.as_ref().and_then(|k| k.name_for_ip(span.remote.ip())) {

@@ -155,12 +155,12 @@ pub fn redact_query(q: &str) -> String {
 }
 
 /// Build the span of one HTTP exchange. `kind` is which end this process is;
-/// `route` the templated route of the path.
+/// `route` the templated route of the path (moved into the span).
 pub fn http_span(
     call: &CallRecord,
     h: &HttpExchange,
     kind: SpanKind,
-    route: &str,
+    route: String,
     service: Arc<Service>,
     cfg: &SpanConfig,
 ) -> Span {
@@ -179,14 +179,19 @@ pub fn http_span(
             put(&mut a, "http.request.method_original", Value::Str(req.method.clone().into()));
         }
     }
-    let method_known = known.is_some();
     put(&mut a, "url.path", Value::Str(path.to_string().into()));
     if let Some(q) = query {
         let q = if cfg.redact_query_values { redact_query(q) } else { q.to_string() };
         put(&mut a, "url.query", Value::Str(q.into()));
     }
     put(&mut a, "url.scheme", Value::Str("http".into()));
-    put(&mut a, "http.route", Value::Str(route.to_string().into()));
+    // The name before the route moves into its attribute.
+    let method = known.copied().unwrap_or("HTTP");
+    let mut name = String::with_capacity(method.len() + 1 + route.len());
+    name.push_str(method);
+    name.push(' ');
+    name.push_str(&route);
+    put(&mut a, "http.route", Value::Str(route.into()));
     let status = h.response.as_ref().map(|r| r.status);
     if let Some(s) = status {
         put(&mut a, "http.response.status_code", Value::Int(i64::from(s)));
@@ -252,7 +257,6 @@ pub fn http_span(
         Some((t, p)) => (t, Some(p)),
         None => (random_trace_id(), None),
     };
-    let name = if method_known { format!("{} {route}", req.method) } else { format!("HTTP {route}") };
     let response = ex.response;
     let end_ns = response.map(|r| r.last_ns).filter(|n| *n > 0).unwrap_or(ex.request.last_ns.max(ex.request.first_ns));
     Span {
