@@ -410,6 +410,11 @@ struct LoopbackIp(&'static str);
 
 impl LoopbackIp {
     fn add(ip: &'static str) -> LoopbackIp {
+        // Left over by a run that was killed: take it back first.
+        let _ = Command::new("ip")
+            .args(["addr", "del", &format!("{ip}/32"), "dev", "lo"])
+            .stderr(std::process::Stdio::null())
+            .status();
         let st =
             Command::new("ip").args(["addr", "add", &format!("{ip}/32"), "dev", "lo"]).status().expect("ip addr add");
         assert!(st.success(), "ip addr add {ip}/32 dev lo (needs root)");
