@@ -31,6 +31,9 @@ pub struct Config {
     pub store: StoreConfig,
     /// Pod and workload names from the API server, when in a cluster.
     pub kubernetes: K8sConfig,
+    /// How the agent's threads ask to be scheduled (a long slice: the traced
+    /// applications preempt the agent, not the reverse).
+    pub scheduler: crate::sched::SchedConfig,
     /// What `tracer run` prints on stdout: json, text or none.
     pub output: OutputFormat,
     /// Also print one line per data event (debugging capture).
@@ -49,6 +52,7 @@ impl Default for Config {
             topology: TopologyConfig::default(),
             store: StoreConfig::default(),
             kubernetes: K8sConfig::default(),
+            scheduler: crate::sched::SchedConfig::default(),
             output: OutputFormat::Text,
             data_events: false,
         }
@@ -209,5 +213,6 @@ mod tests {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/tracer.toml");
         let c = Config::from_file(&path).expect("deploy/tracer.toml parses");
         assert_eq!(c.capture.capture_bytes, CaptureConfig::default().capture_bytes);
+        assert_eq!(c.scheduler.slice_ms, crate::sched::SchedConfig::default().slice_ms);
     }
 }

@@ -84,7 +84,21 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
     if let Some(c) = args.capture_bytes {
         cfg.capture.capture_bytes = c;
     }
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    // Every thread asks for a long scheduler slice (see tracer::sched): this
+    // one before it starts any, tokio's as they start.
+    let slice_ns = cfg.scheduler.slice_ns();
+    if let Err(e) = tracer::sched::set_thread_slice(slice_ns) {
+        tracing::warn!(
+            "could not ask for {slice_ns} ns scheduler slices (sched_setattr): {e}; keeping the kernel's default"
+        );
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .on_thread_start(move || {
+            let _ = tracer::sched::set_thread_slice(slice_ns);
+        })
+        .enable_all()
+        .build()?;
     rt.block_on(tracer::run(cfg, shutdown_signal()))
 }
 

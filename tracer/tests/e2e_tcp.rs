@@ -462,3 +462,21 @@ s.close(); c.close()
     assert_eq!(v["comm"], "python3");
     agent.stop();
 }
+
+/// Every thread of the agent asks for the long scheduler slice
+/// (`[scheduler] slice_ms`, default 10 ms), so the traced applications
+/// preempt it rather than wait behind it (see tracer/src/sched.rs).
+#[test]
+fn agent_threads_ask_for_long_scheduler_slices() {
+    let agent = Agent::start(&[]);
+    let tasks = std::fs::read_dir(format!("/proc/{}/task", agent.pid())).expect("the agent's threads");
+    let mut n = 0;
+    for t in tasks {
+        let sched = std::fs::read_to_string(t.unwrap().path().join("sched")).expect("/proc/.../sched");
+        let slice = sched.lines().find(|l| l.starts_with("se.slice")).expect("se.slice (Linux 6.12+)");
+        assert!(slice.trim_end().ends_with(" 10000000"), "{}", sched.lines().next().unwrap_or_default());
+        n += 1;
+    }
+    assert!(n >= 3, "main thread and tokio's workers: {n}");
+    agent.stop();
+}
