@@ -137,7 +137,8 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<()> 
         conntrack_rx,
         conntrack_to_chain,
         telemetry.clone(),
-        cfg.data_events,
+        // Data records only exist to be printed.
+        cfg.data_events && cfg.output != OutputFormat::None,
         cfg.http.protocol_config(),
     ));
     let reader_task = tokio::spawn(

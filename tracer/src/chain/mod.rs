@@ -66,41 +66,41 @@ pub async fn run(
                     break;
                 }
                 for r in batch.drain(..).flatten() {
-                match r {
-                    Record::Conn(c) => {
-                        if !cfg.sinks.is_empty() {
-                            let service = c.pid.map(|pid| identity.service(pid, &c.comm));
-                            for sink in &cfg.sinks {
-                                sink.conn(&c, service.as_ref());
+                    match r {
+                        Record::Conn(c) => {
+                            if !cfg.sinks.is_empty() {
+                                let service = c.pid.map(|pid| identity.service(pid, &c.comm));
+                                for sink in &cfg.sinks {
+                                    sink.conn(&c, service.as_ref());
+                                }
+                            }
+                            send(Item::Conn(c));
+                        }
+                        Record::Data(d) => send(Item::Data(d)),
+                        Record::Call(call) => {
+                            let Some(h) = span::http(&call) else { continue };
+                            let service = match call.pid {
+                                Some(pid) => identity.service(pid, &call.comm),
+                                None => Arc::new(crate::identity::Service { name: call.comm.clone(), ..Default::default() }),
+                            };
+                            let path = h.request.target.split('?').next().unwrap_or("");
+                            let (route, overflowed) = router.route(&service.name, path);
+                            if overflowed {
+                                telemetry.http_route_overflow.inc();
+                            }
+                            let mut span = http_span(&call, h, kind_of(&call), route, service, &cfg.span);
+                            // In a cluster, a peer that is a pod or a Service is
+                            // named (`checkout -> payments`, not an IP).
+                            if let Some(name) = cfg.k8s.as_ref().and_then(|k| k.name_for_ip(span.remote.ip())) {
+                                span.attributes.push(("peer.service".into(), span::Value::Str(name.into())));
+                            }
+                            if cfg.link.enabled {
+                                linker.insert_at(span, crate::clock::monotonic_ns(), &mut released);
+                            } else {
+                                released.push(span);
                             }
                         }
-                        send(Item::Conn(c));
                     }
-                    Record::Data(d) => send(Item::Data(d)),
-                    Record::Call(call) => {
-                        let Some(h) = span::http(&call) else { continue };
-                        let service = match call.pid {
-                            Some(pid) => identity.service(pid, &call.comm),
-                            None => Arc::new(crate::identity::Service { name: call.comm.clone(), ..Default::default() }),
-                        };
-                        let path = h.request.target.split('?').next().unwrap_or("");
-                        let (route, overflowed) = router.route(&service.name, path);
-                        if overflowed {
-                            telemetry.http_route_overflow.inc();
-                        }
-                        let mut span = http_span(&call, h, kind_of(&call), route, service, &cfg.span);
-                        // In a cluster, a peer that is a pod or a Service is
-                        // named (`checkout -> payments`, not an IP).
-                        if let Some(name) = cfg.k8s.as_ref().and_then(|k| k.name_for_ip(span.remote.ip())) {
-                            span.attributes.push(("peer.service".into(), span::Value::Str(name.into())));
-                        }
-                        if cfg.link.enabled {
-                            linker.insert_at(span, crate::clock::monotonic_ns(), &mut released);
-                        } else {
-                            released.push(span);
-                        }
-                    }
-                }
                 }
             }
             _ = tick.tick() => linker.release_due(crate::clock::monotonic_ns(), &mut released),
