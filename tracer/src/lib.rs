@@ -14,6 +14,7 @@ pub mod k8s;
 pub mod pipeline;
 pub mod probes;
 pub mod protocols;
+pub mod runtimes;
 pub mod sched;
 pub mod store;
 pub mod telemetry;

@@ -133,6 +133,7 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<()> 
         TableConfig {
             max_connections: cfg.conntrack.max_connections,
             idle_timeout: Duration::from_secs(cfg.conntrack.idle_timeout_secs),
+            ..TableConfig::default()
         },
         conntrack_rx,
         conntrack_to_chain,

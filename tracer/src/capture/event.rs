@@ -107,6 +107,15 @@ pub enum Event {
 }
 
 impl Event {
+    /// Monotonic ns the kernel stamped the event with.
+    pub fn ts_ns(&self) -> u64 {
+        match self {
+            Event::State(s) => s.ts_ns,
+            Event::Accept(a) => a.ts_ns,
+            Event::Data(d) => d.ts_ns,
+        }
+    }
+
     pub fn kind(&self) -> &'static str {
         match self {
             Event::State(_) => "state",

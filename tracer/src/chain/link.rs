@@ -6,9 +6,14 @@
 //! 2. Within a process: a CLIENT span whose request was written by the thread
 //!    that read an inbound request (SERVER span), after reading it and before
 //!    starting its response, is that SERVER span's child — only when that
-//!    SERVER span is the one request in flight on the thread (event loops
-//!    serving several requests at once are left unlinked: a wrong parent is
-//!    worse than none).
+//!    SERVER span was alone on the thread from its first byte to the call
+//!    (event loops serving several requests at once are left unlinked: a
+//!    wrong parent is worse than none), and only in processes whose threads
+//!    are evidence: never in Go (goroutines move between threads; told from
+//!    the executable, `crate::runtimes`), nor in a process whose spans showed
+//!    a request moving between threads (read on one, answered on another) or
+//!    more than one thread serving overlapping requests (a multi-threaded
+//!    event loop: tokio, Netty), from the first such span on.
 //! 3. Between processes on one node: a SERVER span's parent is the CLIENT span
 //!    of its peer socket, found by the connection (server address, client
 //!    address) and the TCP sequence number of the request's first byte,
@@ -25,7 +30,7 @@
 
 use foldhash::{HashMap, HashMapExt};
 use std::{
-    collections::{BTreeSet, VecDeque},
+    collections::VecDeque,
     net::SocketAddr,
     sync::Arc,
     time::Duration,
@@ -33,7 +38,10 @@ use std::{
 
 use serde::Deserialize;
 
-use super::span::{Span, SpanId, SpanKind, TraceId};
+use super::{
+    span::{Span, SpanId, SpanKind, TraceId},
+    threads::{Id, Threads, Verdict},
+};
 use crate::identity::Service;
 
 /// `[chain]` config section.
@@ -133,10 +141,7 @@ fn nonzero8(v: u64) -> SpanId {
     if v == 0 { 1u64.to_be_bytes() } else { v.to_be_bytes() }
 }
 
-type Id = u64;
 
-/// SERVER spans of one thread looked at, at most, for one CLIENT span.
-const THREAD_SCAN: usize = 256;
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct LinkCounters {
@@ -150,6 +155,9 @@ pub struct LinkCounters {
     /// CLIENT spans left unlinked because several requests were in flight on
     /// their thread.
     pub ambiguous: u64,
+    /// CLIENT spans left unlinked because their process's threads are no
+    /// evidence (Go, requests moving between threads, several event loops).
+    pub multiplexed: u64,
 }
 
 /// What this node saw of one request (a [`PeerKey`]): the CLIENT span still
@@ -179,16 +187,15 @@ pub struct Linker {
     live: usize,
     peers: HashMap<PeerKey, Peer>,
     peers_order: VecDeque<PeerKey>,
-    /// SERVER spans per (pid, tid), ordered by start: insert, removal and
-    /// the thread-rule lookup stay logarithmic when one event-loop thread
-    /// serves tens of thousands of requests within the hold.
-    servers_by_thread: HashMap<(u32, u32), BTreeSet<(u64, Id)>>,
+    /// What each thread served (rule 2).
+    threads: Threads,
     /// Trace ids already fixed (span id -> trace id), so later children and
     /// parents agree; bounded with the buffer.
     fixed: HashMap<SpanId, TraceId>,
     fixed_order: VecDeque<SpanId>,
     pub counters: LinkCounters,
 }
+
 
 impl Linker {
     pub fn new(cfg: LinkConfig) -> Self {
@@ -199,7 +206,7 @@ impl Linker {
             live: 0,
             peers: HashMap::new(),
             peers_order: VecDeque::new(),
-            servers_by_thread: HashMap::new(),
+            threads: Threads::new(),
             fixed: HashMap::new(),
             fixed_order: VecDeque::new(),
             counters: LinkCounters::default(),
@@ -212,6 +219,16 @@ impl Linker {
 
     pub fn is_empty(&self) -> bool {
         self.live == 0
+    }
+
+    /// Rule 2 is not applied to `pid` (its runtime multiplexes tasks over
+    /// threads) from now on.
+    pub fn mark_multiplexed(&mut self, pid: u32) {
+        self.threads.mark_multiplexed(pid);
+    }
+
+    pub fn is_multiplexed(&self, pid: u32) -> bool {
+        self.threads.is_multiplexed(pid)
     }
 
     fn get(&self, id: Id) -> Option<&Span> {
@@ -264,9 +281,7 @@ impl Linker {
                 }
             }
         }
-        if let (SpanKind::Server, Some(pid)) = (span.kind, span.pid) {
-            self.servers_by_thread.entry((pid, span.request_tid)).or_default().insert((span.start_ns, id));
-        }
+        self.threads.insert(&span, id);
         let hold = Duration::from_millis(self.cfg.hold_ms).as_nanos() as u64;
         let at = span.end_ns.max(now_ns).saturating_add(hold);
         self.held.push_back(Held { at, span: Some(span) });
@@ -294,6 +309,7 @@ impl Linker {
 
     /// Release every span whose hold ended by `now_ns` (all with u64::MAX).
     pub fn release_due(&mut self, now_ns: u64, out: &mut Vec<Span>) {
+        self.threads.sweep(now_ns);
         // Hold deadlines are max(end, arrival) + hold and arrivals only grow,
         // so the buffer is in deadline order but for spans that ended after
         // they arrived (clock skew between CPUs, microseconds): stopping at
@@ -329,13 +345,8 @@ impl Linker {
                 SpanKind::Server => span.peer_service = peer.client_service.clone(),
             }
         }
-        if let (SpanKind::Server, Some(pid)) = (span.kind, span.pid)
-            && let Some(v) = self.servers_by_thread.get_mut(&(pid, span.request_tid))
-        {
-            v.remove(&(span.start_ns, id));
-            if v.is_empty() {
-                self.servers_by_thread.remove(&(pid, span.request_tid));
-            }
+        if span.kind == SpanKind::Server {
+            self.threads.release(&span, id);
         }
         self.fix(span.span_id, trace);
         Some(span)
@@ -371,6 +382,13 @@ impl Linker {
                         self.counters.peer_links += 1;
                         (self.resolve(client, depth + 1).0, Some(k.client_span_id()))
                     }
+                    // Rule 3, the client end already released: its trace
+                    // id was fixed then (a SERVER span can end, or arrive,
+                    // after its CLIENT span).
+                    None if let Some(t) = self.fixed.get(&k.client_span_id()).copied() => {
+                        self.counters.peer_links += 1;
+                        (t, Some(k.client_span_id()))
+                    }
                     // Rule 4: the client is elsewhere (or not traced).
                     None if self.cfg.remote_parent => {
                         self.counters.remote_links += 1;
@@ -397,43 +415,25 @@ impl Linker {
         (trace, parent)
     }
 
-    /// Rule 2: the one SERVER span in flight on the client's thread when it
-    /// sent its request.
+    /// Rule 2: the SERVER span in flight on the client's thread when it sent
+    /// its request, if it was alone there from its first byte to the call.
     fn thread_parent(&mut self, id: Id) -> Option<Id> {
         let c = self.get(id)?;
-        let pid = c.pid?;
-        let candidates = self.servers_by_thread.get(&(pid, c.request_tid))?;
-        let mut inside = None;
-        let mut open = 0;
-        // Spans that started before the call, newest first. Past the scan
-        // limit an older, still open request could exist unseen: then no
-        // link rather than a possibly wrong one.
-        let mut scanned = 0;
-        for (_, sid) in candidates.range(..=(c.start_ns, Id::MAX)).rev() {
-            scanned += 1;
-            if scanned > THREAD_SCAN {
-                self.counters.ambiguous += 1;
-                return None;
-            }
-            let Some(s) = self.get(*sid) else { continue };
-            // Issued between reading the request and starting the response.
-            // Only the start counts: a proxy streams the response while its
-            // upstream call is still being read.
-            let served_until = s.response_first_ns.unwrap_or(s.end_ns);
-            if s.start_ns <= c.start_ns && c.start_ns <= s.end_ns {
-                open += 1;
-                if c.start_ns <= served_until {
-                    inside = Some(*sid);
-                }
-            }
-        }
-        match (open, inside) {
-            (1, Some(sid)) => Some(sid),
-            (n, _) if n > 1 => {
+        let (pid, tid, call) = (c.pid?, c.request_tid, c.start_ns);
+        let verdict = self.threads.parent(pid, tid, call, |sid| {
+            self.get(sid).map(|s| s.response_first_ns.unwrap_or(s.end_ns))
+        });
+        match verdict {
+            Verdict::Parent(sid) => Some(sid),
+            Verdict::None => None,
+            Verdict::Ambiguous => {
                 self.counters.ambiguous += 1;
                 None
             }
-            _ => None,
+            Verdict::Multiplexed => {
+                self.counters.multiplexed += 1;
+                None
+            }
         }
     }
 }

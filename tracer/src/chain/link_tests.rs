@@ -185,3 +185,116 @@ fn hold_and_bound() {
     assert_eq!(out.len(), 3);
     assert!(l.is_empty());
 }
+
+/// Go: thread 20 read request A, then wrote B's call (B was read on thread
+/// 21). Linking by thread would put B's call under A.
+#[test]
+fn multiplexed_process_is_never_linked_by_thread() {
+    let a = span(SpanKind::Server, "127.0.0.1:80", "127.0.0.1:40000", 1, 2, 20, 10, 100);
+    let b = span(SpanKind::Server, "127.0.0.1:80", "127.0.0.1:40001", 2, 2, 21, 12, 100);
+    let b_call = span(SpanKind::Client, "127.0.0.1:50000", "127.0.0.1:8000", 3, 2, 20, 30, 80);
+    let mut l = Linker::new(LinkConfig::default());
+    l.mark_multiplexed(2);
+    let mut out = vec![];
+    for s in [b_call, a, b] {
+        l.insert(s, &mut out);
+    }
+    let v = release_all(&mut l);
+    assert_eq!(find(&v, SpanKind::Client, 2).parent_span_id, None);
+    assert_eq!((l.counters.thread_links, l.counters.multiplexed), (0, 1));
+}
+
+/// A request read on one thread and answered on another: the process hands
+/// work between threads, so its threads are no evidence from then on.
+#[test]
+fn request_moving_between_threads_turns_the_thread_rule_off() {
+    let mut moved = span(SpanKind::Server, "127.0.0.1:80", "127.0.0.1:40000", 1, 2, 20, 10, 20);
+    moved.response_tid = Some(21);
+    let a = span(SpanKind::Server, "127.0.0.1:80", "127.0.0.1:40001", 2, 2, 20, 30, 100);
+    let call = span(SpanKind::Client, "127.0.0.1:50000", "127.0.0.1:8000", 3, 2, 20, 40, 80);
+    let mut l = Linker::new(LinkConfig::default());
+    let mut out = vec![];
+    for s in [moved, call, a] {
+        l.insert(s, &mut out);
+    }
+    assert!(l.is_multiplexed(2));
+    let v = release_all(&mut l);
+    assert!(v.iter().filter(|s| s.kind == SpanKind::Client).all(|s| s.parent_span_id.is_none()));
+}
+
+/// Two threads each serving overlapping requests (tokio, Netty): a call on
+/// either may belong to a request of the other.
+#[test]
+fn two_event_loop_threads_turn_the_thread_rule_off() {
+    let mut l = Linker::new(LinkConfig::default());
+    let mut out = vec![];
+    // Thread 20 serves two requests at once: one event loop is fine.
+    l.insert(span(SpanKind::Server, "127.0.0.1:80", "127.0.0.1:40000", 1, 2, 20, 10, 50), &mut out);
+    l.insert(span(SpanKind::Server, "127.0.0.1:80", "127.0.0.1:40001", 2, 2, 20, 20, 60), &mut out);
+    assert!(!l.is_multiplexed(2));
+    // So does thread 21.
+    l.insert(span(SpanKind::Server, "127.0.0.1:80", "127.0.0.1:40002", 3, 2, 21, 10, 50), &mut out);
+    l.insert(span(SpanKind::Server, "127.0.0.1:80", "127.0.0.1:40003", 4, 2, 21, 20, 60), &mut out);
+    assert!(l.is_multiplexed(2));
+}
+
+/// An event loop answered B, then (a deferred task of B's) wrote a call
+/// while A was the only request open: A is no evidence.
+#[test]
+fn call_after_another_request_answered_on_the_thread_is_ambiguous() {
+    let a = span(SpanKind::Server, "127.0.0.1:80", "127.0.0.1:40000", 1, 2, 20, 10, 100);
+    let b = span(SpanKind::Server, "127.0.0.1:80", "127.0.0.1:40001", 2, 2, 20, 5, 20);
+    let call = span(SpanKind::Client, "127.0.0.1:50000", "127.0.0.1:8000", 3, 2, 20, 30, 80);
+    let mut l = Linker::new(LinkConfig::default());
+    let mut out = vec![];
+    for s in [b, call, a] {
+        l.insert(s, &mut out);
+    }
+    let v = release_all(&mut l);
+    assert_eq!(find(&v, SpanKind::Client, 2).parent_span_id, None);
+    assert_eq!(l.counters.ambiguous, 1);
+}
+
+/// Sequential requests on one thread (thread per connection, keep-alive):
+/// the earlier, finished one does not make the later call ambiguous.
+#[test]
+fn sequential_requests_on_a_thread_still_link() {
+    let first = span(SpanKind::Server, "127.0.0.1:80", "127.0.0.1:40000", 1, 2, 20, 10, 20);
+    let second = span(SpanKind::Server, "127.0.0.1:80", "127.0.0.1:40000", 2, 2, 20, 30, 100);
+    let call = span(SpanKind::Client, "127.0.0.1:50000", "127.0.0.1:8000", 3, 2, 20, 40, 80);
+    let mut l = Linker::new(LinkConfig::default());
+    let mut out = vec![];
+    for s in [first, call, second] {
+        l.insert(s, &mut out);
+    }
+    let v = release_all(&mut l);
+    let second = v.iter().find(|s| s.request_seq == Some(2)).unwrap();
+    assert_eq!(find(&v, SpanKind::Client, 2).parent_span_id, Some(second.span_id));
+}
+
+/// The backend's SERVER span ends (and is released) after the middle's
+/// CLIENT span: it still gets that span's trace id, not a derived one.
+#[test]
+fn server_released_after_its_client_keeps_the_clients_trace() {
+    const MS: u64 = 1_000_000;
+    let root = span(SpanKind::Client, "127.0.0.1:39999", "127.0.0.1:80", 7, 1, 1, 0, 200 * MS);
+    let mid_in = span(SpanKind::Server, "127.0.0.1:80", "127.0.0.1:39999", 7, 2, 20, 5 * MS, 150 * MS);
+    let mid_out = span(SpanKind::Client, "127.0.0.1:50000", "127.0.0.1:8000", 555, 2, 20, 30 * MS, 80 * MS);
+    // Ends after its client read the response, and reaches the linker late.
+    let back = span(SpanKind::Server, "127.0.0.1:8000", "127.0.0.1:50000", 555, 3, 30, 40 * MS, 90 * MS);
+    let mut l = Linker::new(LinkConfig { hold_ms: 100, ..LinkConfig::default() });
+    let mut out = vec![];
+    l.insert_at(mid_out, 80 * MS, &mut out);
+    l.insert_at(mid_in, 150 * MS, &mut out);
+    // The middle's CLIENT span is released before the backend span arrives.
+    l.release_due(180 * MS, &mut out);
+    assert!(out.iter().any(|s| s.kind == SpanKind::Client && s.pid == Some(2)));
+    l.insert_at(back, 190 * MS, &mut out);
+    l.insert_at(root, 200 * MS, &mut out);
+    out.extend(release_all(&mut l));
+    let no = find(&out, SpanKind::Client, 2);
+    let b = find(&out, SpanKind::Server, 3);
+    assert_eq!(b.parent_span_id, Some(no.span_id));
+    assert_eq!(b.trace_id, no.trace_id, "one trace along the parent link");
+    assert!(out.iter().all(|s| s.trace_id == no.trace_id), "{out:#?}");
+}

@@ -6,6 +6,7 @@
 pub mod link;
 pub mod route;
 pub mod span;
+pub mod threads;
 
 use std::sync::Arc;
 
@@ -20,6 +21,7 @@ use crate::{
     conntrack::Record,
     export::{Item, Sink},
     identity::Identity,
+    runtimes::{ThreadModel, ThreadModels},
     telemetry::Telemetry,
 };
 
@@ -46,6 +48,7 @@ pub async fn run(
     let mut router = Router::new(&cfg.routes)?;
     let mut identity = Identity::new().with_k8s(cfg.k8s.clone());
     let mut linker = Linker::new(cfg.link.clone());
+    let mut thread_models = ThreadModels::new();
     let mut released = Vec::new();
     let mut tick = tokio::time::interval(std::time::Duration::from_millis(50));
     // No line output (`--output none`): records are not even queued for it.
@@ -56,7 +59,7 @@ pub async fn run(
             telemetry.drop_event("chain_to_export", "queue_full", 1);
         }
     };
-    let link_counters = ["thread", "peer", "remote", "ambiguous", "released_early"]
+    let link_counters = ["thread", "peer", "remote", "ambiguous", "multiplexed", "released_early"]
         .map(|rule| telemetry.chain_links.get_or_create(&vec![("rule", rule)]).clone());
     let mut batch = Vec::new();
     loop {
@@ -95,6 +98,11 @@ pub async fn run(
                                 span.attributes.push(("peer.service".into(), span::Value::Str(name.into())));
                             }
                             if cfg.link.enabled {
+                                if let Some(pid) = span.pid
+                                    && thread_models.of(pid) == ThreadModel::Multiplexed
+                                {
+                                    linker.mark_multiplexed(pid);
+                                }
                                 linker.insert_at(span, crate::clock::monotonic_ns(), &mut released);
                             } else {
                                 released.push(span);
@@ -115,7 +123,7 @@ pub async fn run(
         telemetry.chain_held.set(linker.len() as i64);
         let c = std::mem::take(&mut linker.counters);
         for (counter, n) in
-            link_counters.iter().zip([c.thread_links, c.peer_links, c.remote_links, c.ambiguous, c.released_early])
+            link_counters.iter().zip([c.thread_links, c.peer_links, c.remote_links, c.ambiguous, c.multiplexed, c.released_early])
         {
             if n > 0 {
                 counter.inc_by(n);

@@ -85,6 +85,10 @@ pub async fn run(
 ) {
     let mut table = Table::new(cfg, ProcListen::new()).with_protocols(protocols);
     let mut sweep = tokio::time::interval(Duration::from_secs(5));
+    // Closed connections waiting for their last reads are reported on time
+    // even when no event comes.
+    let mut linger = tokio::time::interval(Duration::from_millis(100));
+    linger.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut out = Vec::new();
     let idle = telemetry.connections_evicted.get_or_create(&vec![("reason", "idle")]).clone();
     loop {
@@ -95,8 +99,10 @@ pub async fn run(
                 // wakeup of the next stage) per record cost more than the record.
                 let mut records = Vec::with_capacity(batch.len());
                 for ev in &batch {
-                    if let Err(Refused::Full) = table.apply(ev, &mut out) {
-                        telemetry.drop_event("conntrack", "table_full", 1);
+                    match table.apply(ev, &mut out) {
+                        Ok(()) => {}
+                        Err(Refused::Full) => telemetry.drop_event("conntrack", "table_full", 1),
+                        Err(Refused::AfterClose) => telemetry.drop_event("conntrack", "after_close", 1),
                     }
                     records.extend(out.drain(..).map(Record::Conn));
                     records.extend(table.take_calls().map(Record::Call));
@@ -113,6 +119,17 @@ pub async fn run(
                     }
                 }
                 telemetry.connections_live.set(table.len() as i64);
+            }
+            _ = linger.tick() => {
+                table.flush_closed(monotonic_ns(), &mut out);
+                let mut records: Vec<Record> = out.drain(..).map(Record::Conn).collect();
+                records.extend(table.take_calls().map(Record::Call));
+                if !records.is_empty() {
+                    let n = records.len() as u64;
+                    if to_export.try_send(records).is_err() {
+                        telemetry.drop_event("conntrack_to_chain", "queue_full", n);
+                    }
+                }
             }
             _ = sweep.tick() => {
                 let l7 = table.take_l7_counters();

@@ -4,7 +4,7 @@
 //! for entries whose close was never seen.
 
 use std::{
-    collections::HashMap,
+    collections::{HashMap, VecDeque},
     hash::{BuildHasherDefault, Hasher},
     time::Duration,
 };
@@ -25,11 +25,18 @@ pub struct TableConfig {
     pub max_connections: usize,
     /// Entries with no event for this long are dropped (a close was lost).
     pub idle_timeout: Duration,
+    /// How long a closed connection waits for reads of bytes that were still
+    /// unread in the kernel when it closed (see `Closing`).
+    pub close_linger: Duration,
 }
 
 impl Default for TableConfig {
     fn default() -> Self {
-        TableConfig { max_connections: 65_536, idle_timeout: Duration::from_secs(300) }
+        TableConfig {
+            max_connections: 65_536,
+            idle_timeout: Duration::from_secs(300),
+            close_linger: Duration::from_secs(1),
+        }
     }
 }
 
@@ -113,6 +120,27 @@ struct Conn {
     seen_from: SeenFrom,
     open_emitted: bool,
     l7: L7,
+    /// Set when the kernel closed the socket while the process had not read
+    /// all it received (see `Closing`).
+    closing: Option<Closing>,
+}
+
+/// A close the kernel reported before the process read everything: a client
+/// that half-closed (`shutdown(SHUT_WR)`) goes FIN_WAIT2 -> TIME_WAIT, which
+/// closes the socket (state CLOSE) the moment the server's FIN arrives, often
+/// before the client has read the response queued in front of it. The
+/// connection stays in the table until the process has read what the kernel
+/// received (or `close_linger` passes), so those reads pair with their
+/// requests instead of opening a phantom connection. The kernel has already
+/// released the local port by then (its data events say port 0).
+#[derive(Debug)]
+struct Closing {
+    ts_ns: u64,
+    kind: ConnEventKind,
+    reason: CloseReason,
+    sk_err: i32,
+    tcp: TcpStats,
+    deadline_ns: u64,
 }
 
 /// One line of `--output json` for connections.
@@ -188,6 +216,9 @@ impl Serialize for TcpStats {
 pub enum Refused {
     /// Table full: the connection is not tracked.
     Full,
+    /// Data on a socket the kernel already closed (its local port is gone)
+    /// and whose connection was already reported closed.
+    AfterClose,
 }
 
 /// Socket ids are kernel addresses, not keys a peer chooses: multiply and
@@ -220,6 +251,9 @@ pub struct Table<L> {
     calls: Vec<CallRecord>,
     exchanges: Vec<Exchange>,
     l7_counters: L7Counters,
+    /// Sockets waiting in `Closing`, in deadline order (deadlines grow with
+    /// event time).
+    lingering: VecDeque<(u64, SockId)>,
 }
 
 impl<L: ListenLookup> Table<L> {
@@ -232,6 +266,7 @@ impl<L: ListenLookup> Table<L> {
             calls: Vec::new(),
             exchanges: Vec::new(),
             l7_counters: L7Counters::default(),
+            lingering: VecDeque::new(),
         }
     }
 
@@ -272,6 +307,7 @@ impl<L: ListenLookup> Table<L> {
 
     /// Apply one event; records it completes are pushed to `out`.
     pub fn apply(&mut self, ev: &Event, out: &mut Vec<ConnRecord>) -> Result<(), Refused> {
+        self.flush_closed(ev.ts_ns(), out);
         match ev {
             Event::State(s) => self.on_state(s, out),
             Event::Accept(a) => self.on_accept(a, out),
@@ -279,11 +315,50 @@ impl<L: ListenLookup> Table<L> {
         }
     }
 
-    fn insert(&mut self, sk: SockId, c: Conn) -> Result<&mut Conn, Refused> {
+    /// Track `c` under `sk`. A closed connection still lingering there is
+    /// reported first: the kernel reuses a socket's address only after the
+    /// process let go of it.
+    fn insert(&mut self, sk: SockId, c: Conn, out: &mut Vec<ConnRecord>) -> Result<&mut Conn, Refused> {
+        if self.conns.get(&sk).is_some_and(|old| old.closing.is_some()) {
+            self.finish_closed(sk, out);
+        }
         if self.conns.len() >= self.cfg.max_connections && !self.conns.contains_key(&sk) {
             return Err(Refused::Full);
         }
         Ok(self.conns.entry(sk).insert_entry(c).into_mut())
+    }
+
+    /// Report lingering closes whose deadline passed by `now_ns`.
+    pub fn flush_closed(&mut self, now_ns: u64, out: &mut Vec<ConnRecord>) {
+        while let Some(&(deadline, sk)) = self.lingering.front() {
+            if deadline > now_ns {
+                break;
+            }
+            self.lingering.pop_front();
+            // Already finished (all read, or its address reused) when the
+            // entry is gone or lingers for a later close.
+            if self.conns.get(&sk).and_then(|c| c.closing.as_ref()).is_some_and(|z| z.deadline_ns == deadline) {
+                self.finish_closed(sk, out);
+            }
+        }
+    }
+
+    /// Remove a lingering connection and report its close.
+    fn finish_closed(&mut self, sk: SockId, out: &mut Vec<ConnRecord>) {
+        if let Some(mut c) = self.conns.remove(&sk)
+            && let Some(z) = c.closing.take()
+        {
+            self.report_close(&mut c, z, out);
+        }
+    }
+
+    fn report_close(&mut self, c: &mut Conn, z: Closing, out: &mut Vec<ConnRecord>) {
+        c.l7.close(&mut self.exchanges);
+        Self::push_calls(&mut self.calls, c, &mut self.exchanges);
+        let mut r = record(c, z.kind, z.ts_ns, Some(z.reason));
+        r.sk_err = (z.sk_err != 0).then_some(z.sk_err);
+        r.tcp = Some(z.tcp);
+        out.push(r);
     }
 
     fn new_conn(tuple: Tuple, role: Role, ts: u64, seen_from: SeenFrom) -> Conn {
@@ -301,6 +376,7 @@ impl<L: ListenLookup> Table<L> {
             seen_from,
             open_emitted: false,
             l7: L7::new(),
+            closing: None,
         }
     }
 
@@ -312,12 +388,12 @@ impl<L: ListenLookup> Table<L> {
                     c.pid = Some(t.pid);
                     c.comm = t.comm;
                 }
-                self.insert(s.sk, c)?;
+                self.insert(s.sk, c, out)?;
             }
             (tcp_state::SYN_SENT, tcp_state::ESTABLISHED) => {
                 let c = match self.conns.get_mut(&s.sk) {
-                    Some(c) => c,
-                    None => self.insert(s.sk, Self::new_conn(s.tuple, Role::Client, s.ts_ns, SeenFrom::Handshake))?,
+                    Some(c) if c.closing.is_none() => c,
+                    _ => self.insert(s.sk, Self::new_conn(s.tuple, Role::Client, s.ts_ns, SeenFrom::Handshake), out)?,
                 };
                 c.tuple = s.tuple; // the local port is bound after SYN_SENT
                 c.last_ns = s.ts_ns;
@@ -328,7 +404,7 @@ impl<L: ListenLookup> Table<L> {
                 // Simultaneous open (a client that went SYN_SENT -> SYN_RECV)
                 // or a TCP Fast Open server that read before ESTABLISHED:
                 // the same connection, keep what is known.
-                Some(c) if c.tuple == s.tuple || c.tuple.local.port() == 0 => {
+                Some(c) if c.closing.is_none() && (c.tuple == s.tuple || c.tuple.local.port() == 0) => {
                     c.tuple = s.tuple;
                     c.last_ns = s.ts_ns;
                     if c.role == Role::Client && !c.open_emitted {
@@ -338,12 +414,23 @@ impl<L: ListenLookup> Table<L> {
                 }
                 _ => {
                     let c = Self::new_conn(s.tuple, Role::Server, s.ts_ns, SeenFrom::Handshake);
-                    self.insert(s.sk, c)?;
+                    self.insert(s.sk, c, out)?;
                 }
             },
             (old, tcp_state::CLOSE) => {
-                let reason = CloseReason::from(old, s.sk_err);
                 let kind = if old == tcp_state::SYN_SENT { ConnEventKind::ConnectFailed } else { ConnEventKind::Close };
+                let mut z = Closing {
+                    ts_ns: s.ts_ns,
+                    kind,
+                    reason: CloseReason::from(old, s.sk_err),
+                    sk_err: s.sk_err,
+                    tcp: s.tcp,
+                    deadline_ns: s.ts_ns.saturating_add(self.cfg.close_linger.as_nanos() as u64),
+                };
+                if self.conns.get(&s.sk).is_some_and(|c| c.closing.is_some()) {
+                    // A second close of one socket: the first is over.
+                    self.finish_closed(s.sk, out);
+                }
                 let mut c = self
                     .conns
                     .remove(&s.sk)
@@ -351,12 +438,18 @@ impl<L: ListenLookup> Table<L> {
                 if c.tuple.local.port() == 0 {
                     c.tuple = s.tuple;
                 }
-                c.l7.close(&mut self.exchanges);
-                Self::push_calls(&mut self.calls, &c, &mut self.exchanges);
-                let mut r = record(&c, kind, s.ts_ns, Some(reason));
-                r.sk_err = (s.sk_err != 0).then_some(s.sk_err);
-                r.tcp = Some(s.tcp);
-                out.push(r);
+                c.last_ns = s.ts_ns;
+                if kind == ConnEventKind::Close && c.unread(&s.tcp) {
+                    // Deadlines grow with event time: the queue stays ordered.
+                    if let Some(&(last, _)) = self.lingering.back() {
+                        z.deadline_ns = z.deadline_ns.max(last);
+                    }
+                    self.lingering.push_back((z.deadline_ns, s.sk));
+                    c.closing = Some(z);
+                    self.conns.insert(s.sk, c);
+                } else {
+                    self.report_close(&mut c, z, out);
+                }
             }
             _ => {}
         }
@@ -380,21 +473,36 @@ impl<L: ListenLookup> Table<L> {
     }
 
     fn on_data(&mut self, d: &Data, out: &mut Vec<ConnRecord>) -> Result<(), Refused> {
-        let known = self.conns.get(&d.sk).map(|c| c.tuple == d.tuple || c.tuple.local.port() == 0);
+        let known = self.conns.get(&d.sk).map(|c| match c.closing {
+            // The kernel released the local port at close: the rest must match.
+            Some(_) => c.tuple == d.tuple || (d.tuple.local.port() == 0 && c.tuple.remote == d.tuple.remote),
+            None => c.tuple == d.tuple || c.tuple.local.port() == 0,
+        });
         if known == Some(false) {
             // The socket address was reused but this table missed the close.
-            self.conns.remove(&d.sk);
+            if self.conns.get(&d.sk).is_some_and(|c| c.closing.is_some()) {
+                self.finish_closed(d.sk, out);
+            } else {
+                self.conns.remove(&d.sk);
+            }
         }
         if known != Some(true) {
+            if d.tuple.local.port() == 0 {
+                // A read of what a closed socket still held, after its
+                // connection was reported: never a new (phantom) connection.
+                return Err(Refused::AfterClose);
+            }
             if self.conns.len() >= self.cfg.max_connections {
                 return Err(Refused::Full);
             }
             let role =
                 if self.listen.is_listening(d.task.pid, d.tuple.local.port()) { Role::Server } else { Role::Client };
-            self.insert(d.sk, Self::new_conn(d.tuple, role, d.ts_ns, SeenFrom::MidStream))?;
+            self.insert(d.sk, Self::new_conn(d.tuple, role, d.ts_ns, SeenFrom::MidStream), out)?;
         }
         let c = self.conns.get_mut(&d.sk).expect("inserted above");
-        c.tuple = d.tuple;
+        if d.tuple.local.port() != 0 {
+            c.tuple = d.tuple;
+        }
         if c.pid != Some(d.task.pid) && c.pid.is_none() {
             c.pid = Some(d.task.pid);
             c.comm = d.task.comm;
@@ -420,6 +528,12 @@ impl<L: ListenLookup> Table<L> {
             L7Change::None => {}
         }
         Self::push_calls(&mut self.calls, c, &mut self.exchanges);
+        // Everything the kernel received has been read: the close is over.
+        if let Some(z) = &c.closing
+            && !c.unread(&z.tcp)
+        {
+            self.finish_closed(d.sk, out);
+        }
         Ok(())
     }
 
@@ -429,6 +543,15 @@ impl<L: ListenLookup> Table<L> {
         let before = self.conns.len();
         self.conns.retain(|_, c| now_ns.saturating_sub(c.last_ns) < timeout);
         before - self.conns.len()
+    }
+}
+
+impl Conn {
+    /// The kernel received bytes this process has not read yet (seen at
+    /// close). The kernel counts a received FIN as one byte; a connection
+    /// seen mid-stream has unknown earlier reads, so it never waits.
+    fn unread(&self, tcp: &TcpStats) -> bool {
+        self.seen_from == SeenFrom::Handshake && tcp.bytes_received > self.rx_bytes + 1
     }
 }
 

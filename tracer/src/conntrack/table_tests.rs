@@ -891,3 +891,91 @@ fn fast_open_server_read_before_established_is_one_connection() {
     assert_eq!((r.bytes_sent, r.calls_sent), (612, 1), "{r:#?}");
     assert_eq!(r.start_ns, MS);
 }
+
+// ---- half-close: the kernel closes before the process has read -----------
+
+fn http_data(ts_ns: u64, sk: SockId, tuple: Tuple, direction: Direction, payload: &'static [u8]) -> Event {
+    let Event::Data(mut d) = data(ts_ns, sk, tuple, curl(), direction, payload.len() as u32) else { unreachable!() };
+    d.payload = Bytes::from_static(payload);
+    Event::Data(d)
+}
+
+const REQUEST: &[u8] = b"GET /half HTTP/1.1\r\nHost: x\r\n\r\n";
+const RESPONSE: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
+
+/// `shutdown(SHUT_WR)` then read: FIN_WAIT2 -> CLOSE comes when the server's
+/// FIN arrives, before the read of the response queued ahead of it.
+fn half_closed_client() -> (Table<FakeListen>, Tuple, TcpStats) {
+    let mut t = table();
+    let c = client_tuple();
+    established_client(&mut t, 1, 0, c);
+    apply_none(&mut t, http_data(2 * MS, 1, c, Direction::Egress, REQUEST));
+    // The kernel counts the FIN as one byte received.
+    let tcp = stats(50, 0, RESPONSE.len() as u64 + 1, REQUEST.len() as u64 + 1);
+    apply_none(&mut t, close_with(3 * MS, 1, c, FIN_WAIT2, 0, tcp));
+    (t, c, tcp)
+}
+
+#[test]
+fn half_closed_client_reads_its_response_after_the_kernel_closed() {
+    let (mut t, c, tcp) = half_closed_client();
+    assert_eq!(t.len(), 1, "the closed connection waits for its read");
+    // The read comes after the close, with the local port already released.
+    let released = tuple("10.0.0.1:0", "10.0.0.2:80");
+    let r = apply_one(&mut t, http_data(4 * MS, 1, released, Direction::Ingress, RESPONSE));
+    assert_eq!(r.event, ConnEventKind::Close);
+    assert_eq!(r.local, c.local.to_string(), "the connection keeps its port");
+    assert_eq!(r.ts_ns, 3 * MS, "the close is the kernel's");
+    assert_eq!(r.bytes_received, RESPONSE.len() as u64);
+    assert_eq!(r.tcp, Some(tcp));
+    assert!(t.is_empty());
+    let calls: Vec<_> = t.take_calls().collect();
+    assert_eq!(calls.len(), 1, "one paired exchange: {calls:#?}");
+    assert_eq!(calls[0].tuple, c);
+    assert!(calls[0].exchange.response.is_some(), "the response is paired: {:?}", calls[0].exchange);
+}
+
+#[test]
+fn half_closed_client_that_never_reads_is_reported_after_the_linger() {
+    let (mut t, _, _) = half_closed_client();
+    let mut out = Vec::new();
+    t.flush_closed(3 * MS + 999 * MS, &mut out);
+    assert!(out.is_empty());
+    t.flush_closed(3 * MS + 1000 * MS, &mut out);
+    assert_eq!(out.len(), 1);
+    assert_eq!(out[0].event, ConnEventKind::Close);
+    assert!(t.is_empty());
+    // A read after that is not a new connection.
+    let released = tuple("10.0.0.1:0", "10.0.0.2:80");
+    let mut out = Vec::new();
+    let r = t.apply(&http_data(2 * SEC, 1, released, Direction::Ingress, RESPONSE), &mut out);
+    assert_eq!(r, Err(Refused::AfterClose));
+    assert!(t.is_empty() && out.is_empty());
+}
+
+#[test]
+fn lingering_socket_reused_reports_the_old_close_first() {
+    let (mut t, _, _) = half_closed_client();
+    let other = tuple("10.0.0.1:40001", "10.0.0.2:80");
+    // connect() of a new socket at the same address finishes the old one.
+    let old = apply_one(&mut t, connect(5 * MS, 1, "10.0.0.2:80", curl()));
+    assert_eq!(old.event, ConnEventKind::Close);
+    assert_eq!(old.local, client_tuple().local.to_string());
+    let new = apply_one(&mut t, connected(6 * MS, 1, other));
+    assert_eq!(new.event, ConnEventKind::Open);
+    assert_eq!(new.local, other.local.to_string());
+    assert_eq!(t.len(), 1);
+}
+
+#[test]
+fn close_after_everything_was_read_is_reported_at_once() {
+    let mut t = table();
+    let c = client_tuple();
+    established_client(&mut t, 1, 0, c);
+    apply_none(&mut t, http_data(2 * MS, 1, c, Direction::Egress, REQUEST));
+    apply_none(&mut t, http_data(3 * MS, 1, c, Direction::Ingress, RESPONSE));
+    let tcp = stats(50, 0, RESPONSE.len() as u64 + 1, REQUEST.len() as u64 + 1);
+    let r = apply_one(&mut t, close_with(4 * MS, 1, c, FIN_WAIT2, 0, tcp));
+    assert_eq!(r.event, ConnEventKind::Close);
+    assert!(t.is_empty());
+}

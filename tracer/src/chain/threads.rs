@@ -1,0 +1,226 @@
+//! What each thread of a process served, for the thread rule (rule 2 of
+//! `link`): the SERVER spans it read, still held or already released, so the
+//! rule can tell whether a request was alone on its thread when a call was
+//! written, and whether a process's threads are evidence at all.
+//!
+//! A thread is no evidence in a process that multiplexes tasks over threads:
+//! Go (told from the executable, `crate::runtimes`), a process where a
+//! request was read on one thread and answered on another (or a call written
+//! on one and its response read on another), or one where two threads each
+//! served overlapping requests (several event loops: tokio, Netty). From the
+//! first such span on, the process is never linked by thread.
+//!
+//! Bounded: a thread keeps its last `PER_THREAD` requests; a thread idle for
+//! `IDLE_NS` is forgotten. What was forgotten moves a horizon: a request
+//! that started before it is never a parent (something that overlapped it
+//! may have been forgotten), so forgetting costs links, never precision.
+
+use foldhash::{HashMap, HashMapExt};
+use std::collections::{BTreeMap, VecDeque};
+
+use super::span::{Span, SpanKind};
+
+pub type Id = u64;
+
+/// Requests remembered per thread.
+const PER_THREAD: usize = 256;
+/// A thread with nothing held and no request ended for this long is forgotten.
+const IDLE_NS: u64 = 10_000_000_000;
+/// Processes remembered as multiplexed at most (oldest forgotten first).
+const MAX_MULTIPLEXED: usize = 16_384;
+
+#[derive(Default)]
+struct Served {
+    end: u64,
+    held: bool,
+}
+
+#[derive(Default)]
+struct ThreadLog {
+    /// By (start, id).
+    requests: BTreeMap<(u64, Id), Served>,
+    held: usize,
+    latest_end: u64,
+    /// Longest request seen: how far back a scan must look for overlaps.
+    longest: u64,
+    /// Latest end of a request forgotten from this log.
+    horizon: u64,
+}
+
+/// What the thread rule concludes for one call.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Verdict {
+    Parent(Id),
+    /// Nothing in flight on the thread.
+    None,
+    /// Several requests overlapped between the candidate's start and the
+    /// call, or what overlapped may have been forgotten.
+    Ambiguous,
+    /// The process's threads are no evidence.
+    Multiplexed,
+}
+
+#[derive(Default)]
+pub struct Threads {
+    logs: HashMap<(u32, u32), ThreadLog>,
+    /// Latest end of a request in a forgotten log.
+    horizon: u64,
+    last_sweep: u64,
+    multiplexed: HashMap<u32, ()>,
+    multiplexed_order: VecDeque<u32>,
+    /// Per process, the first thread seen serving overlapping requests.
+    loop_thread: HashMap<u32, u32>,
+}
+
+impl Threads {
+    pub fn new() -> Self {
+        Threads {
+            logs: HashMap::new(),
+            horizon: 0,
+            last_sweep: 0,
+            multiplexed: HashMap::new(),
+            multiplexed_order: VecDeque::new(),
+            loop_thread: HashMap::new(),
+        }
+    }
+
+    pub fn mark_multiplexed(&mut self, pid: u32) {
+        if self.multiplexed.insert(pid, ()).is_none() {
+            self.multiplexed_order.push_back(pid);
+            self.loop_thread.remove(&pid);
+            while self.multiplexed_order.len() > MAX_MULTIPLEXED {
+                if let Some(old) = self.multiplexed_order.pop_front() {
+                    self.multiplexed.remove(&old);
+                }
+            }
+        }
+    }
+
+    pub fn is_multiplexed(&self, pid: u32) -> bool {
+        self.multiplexed.contains_key(&pid)
+    }
+
+    /// A span arrived: learn what it shows of its process's threads, and log
+    /// it if it is a SERVER span.
+    pub fn insert(&mut self, span: &Span, id: Id) {
+        let Some(pid) = span.pid else { return };
+        self.learn(pid, span);
+        if span.kind != SpanKind::Server {
+            return;
+        }
+        let log = self.logs.entry((pid, span.request_tid)).or_default();
+        log.requests.insert((span.start_ns, id), Served { end: span.end_ns, held: true });
+        log.held += 1;
+        log.latest_end = log.latest_end.max(span.end_ns);
+        log.longest = log.longest.max(span.end_ns.saturating_sub(span.start_ns));
+        // Forget the oldest released requests past the cap.
+        while log.requests.len() > PER_THREAD {
+            let Some(key) = log.requests.iter().find(|(_, s)| !s.held).map(|(k, _)| *k) else { break };
+            if let Some(s) = log.requests.remove(&key) {
+                log.horizon = log.horizon.max(s.end);
+            }
+        }
+    }
+
+    fn learn(&mut self, pid: u32, span: &Span) {
+        if self.is_multiplexed(pid) {
+            return;
+        }
+        // Work moved between threads within one exchange.
+        if span.response_tid.is_some_and(|t| t != span.request_tid) {
+            self.mark_multiplexed(pid);
+            return;
+        }
+        if span.kind != SpanKind::Server {
+            return;
+        }
+        let Some(log) = self.logs.get(&(pid, span.request_tid)) else { return };
+        // Another request of this thread overlaps this one: an event loop.
+        let from = span.start_ns.saturating_sub(log.longest);
+        let overlaps = log
+            .requests
+            .range((from, 0)..=(span.end_ns, Id::MAX))
+            .any(|((start, _), s)| *start <= span.end_ns && s.end >= span.start_ns);
+        if !overlaps {
+            return;
+        }
+        match self.loop_thread.get(&pid) {
+            None => {
+                if self.loop_thread.len() >= MAX_MULTIPLEXED {
+                    self.loop_thread.clear();
+                }
+                self.loop_thread.insert(pid, span.request_tid);
+            }
+            Some(t) if *t == span.request_tid => {}
+            // Two event-loop threads: requests and calls may be handed
+            // between loops.
+            Some(_) => self.mark_multiplexed(pid),
+        }
+    }
+
+    /// A SERVER span left the linker; its interval is still remembered.
+    pub fn release(&mut self, span: &Span, id: Id) {
+        let Some(pid) = span.pid else { return };
+        if let Some(log) = self.logs.get_mut(&(pid, span.request_tid))
+            && let Some(s) = log.requests.get_mut(&(span.start_ns, id))
+            && s.held
+        {
+            s.held = false;
+            log.held -= 1;
+        }
+    }
+
+    /// Forget threads idle since `now_ns - IDLE_NS` (at most once a second).
+    pub fn sweep(&mut self, now_ns: u64) {
+        if now_ns < self.last_sweep.saturating_add(1_000_000_000) {
+            return;
+        }
+        self.last_sweep = now_ns;
+        let cutoff = now_ns.saturating_sub(IDLE_NS);
+        let mut horizon = self.horizon;
+        self.logs.retain(|_, log| {
+            let keep = log.held > 0 || log.latest_end >= cutoff;
+            if !keep {
+                horizon = horizon.max(log.latest_end);
+            }
+            keep
+        });
+        self.horizon = horizon;
+    }
+
+    /// Rule 2 for a call written at `call_ns` by thread `tid` of `pid`: the
+    /// held SERVER span in flight there, if it was alone on the thread from
+    /// its first byte to the call. `served_until` gives a held span's
+    /// response start (None when released).
+    pub fn parent(&self, pid: u32, tid: u32, call_ns: u64, served_until: impl Fn(Id) -> Option<u64>) -> Verdict {
+        let Some(log) = self.logs.get(&(pid, tid)) else { return Verdict::None };
+        if self.is_multiplexed(pid) {
+            return Verdict::Multiplexed;
+        }
+        let mut inside = None;
+        for ((start, id), s) in log.requests.range(..=(call_ns, Id::MAX)).rev() {
+            // Issued between reading the request and starting the response.
+            // Only the start counts: a proxy streams the response while its
+            // upstream call is still being read.
+            if s.held && call_ns <= s.end && served_until(*id).is_some_and(|u| call_ns <= u) {
+                if inside.is_some() {
+                    return Verdict::Ambiguous;
+                }
+                inside = Some((*start, *id));
+            }
+        }
+        let Some((parent_start, parent)) = inside else { return Verdict::None };
+        if parent_start < log.horizon.max(self.horizon) {
+            return Verdict::Ambiguous;
+        }
+        // Any other request between the parent's first byte and the call
+        // (still open, or answered in between: a task deferred past its own
+        // response) makes the thread ambiguous.
+        let from = parent_start.saturating_sub(log.longest);
+        let crowded = log
+            .requests
+            .range((from, 0)..=(call_ns, Id::MAX))
+            .any(|((start, id), s)| *id != parent && s.end >= parent_start && *start <= call_ns);
+        if crowded { Verdict::Ambiguous } else { Verdict::Parent(parent) }
+    }
+}
