@@ -1,0 +1,243 @@
+//! Call chains through real middle tiers of each runtime, on the real
+//! kernel: a python load generator (20 threads x 50 requests, a unique id in
+//! each path) -> middle -> python backend. The test knows which backend call
+//! belongs to which request (the id), so it measures the precision and
+//! recall of the middle's CLIENT spans under its SERVER spans, and checks
+//! that every backend span shares its parent's trace id. Precision 1.0 is
+//! the invariant on every runtime; recall is what the runtime's threads
+//! allow (README "Call chains").
+
+mod common;
+
+use std::{
+    collections::HashMap,
+    path::{Path, PathBuf},
+    process::{Command, Stdio},
+    sync::OnceLock,
+};
+
+use common::*;
+use serde_json::Value;
+
+const CLIENTS: usize = 20;
+const PER_CLIENT: usize = 50;
+
+fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/middles").join(name)
+}
+
+/// Test programs, built once per test binary run into target/test-programs.
+struct Programs {
+    go_middle: PathBuf,
+    java_classes: PathBuf,
+}
+
+fn programs() -> &'static Programs {
+    static P: OnceLock<Programs> = OnceLock::new();
+    P.get_or_init(|| {
+        let out = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/test-programs");
+        std::fs::create_dir_all(&out).unwrap();
+        let go_middle = out.join("go-middle");
+        let st = Command::new("go")
+            .args(["build", "-o"])
+            .arg(&go_middle)
+            .arg(fixture("middle.go"))
+            .env("CGO_ENABLED", "0")
+            .env("GOFLAGS", "-mod=mod")
+            .env("GO111MODULE", "off")
+            .status()
+            .expect("go (apt install golang-go)");
+        assert!(st.success(), "go build of the middle");
+        let java_classes = out.join("java");
+        std::fs::create_dir_all(&java_classes).unwrap();
+        let st = Command::new("javac")
+            .arg("-d")
+            .arg(&java_classes)
+            .arg(fixture("Middle.java"))
+            .status()
+            .expect("javac (apt install openjdk-17-jdk-headless)");
+        assert!(st.success(), "javac of the middle");
+        Programs { go_middle, java_classes }
+    })
+}
+
+fn spawn(mut c: Command, port: u16) -> Proc {
+    let p = Proc(c.stdout(Stdio::null()).stderr(Stdio::null()).spawn().expect("starting a middle"));
+    wait_listening(&format!("127.0.0.1:{port}"), None);
+    p
+}
+
+fn id(v: &Value, key: &str) -> String {
+    v[key].as_str().map(str::to_owned).unwrap_or_default()
+}
+
+/// The request id at the end of a span's path.
+fn request_id(v: &Value) -> String {
+    attr(v, "url.path").as_str().unwrap_or("").rsplit('/').next().unwrap_or("").to_string()
+}
+
+/// `clients` concurrent keep-alive clients x `per_client` requests to
+/// `path % (c, r)` at `port`.
+fn load(port: u16, path: &str, clients: usize, per_client: usize) {
+    let script = format!(
+        r#"
+import http.client, threading
+def client(c):
+    conn = http.client.HTTPConnection("127.0.0.1", {port})
+    for r in range({per_client}):
+        conn.request("GET", "{path}" % (c, r))
+        resp = conn.getresponse(); resp.read()
+        assert resp.status == 200, resp.status
+    conn.close()
+ts = [threading.Thread(target=client, args=(c,)) for c in range({clients})]
+[t.start() for t in ts]; [t.join() for t in ts]
+"#
+    );
+    let st = Command::new("python3").args(["-c", &script]).env("OTEL_SERVICE_NAME", "loadgen").status().unwrap();
+    assert!(st.success(), "load generator failed against port {port}");
+}
+
+struct Measured {
+    calls: usize,
+    linked: usize,
+    correct: usize,
+    backend: usize,
+    split: usize,
+    ended_after_parent: usize,
+}
+
+/// Run the load through `service` (already listening) and measure:
+/// `CLIENTS` concurrent clients, or one (sequential) when `sequential`.
+fn measure(agent: &Agent, service: &str, tag: &str, port: u16, bport: u16, via_call: bool) -> [Measured; 2] {
+    [false, true].map(|sequential| {
+        let tag = format!("{tag}{}", if sequential { "s" } else { "c" });
+        let (clients, per_client) = if sequential { (1, PER_CLIENT) } else { (CLIENTS, PER_CLIENT) };
+        let path = if via_call {
+            format!("/call/{bport}/items/{tag}-%d-%d")
+        } else {
+            format!("/items/{tag}-%d-%d")
+        };
+        load(port, &path, clients, per_client);
+        measure_one(agent, service, &tag, clients * per_client)
+    })
+}
+
+fn measure_one(agent: &Agent, service: &str, tag: &str, n: usize) -> Measured {
+    let mine = |v: &Value| request_id(v).starts_with(&format!("{tag}-"));
+    let servers = agent.wait_spans(&format!("{service} server spans"), n, |v| {
+        v["service"] == service && v["kind"] == "server" && mine(v)
+    });
+    let calls = agent.wait_spans(&format!("{service} client spans"), n, |v| {
+        v["service"] == service && v["kind"] == "client" && mine(v)
+    });
+    let backend =
+        agent.wait_spans("backend server spans", n, |v| v["service"] == "backend" && v["kind"] == "server" && mine(v));
+    let server_by_id: HashMap<String, &Value> = servers.iter().map(|v| (id(v, "span_id"), v)).collect();
+    let (mut linked, mut correct) = (0, 0);
+    for c in &calls {
+        let Some(parent) = c["parent_span_id"].as_str() else { continue };
+        linked += 1;
+        let p = server_by_id.get(parent).unwrap_or_else(|| panic!("parent {parent} is not a {service} server span: {c}"));
+        if request_id(p) == request_id(c) && id(p, "trace_id") == id(c, "trace_id") {
+            correct += 1;
+        } else {
+            eprintln!("WRONG PARENT on {service}: call {} under request {}", request_id(c), request_id(p));
+        }
+    }
+    // Every backend span is the child of the call that carried its id, in
+    // the same trace, whichever of the two ended (and was released) first.
+    let call_by_id: HashMap<String, &Value> = calls.iter().map(|v| (id(v, "span_id"), v)).collect();
+    let (mut split, mut ended_after_parent) = (0, 0);
+    for b in &backend {
+        let parent = b["parent_span_id"].as_str().and_then(|p| call_by_id.get(p));
+        let parent = parent.unwrap_or_else(|| panic!("backend span without its {service} call as parent: {b}"));
+        assert_eq!(request_id(parent), request_id(b), "peer link by connection and TCP sequence is exact");
+        if id(parent, "trace_id") != id(b, "trace_id") {
+            split += 1;
+        }
+        if b["end_ns"].as_u64() > parent["end_ns"].as_u64() {
+            ended_after_parent += 1;
+        }
+    }
+    Measured { calls: calls.len(), linked, correct, backend: backend.len(), split, ended_after_parent }
+}
+
+fn report(name: &str, m: &Measured) -> (f64, f64) {
+    let precision = if m.linked == 0 { 1.0 } else { m.correct as f64 / m.linked as f64 };
+    let recall = m.correct as f64 / m.calls as f64;
+    eprintln!(
+        "{name:<48} precision {precision:.3} recall {recall:.3} ({}/{} calls linked, {} correct); backend spans {} (split traces {}, ended after their parent {})",
+        m.linked, m.calls, m.correct, m.backend, m.split, m.ended_after_parent
+    );
+    (precision, recall)
+}
+
+/// One agent, one backend, each runtime's middle in turn.
+#[test]
+fn no_wrong_parent_on_any_runtime() {
+    let p = programs();
+    let agent = Agent::start(&[]);
+    let bport = free_port();
+    let _backend = backend(bport, &[("OTEL_SERVICE_NAME", "backend")]);
+    let mut results = Vec::new();
+
+    // Thread per request: the thread is the request.
+    let port = free_port();
+    let _py = backend(port, &[("OTEL_SERVICE_NAME", "mid-python")]);
+    results.push(("python ThreadingHTTPServer", measure(&agent, "mid-python", "py", port, bport, true), 0.9));
+
+    // Go: goroutines move between threads; the executable says Go.
+    for (name, service, tag, pooled) in
+        [("go net/http + http.Get", "mid-go", "go", false), ("go net/http + pooled client", "mid-gopool", "gp", true)]
+    {
+        let port = free_port();
+        let mut c = Command::new(&p.go_middle);
+        c.args(["-port", &port.to_string()]).env("OTEL_SERVICE_NAME", service);
+        if pooled {
+            c.arg("-pooled");
+        }
+        let _go = spawn(c, port);
+        results.push((name, measure(&agent, service, tag, port, bport, true), 0.0));
+    }
+    let multiplexed = agent.metric("tracer_chain_links_total{rule=\"multiplexed\"}");
+    assert!(multiplexed > 0, "Go calls are left unlinked as multiplexed, counted: {multiplexed}");
+
+    // Java: a 16-thread pool, the blocking client on the request's thread.
+    let port = free_port();
+    let mut c = Command::new("java");
+    c.arg("-cp").arg(&p.java_classes).args(["Middle", &port.to_string()]).env("OTEL_SERVICE_NAME", "mid-java");
+    let _java = spawn(c, port);
+    results.push(("java HttpServer + HttpURLConnection", measure(&agent, "mid-java", "jv", port, bport, true), 0.0));
+
+    // Node.js: one event loop.
+    let port = free_port();
+    let mut c = Command::new("node");
+    c.arg(fixture("middle.js")).arg(port.to_string()).env("OTEL_SERVICE_NAME", "mid-node");
+    let _node = spawn(c, port);
+    results.push(("node http", measure(&agent, "mid-node", "nd", port, bport, true), 0.0));
+
+    // nginx (one worker, an event loop) proxying straight to the backend.
+    let port = free_port();
+    let _nginx = nginx_proxy(port, bport);
+    results.push(("nginx proxy (1 worker)", measure(&agent, "nginx", "ng", port, bport, false), 0.0));
+
+    let mut failures = Vec::new();
+    for (name, [concurrent, sequential], min_recall) in &results {
+        for (m, how) in [(concurrent, "20-way"), (sequential, "sequential")] {
+            let name = format!("{name}, {how}");
+            let (precision, recall) = report(&name, m);
+            if precision < 1.0 {
+                failures.push(format!("{name}: precision {precision:.3}"));
+            }
+            if recall < *min_recall {
+                failures.push(format!("{name}: recall {recall:.3} < {min_recall}"));
+            }
+            if m.split > 0 {
+                failures.push(format!("{name}: {} backend spans in another trace than their parent", m.split));
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{failures:#?}");
+    agent.assert_no_drops();
+    agent.stop();
+}
