@@ -70,6 +70,12 @@ pub struct KernelOffsets {
     pub skc_net: u16,
     /// net.ns.inum: the network namespace's inode number
     pub net_ns_inum: u16,
+    /// sock_common.skc_state (u8, inside the skc_block window)
+    pub skc_state: u16,
+    /// tcp_sock.rcv_nxt
+    pub tcp_rcv_nxt: u16,
+    /// Keeps the size a multiple of 8 (no implicit padding in ProbeConfig).
+    pub _pad: [u16; 2],
 }
 
 /// Syscall numbers of this architecture, so a probe firing inside the socket
@@ -106,8 +112,8 @@ pub struct ProbeConfig {
     pub _pad: u32,
 }
 
-const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 56);
-const _: () = assert!(core::mem::size_of::<ProbeConfig>() == 112);
+const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 64);
+const _: () = assert!(core::mem::size_of::<ProbeConfig>() == 120);
 
 #[cfg(feature = "user")]
 unsafe impl aya::Pod for ProbeConfig {}

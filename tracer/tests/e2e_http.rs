@@ -235,3 +235,83 @@ fn pipelined_requests() {
     assert_eq!(client.len(), 3);
     agent.stop();
 }
+
+/// A client that half-closes (`nc -N`: the request, then shutdown(SHUT_WR),
+/// then the response): the kernel closes its socket when the server's FIN
+/// arrives, often before nc has read the response queued ahead of it. Each
+/// request is still one paired exchange: nc's CLIENT span has the response
+/// and is the server span's parent, the late read belongs to the same
+/// connection (no phantom with local port 0), and the topology counts each
+/// request once, on the edge to the real service.
+#[test]
+fn half_closed_client_is_one_exchange() {
+    const N: usize = 20;
+    let agent = Agent::start(&[]);
+    let port = free_port();
+    let _server = backend(port, &[("OTEL_SERVICE_NAME", "halfserver")]);
+    for i in 0..N {
+        let req = format!("printf 'GET /items/hc-{i} HTTP/1.1\\r\\nHost: h\\r\\n\\r\\n' | nc -N 127.0.0.1 {port}");
+        let out = Command::new("bash").args(["-c", &req]).output().expect("nc (apt install netcat-openbsd)");
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(text.starts_with("HTTP/1.0 200") || text.starts_with("HTTP/1.1 200"), "nc got: {text}");
+    }
+    let mine = |v: &Value| attr(v, "url.path").as_str().is_some_and(|p| p.starts_with("/items/hc-"));
+    let clients = agent.wait_spans("nc's client spans", N, |v| v["kind"] == "client" && mine(v));
+    let servers = agent.wait_spans("server spans", N, |v| v["kind"] == "server" && mine(v));
+    for c in &clients {
+        assert_eq!(attr(c, "http.response.status_code"), 200, "the response is paired: {c}");
+        assert!(attr(c, "error.type").is_null(), "{c}");
+    }
+    for s in &servers {
+        let parent = s["parent_span_id"].as_str().unwrap_or_default();
+        let c = clients.iter().find(|c| c["span_id"] == parent);
+        let c = c.unwrap_or_else(|| {
+            let same: Vec<&Value> = clients.iter().filter(|c| attr(c, "url.path") == attr(s, "url.path")).collect();
+            panic!("server span without nc's span as parent: {s}\nnc's spans of that path: {same:#?}")
+        });
+        assert_eq!(attr(c, "url.path"), attr(s, "url.path"));
+    }
+    // Every connection of nc's closes once, with its own port.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let closes = loop {
+        let closes: Vec<Value> = agent
+            .all_output()
+            .lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .filter(|v| v["event"] == "close" && v["comm"] == "nc" && port_of(&v["remote"]) == port)
+            .collect();
+        if closes.len() >= N || std::time::Instant::now() > deadline {
+            break closes;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(closes.len(), N, "one close per connection: {closes:#?}");
+    for c in &closes {
+        assert_ne!(port_of(&c["local"]), 0, "a phantom connection: {c}");
+        assert_eq!(c["seen_from"], "handshake", "{c}");
+    }
+    let phantom = agent
+        .all_output()
+        .lines()
+        .filter(|l| l.contains("\"mid_stream\"") && l.contains(&format!(":{port}\"")))
+        .count();
+    assert_eq!(phantom, 0, "no connection seen mid-stream to the server");
+    // Counted once, on the edge to the service (not on a virtual node).
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let (_, body) = http_get(agent.api, "/api/topology?window=5m").expect("GET /api/topology");
+        let t: Value = serde_json::from_str(&body).unwrap();
+        let edges = t["edges"].as_array().unwrap();
+        let to = |server: &str| -> u64 {
+            edges.iter().filter(|e| e["server"] == server).map(|e| e["requests"].as_u64().unwrap_or(0)).sum()
+        };
+        let (real, virt) = (to("halfserver"), to(&format!("127.0.0.1:{port}")));
+        if real >= N as u64 {
+            assert_eq!((real, virt), (N as u64, 0), "each request once, on the real service: {body}");
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "topology never counted {N} requests: {body}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    agent.stop();
+}

@@ -112,11 +112,7 @@ fn measure(agent: &Agent, service: &str, tag: &str, port: u16, bport: u16, via_c
     [false, true].map(|sequential| {
         let tag = format!("{tag}{}", if sequential { "s" } else { "c" });
         let (clients, per_client) = if sequential { (1, PER_CLIENT) } else { (CLIENTS, PER_CLIENT) };
-        let path = if via_call {
-            format!("/call/{bport}/items/{tag}-%d-%d")
-        } else {
-            format!("/items/{tag}-%d-%d")
-        };
+        let path = if via_call { format!("/call/{bport}/items/{tag}-%d-%d") } else { format!("/items/{tag}-%d-%d") };
         load(port, &path, clients, per_client);
         measure_one(agent, service, &tag, clients * per_client)
     })
@@ -137,7 +133,8 @@ fn measure_one(agent: &Agent, service: &str, tag: &str, n: usize) -> Measured {
     for c in &calls {
         let Some(parent) = c["parent_span_id"].as_str() else { continue };
         linked += 1;
-        let p = server_by_id.get(parent).unwrap_or_else(|| panic!("parent {parent} is not a {service} server span: {c}"));
+        let p =
+            server_by_id.get(parent).unwrap_or_else(|| panic!("parent {parent} is not a {service} server span: {c}"));
         if request_id(p) == request_id(c) && id(p, "trace_id") == id(c, "trace_id") {
             correct += 1;
         } else {

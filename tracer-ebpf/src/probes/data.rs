@@ -27,7 +27,7 @@ use tracer_common::{
     config::{KernelOffsets, MAX_CAPTURE, MAX_IOV},
     event::{
         AF_INET, AF_INET6, DATA_EGRESS, DATA_PAYLOAD_PARTIAL, DATA_SEQ_VALID, DataEvent, EVENT_VERSION, EventKind,
-        Syscall,
+        Syscall, tcp_state,
     },
     maps::Counter,
 };
@@ -90,10 +90,35 @@ fn sock_length(ctx: &RawTracePointContext, send: bool) -> i32 {
     }
     // The sequence counters already moved past the bytes of this call.
     let seq_off = if send { o.tcp_write_seq } else { o.tcp_copied_seq };
-    let seq = sock::read::<u32>(sk, seq_off).map(|s| s.wrapping_sub(ret as u32));
+    let mut seq = sock::read::<u32>(sk, seq_off).map(|s| s.wrapping_sub(ret as u32));
+    if !send && let Ok(s) = seq.as_mut() {
+        *s = s.wrapping_sub(fin_consumed(sk, &o, &common, s.wrapping_add(ret as u32)));
+    }
     let call = current_call(&o, send);
     let _ = emit(&Head { o: &o, pid_tgid, sk, common: &common, seq: seq.ok(), call: &call, ret: ret as u64, send });
     0
+}
+
+/// 1 when this read also consumed the peer's FIN, which moves copied_seq one
+/// past the data (tcp_recvmsg: "++*seq" at found_fin_ok), else 0: the first
+/// byte's sequence number must not be off by one for a read of a request
+/// followed by its client's shutdown(SHUT_WR). The FIN was consumed by this
+/// read (it returned data, and nothing follows a FIN) when everything up to
+/// rcv_nxt was copied and the state says a FIN came in: CLOSE_WAIT,
+/// LAST_ACK, CLOSING, TIME_WAIT, or CLOSE without an error (a reset also
+/// leaves CLOSE, without a FIN, with sk_err set).
+#[inline(always)]
+fn fin_consumed(sk: u64, o: &KernelOffsets, common: &sock::Block, copied: u32) -> u32 {
+    if sock::read::<u32>(sk, o.tcp_rcv_nxt) != Ok(copied) {
+        return 0;
+    }
+    let state = common.u16(o.skc_state) as u8;
+    let fin = match state {
+        tcp_state::CLOSE_WAIT | tcp_state::LAST_ACK | tcp_state::CLOSING | tcp_state::TIME_WAIT => true,
+        tcp_state::CLOSE => sock::read::<i32>(sk, o.sk_err) == Ok(0),
+        _ => false,
+    };
+    u32::from(fin)
 }
 
 /// Which hooked syscall the thread is in, from its saved user registers.

@@ -29,12 +29,7 @@
 //! its oldest spans early (counted).
 
 use foldhash::{HashMap, HashMapExt};
-use std::{
-    collections::VecDeque,
-    net::SocketAddr,
-    sync::Arc,
-    time::Duration,
-};
+use std::{collections::VecDeque, net::SocketAddr, sync::Arc, time::Duration};
 
 use serde::Deserialize;
 
@@ -141,8 +136,6 @@ fn nonzero8(v: u64) -> SpanId {
     if v == 0 { 1u64.to_be_bytes() } else { v.to_be_bytes() }
 }
 
-
-
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct LinkCounters {
     /// Released before their hold ended because the buffer was full.
@@ -195,7 +188,6 @@ pub struct Linker {
     fixed_order: VecDeque<SpanId>,
     pub counters: LinkCounters,
 }
-
 
 impl Linker {
     pub fn new(cfg: LinkConfig) -> Self {
@@ -420,9 +412,8 @@ impl Linker {
     fn thread_parent(&mut self, id: Id) -> Option<Id> {
         let c = self.get(id)?;
         let (pid, tid, call) = (c.pid?, c.request_tid, c.start_ns);
-        let verdict = self.threads.parent(pid, tid, call, |sid| {
-            self.get(sid).map(|s| s.response_first_ns.unwrap_or(s.end_ns))
-        });
+        let verdict =
+            self.threads.parent(pid, tid, call, |sid| self.get(sid).map(|s| s.response_first_ns.unwrap_or(s.end_ns)));
         match verdict {
             Verdict::Parent(sid) => Some(sid),
             Verdict::None => None,

@@ -122,9 +122,14 @@ pub async fn run(
         }
         telemetry.chain_held.set(linker.len() as i64);
         let c = std::mem::take(&mut linker.counters);
-        for (counter, n) in
-            link_counters.iter().zip([c.thread_links, c.peer_links, c.remote_links, c.ambiguous, c.multiplexed, c.released_early])
-        {
+        for (counter, n) in link_counters.iter().zip([
+            c.thread_links,
+            c.peer_links,
+            c.remote_links,
+            c.ambiguous,
+            c.multiplexed,
+            c.released_early,
+        ]) {
             if n > 0 {
                 counter.inc_by(n);
             }

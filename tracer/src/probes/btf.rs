@@ -47,10 +47,20 @@ pub fn kernel_offsets(path: &Path) -> Result<KernelOffsets> {
         regs_block: 0,
         skc_net: sc("skc_net")?,
         net_ns_inum: r.offset("net", "ns")? + r.offset("ns_common", "inum")?,
+        skc_state: sc("skc_state")?,
+        tcp_rcv_nxt: r.offset("tcp_sock", "rcv_nxt")?,
+        _pad: [0; 2],
     };
     o.skc_block = window(
         "sock_common",
-        &[(o.skc_daddr, 4), (o.skc_rcv_saddr, 4), (o.skc_dport, 2), (o.skc_num, 2), (o.skc_family, 2)],
+        &[
+            (o.skc_daddr, 4),
+            (o.skc_rcv_saddr, 4),
+            (o.skc_dport, 2),
+            (o.skc_num, 2),
+            (o.skc_family, 2),
+            (o.skc_state, 1),
+        ],
     )?;
     o.regs_block = window("pt_regs", &[(o.regs_nr, 8), (o.regs_arg[0], 8), (o.regs_arg[1], 8), (o.regs_arg[2], 8)])?;
     Ok(o)

@@ -78,11 +78,8 @@ impl ThreadModels {
             c.checked = now;
             return c.model;
         }
-        let model = if is_go_executable(&format!("/proc/{pid}/exe")) {
-            ThreadModel::Multiplexed
-        } else {
-            ThreadModel::Threads
-        };
+        let model =
+            if is_go_executable(&format!("/proc/{pid}/exe")) { ThreadModel::Multiplexed } else { ThreadModel::Threads };
         if self.cache.len() >= MAX_PIDS {
             self.cache.clear();
         }
