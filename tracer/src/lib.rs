@@ -16,6 +16,7 @@ pub mod probes;
 pub mod protocols;
 pub mod sched;
 pub mod store;
+pub mod supervisor;
 pub mod telemetry;
 pub mod topology;
 pub mod ui;

@@ -40,7 +40,9 @@ impl LineWriter {
         LineWriter { format, clock: Clock::new(), out: std::io::BufWriter::new(std::io::stdout()) }
     }
 
-    pub fn write(&mut self, r: &Item) {
+    /// An error (e.g. EPIPE: nobody reads stdout any more) is the caller's
+    /// to act on: the output stage ends with it.
+    pub fn write(&mut self, r: &Item) -> std::io::Result<()> {
         let ts = match r {
             Item::Conn(c) => c.ts_ns,
             Item::Data(d) => d.ts_ns,
@@ -59,9 +61,7 @@ impl LineWriter {
             (OutputFormat::Text, Item::Data(d)) => writeln!(self.out, "{}", data_text(&time, d)),
             (OutputFormat::Text, Item::Span(s)) => writeln!(self.out, "{}", span_text(&time, s)),
         };
-        if let Err(e) = res {
-            tracing::warn!(error = %e, "writing to stdout failed");
-        }
+        res
     }
 
     fn json(&mut self, line: &impl Serialize) -> std::io::Result<()> {
@@ -69,8 +69,8 @@ impl LineWriter {
         self.out.write_all(b"\n")
     }
 
-    pub fn flush(&mut self) {
-        let _ = self.out.flush();
+    pub fn flush(&mut self) -> std::io::Result<()> {
+        self.out.flush()
     }
 }
 
