@@ -30,7 +30,7 @@ enum Command {
 #[derive(clap::Args)]
 struct RunArgs {
     /// TOML config file (see deploy/tracer.toml); flags override it.
-    #[arg(long, env = "TRACER_CONFIG")]
+    #[arg(short, long, env = "TRACER_CONFIG")]
     config: Option<PathBuf>,
     /// What to print on stdout.
     #[arg(long, value_enum)]
