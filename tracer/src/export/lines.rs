@@ -49,7 +49,7 @@ impl LineWriter {
             Item::Span(s) => s.end_ns,
         };
         let time = humantime::format_rfc3339_micros(self.clock.wall(ts)).to_string();
-        let res = match (self.format, r) {
+        match (self.format, r) {
             (OutputFormat::None, _) => Ok(()),
             (OutputFormat::Json, Item::Conn(c)) => self.json(&JsonLine { kind: "connection", time, record: c }),
             (OutputFormat::Json, Item::Data(d)) => self.json(&JsonLine { kind: "data", time, record: d }),
@@ -60,8 +60,7 @@ impl LineWriter {
             (OutputFormat::Text, Item::Conn(c)) => writeln!(self.out, "{}", text(&time, c)),
             (OutputFormat::Text, Item::Data(d)) => writeln!(self.out, "{}", data_text(&time, d)),
             (OutputFormat::Text, Item::Span(s)) => writeln!(self.out, "{}", span_text(&time, s)),
-        };
-        res
+        }
     }
 
     fn json(&mut self, line: &impl Serialize) -> std::io::Result<()> {
