@@ -3,11 +3,16 @@
 
 use std::{net::SocketAddr, path::Path, sync::Arc, time::Duration};
 
-use anyhow::{Context as _, Result};
+use anyhow::{Context as _, Result, bail};
 use serde::Deserialize;
+use tracer_common::config::MAX_CAPTURE;
 
 use crate::{
-    chain::{link::LinkConfig, route::RouteConfig, span::SpanConfig},
+    chain::{
+        link::LinkConfig,
+        route::{RouteConfig, Router},
+        span::SpanConfig,
+    },
     export::{lines::OutputFormat, otlp::OtlpConfig},
     k8s::K8sConfig,
     protocols::{ProtocolConfig, http1::HttpConfig},
@@ -140,11 +145,15 @@ impl Default for ConntrackConfig {
 pub struct ApiConfig {
     /// /healthz, /readyz, /metrics. Loopback only by default.
     pub addr: SocketAddr,
+    /// After a stage fails, /readyz answers 503 naming it for this long
+    /// before the agent stops and exits non-zero, so a readiness probe or an
+    /// operator sees which stage it was. Default 2000.
+    pub failure_linger_ms: u64,
 }
 
 impl Default for ApiConfig {
     fn default() -> Self {
-        ApiConfig { addr: SocketAddr::from(([127, 0, 0, 1], 9400)) }
+        ApiConfig { addr: SocketAddr::from(([127, 0, 0, 1], 9400)), failure_linger_ms: 2000 }
     }
 }
 
@@ -198,9 +207,30 @@ impl HttpSection {
 }
 
 impl Config {
+    /// Parse and validate: a bad value stops the agent here, naming its
+    /// key, instead of failing a stage after start.
     pub fn from_file(path: &Path) -> Result<Config> {
         let text = std::fs::read_to_string(path).with_context(|| format!("reading config {}", path.display()))?;
-        toml::from_str(&text).with_context(|| format!("parsing config {}", path.display()))
+        let cfg: Config = toml::from_str(&text).with_context(|| format!("parsing config {}", path.display()))?;
+        cfg.validate().with_context(|| format!("config {}", path.display()))?;
+        Ok(cfg)
+    }
+
+    /// What serde's types cannot say (unknown keys and wrong types are
+    /// serde's errors, which name the key too). Each error starts with the
+    /// offending key, as written in the file.
+    pub fn validate(&self) -> Result<()> {
+        for (i, rule) in self.http.routes.rules.iter().enumerate() {
+            let one = RouteConfig { rules: vec![rule.clone()], ..self.http.routes.clone() };
+            if let Err(e) = Router::new(&one) {
+                bail!("http.routes.rules[{i}]: {e}");
+            }
+        }
+        if self.capture.capture_bytes as usize > MAX_CAPTURE {
+            bail!("capture.capture_bytes (--capture-bytes): {} is more than {MAX_CAPTURE}", self.capture.capture_bytes);
+        }
+        self.capture.netns_inode().context("capture.netns (--netns)")?;
+        Ok(())
     }
 }
 
@@ -214,5 +244,32 @@ mod tests {
         let c = Config::from_file(&path).expect("deploy/tracer.toml parses");
         assert_eq!(c.capture.capture_bytes, CaptureConfig::default().capture_bytes);
         assert_eq!(c.scheduler.slice_ms, crate::sched::SchedConfig::default().slice_ms);
+    }
+
+    fn load(toml_text: &str) -> Result<Config> {
+        let dir = std::env::temp_dir().join(format!("tracer-config-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        // Tests run in parallel: one file each.
+        static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let path = dir.join(format!("{}.toml", N.fetch_add(1, std::sync::atomic::Ordering::Relaxed)));
+        std::fs::write(&path, toml_text).unwrap();
+        Config::from_file(&path)
+    }
+
+    #[test]
+    fn bad_route_rule_is_refused_at_load_with_its_key() {
+        let e = load("[http.routes]\nrules = [\"/ok/{id}\", \"/a/*/b\"]\n").unwrap_err();
+        let msg = format!("{e:#}");
+        assert!(msg.contains("http.routes.rules[1]") && msg.contains("/a/*/b"), "{msg}");
+    }
+
+    #[test]
+    fn unknown_key_and_out_of_range_values_are_named() {
+        let msg = format!("{:#}", load("[capture]\ncapture_byte = 1\n").unwrap_err());
+        assert!(msg.contains("capture_byte"), "{msg}");
+        let msg = format!("{:#}", load("[capture]\ncapture_bytes = 5000\n").unwrap_err());
+        assert!(msg.contains("capture.capture_bytes"), "{msg}");
+        let msg = format!("{:#}", load("[capture]\nnetns = \"/nonexistent/ns\"\n").unwrap_err());
+        assert!(msg.contains("capture.netns"), "{msg}");
     }
 }

@@ -17,6 +17,7 @@ pub mod protocols;
 pub mod runtimes;
 pub mod sched;
 pub mod store;
+pub mod supervisor;
 pub mod telemetry;
 pub mod topology;
 pub mod ui;

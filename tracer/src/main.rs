@@ -19,12 +19,18 @@ struct Cli {
 enum Command {
     /// Load the probes and trace TCP connections (needs root: CAP_BPF, CAP_PERFMON).
     Run(RunArgs),
+    /// Parse and validate a config file (and the OTEL_* environment) without
+    /// starting anything: exits non-zero naming the offending key.
+    CheckConfig {
+        /// TOML config file.
+        file: PathBuf,
+    },
 }
 
 #[derive(clap::Args)]
 struct RunArgs {
     /// TOML config file (see deploy/tracer.toml); flags override it.
-    #[arg(long, env = "TRACER_CONFIG")]
+    #[arg(short, long, env = "TRACER_CONFIG")]
     config: Option<PathBuf>,
     /// What to print on stdout.
     #[arg(long, value_enum)]
@@ -55,8 +61,11 @@ fn main() -> ExitCode {
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
         .init();
     let cli = Cli::parse();
-    let Command::Run(args) = cli.command;
-    match run(args) {
+    let res = match cli.command {
+        Command::Run(args) => run(args),
+        Command::CheckConfig { file } => check_config(&file),
+    };
+    match res {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("tracer: {e:#}");
@@ -100,6 +109,14 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
         .enable_all()
         .build()?;
     rt.block_on(tracer::run(cfg, shutdown_signal()))
+}
+
+fn check_config(file: &std::path::Path) -> anyhow::Result<()> {
+    let cfg = Config::from_file(file)?;
+    // The OTLP settings come from the file and OTEL_* variables together.
+    tracer::export::otlp::resolve_from_env(&cfg.otlp)?;
+    println!("{}: ok", file.display());
+    Ok(())
 }
 
 /// SIGINT or SIGTERM.

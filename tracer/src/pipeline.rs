@@ -12,7 +12,11 @@
 //! ```
 //!
 //! Every channel is bounded; a full channel drops (counted in
-//! tracer_events_dropped_total{stage=<channel>}) and never blocks capture.
+//! tracer_events_dropped_total{stage=<channel>,reason="queue_full"}) and
+//! never blocks capture; a closed one (the next stage ended) counts
+//! reason="closed". Every stage runs under the `Supervisor`: the first one
+//! to end before shutdown is logged, turns /readyz to 503 naming it, and
+//! stops the agent with its error.
 
 use std::{future::Future, sync::Arc, time::Duration};
 
@@ -33,13 +37,17 @@ use crate::{
     k8s::K8sMetadata,
     probes::{LoadOptions, Probes},
     store::Store,
+    supervisor::Supervisor,
     telemetry::{Telemetry, set_counter},
     topology::Topology,
     ui,
 };
 
 pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<()> {
+    // Flags and library callers bypass `Config::from_file`: check again here.
+    cfg.validate()?;
     let telemetry = Telemetry::new();
+    let sup = Supervisor::new();
     // Bind first: a taken port is reported before anything is loaded.
     let listener = api::bind(cfg.api.addr).await?;
     let api_addr = listener.local_addr()?;
@@ -67,7 +75,7 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<()> 
     let (topology, topology_sink) = Topology::new(cfg.topology.clone(), telemetry.clone());
     let (store, store_sink) = Store::new(cfg.store.clone(), telemetry.clone());
     let api_routes = vec![topology.routes(), store.routes(), ui::routes()];
-    let api_task = tokio::spawn(api::serve(listener, telemetry.clone(), api_routes, stop_rx.clone()));
+    let api_task = sup.spawn("api", api::serve(listener, telemetry.clone(), sup.clone(), api_routes, stop_rx.clone()));
 
     let mut probes = Probes::load(&LoadOptions {
         capture_bytes: cfg.capture.capture_bytes,
@@ -96,14 +104,16 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<()> 
         let (tx, mut export_rx) = mpsc::channel(cfg.conntrack.output_queue.max(1));
         queue_depth(&telemetry, "chain_to_export", &tx);
         let mut writer = LineWriter::new(cfg.output);
-        let task = tokio::task::spawn_blocking(move || {
+        // A stdout nobody reads any more (closed pipe) ends this stage, and
+        // so the agent: its output is what it was asked for.
+        let task = sup.spawn_blocking("output", move || {
             while let Some(r) = export_rx.blocking_recv() {
-                writer.write(&r);
+                writer.write(&r).context("writing to stdout")?;
                 if export_rx.is_empty() {
-                    writer.flush();
+                    writer.flush().context("writing to stdout")?;
                 }
             }
-            writer.flush();
+            writer.flush().context("writing to stdout")
         });
         (Some(tx), Some(task))
     };
@@ -114,22 +124,25 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<()> 
         sinks.push(Arc::new(o.sender()));
     }
     let metrics_exporter = otlp.as_ref().and_then(OtlpExporter::metrics_exporter);
-    let topology_task = tokio::spawn(topology.run(export_stop_rx.clone(), metrics_exporter));
-    let store_task = tokio::spawn(store.run(export_stop_rx.clone()));
-    let otlp_task = otlp.map(|e| tokio::spawn(e.run(export_stop_rx)));
-    let chain_task = tokio::spawn(chain::run(
-        ChainConfig {
-            span: cfg.http.span_config(),
-            routes: cfg.http.routes.clone(),
-            link: cfg.chain.clone(),
-            sinks,
-            k8s: k8s.clone(),
-        },
-        chain_rx,
-        chain_to_export,
-        telemetry.clone(),
-    ));
-    let conntrack_task = tokio::spawn(conntrack::run(
+    let topology_task = sup.spawn("topology", topology.run(export_stop_rx.clone(), metrics_exporter));
+    let store_task = sup.spawn("store", store.run(export_stop_rx.clone()));
+    let otlp_task = otlp.map(|e| sup.spawn("otlp", e.run(export_stop_rx)));
+    let chain_task = sup.spawn(
+        "chain",
+        chain::run(
+            ChainConfig {
+                span: cfg.http.span_config(),
+                routes: cfg.http.routes.clone(),
+                link: cfg.chain.clone(),
+                sinks,
+                k8s: k8s.clone(),
+            },
+            chain_rx,
+            chain_to_export,
+            telemetry.clone(),
+        ),
+    );
+    let conntrack = conntrack::run(
         TableConfig {
             max_connections: cfg.conntrack.max_connections,
             idle_timeout: Duration::from_secs(cfg.conntrack.idle_timeout_secs),
@@ -141,8 +154,13 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<()> 
         // Data records only exist to be printed.
         cfg.data_events && cfg.output != OutputFormat::None,
         cfg.http.protocol_config(),
-    ));
-    let reader_task = tokio::spawn(
+    );
+    let conntrack_task = sup.spawn("conntrack", async {
+        conntrack.await;
+        Ok(())
+    });
+    let reader_task = sup.spawn(
+        "capture",
         Reader {
             ring,
             out: capture_to_conntrack,
@@ -157,31 +175,48 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<()> 
     telemetry.set_ready();
     tracing::info!(probes = probes.attached.len(), "tracing TCP connections; web page and API at http://{api_addr}/");
 
-    shutdown.await;
+    let failure = tokio::select! {
+        () = shutdown => None,
+        f = sup.failed() => Some(f),
+    };
+    if failure.is_some() {
+        // /readyz names the stage meanwhile (the supervisor logged it).
+        tokio::time::sleep(Duration::from_millis(cfg.api.failure_linger_ms)).await;
+    }
+    sup.stopping();
     tracing::info!("shutting down: detaching probes");
     drop(probes);
     let _ = stop_tx.send(true);
-    // Each stage ends when the one before it closes its channel.
-    let _ = tokio::time::timeout(Duration::from_secs(5), async {
-        reader_task.await.context("reader task")??;
-        conntrack_task.await.context("conntrack task")?;
-        chain_task.await.context("chain task")??;
-        if let Some(t) = export_task {
-            t.await.context("export task")?;
+    // Each stage ends when the one before it closes its channel. After a
+    // failure the stages' results are that failure's consequences: the
+    // supervisor logged them, the failure is the agent's error.
+    let stages = async {
+        tokio::time::timeout(Duration::from_secs(5), async {
+            reader_task.await??;
+            conntrack_task.await??;
+            chain_task.await??;
+            if let Some(t) = export_task {
+                t.await??;
+            }
+            anyhow::Ok(())
+        })
+        .await
+        .context("stages did not stop within 5 s")??;
+        // Flush what is queued for the backend (bounded by its own timeout).
+        let _ = export_stop_tx.send(true);
+        if let Some(t) = otlp_task {
+            t.await??;
         }
+        topology_task.await??;
+        store_task.await??;
+        api_task.await??;
         anyhow::Ok(())
-    })
-    .await
-    .context("stages did not stop within 5 s")?;
-    // Flush what is queued for the backend (bounded by its own timeout).
-    let _ = export_stop_tx.send(true);
-    if let Some(t) = otlp_task {
-        t.await.context("OTLP exporter task")??;
+    };
+    let stopped = stages.await;
+    match failure {
+        Some(f) => Err(anyhow::anyhow!(f)),
+        None => stopped,
     }
-    topology_task.await.context("topology task")??;
-    store_task.await.context("store task")??;
-    api_task.await.context("api task")??;
-    Ok(())
 }
 
 /// Report a channel's fill level on /metrics. Holds a weak handle, so the

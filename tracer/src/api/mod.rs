@@ -1,16 +1,32 @@
 //! Local HTTP API: /healthz (process alive), /readyz (200 once every probe is
-//! attached), /metrics (OpenMetrics/Prometheus text of the self-metrics).
+//! attached; 503 naming the stage once one has failed, and while stopping),
+//! /metrics (the self-metrics as Prometheus text 0.0.4 or OpenMetrics, as the
+//! Accept header asks: see `exposition`).
+
+pub mod exposition;
 
 use std::{net::SocketAddr, sync::Arc};
 
 use anyhow::{Context as _, Result};
-use axum::{Router, extract::State, http::StatusCode, http::header, response::IntoResponse, routing::get};
+use axum::{
+    Router,
+    extract::State,
+    http::{HeaderMap, StatusCode, header},
+    response::IntoResponse,
+    routing::get,
+};
 use tokio::sync::watch;
 
-use crate::telemetry::Telemetry;
+use crate::{supervisor::Supervisor, telemetry::Telemetry};
 
 pub async fn bind(addr: SocketAddr) -> Result<tokio::net::TcpListener> {
     tokio::net::TcpListener::bind(addr).await.with_context(|| format!("binding the API address {addr} (--api-addr)"))
+}
+
+#[derive(Clone)]
+struct Health {
+    telemetry: Arc<Telemetry>,
+    supervisor: Arc<Supervisor>,
 }
 
 /// Serve /healthz, /readyz, /metrics and the routes other modules bring
@@ -18,6 +34,7 @@ pub async fn bind(addr: SocketAddr) -> Result<tokio::net::TcpListener> {
 pub async fn serve(
     listener: tokio::net::TcpListener,
     telemetry: Arc<Telemetry>,
+    supervisor: Arc<Supervisor>,
     extra: Vec<Router>,
     mut shutdown: watch::Receiver<bool>,
 ) -> Result<()> {
@@ -25,7 +42,7 @@ pub async fn serve(
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
-        .with_state(telemetry);
+        .with_state(Health { telemetry, supervisor });
     let app = extra.into_iter().fold(app, Router::merge);
     axum::serve(listener, app)
         .with_graceful_shutdown(async move {
@@ -35,21 +52,37 @@ pub async fn serve(
         .context("API server")
 }
 
-async fn readyz(State(t): State<Arc<Telemetry>>) -> impl IntoResponse {
-    if t.is_ready() {
-        // Degradations that do not stop tracing are reported, still 200.
-        let mut body = "ready\n".to_string();
-        for d in t.readiness_details() {
-            body.push_str(&d);
-            body.push('\n');
-        }
-        (StatusCode::OK, body)
-    } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "probes not attached yet\n".to_string())
+async fn readyz(State(h): State<Health>) -> impl IntoResponse {
+    if let Some(f) = h.supervisor.failure() {
+        // A failed stage means nothing after it runs: not ready, and say which.
+        return (StatusCode::SERVICE_UNAVAILABLE, format!("{f}\n"));
     }
+    if h.supervisor.is_stopping() {
+        return (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n".to_string());
+    }
+    if !h.telemetry.is_ready() {
+        return (StatusCode::SERVICE_UNAVAILABLE, "probes not attached yet\n".to_string());
+    }
+    // Degradations that do not stop tracing are reported, still 200.
+    let mut body = "ready\n".to_string();
+    for d in h.telemetry.readiness_details() {
+        body.push_str(&d);
+        body.push('\n');
+    }
+    (StatusCode::OK, body)
 }
 
-async fn metrics(State(t): State<Arc<Telemetry>>) -> impl IntoResponse {
-    let body = tokio::task::spawn_blocking(move || t.render()).await.unwrap_or_default();
-    ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], body)
+async fn metrics(State(h): State<Health>, headers: HeaderMap) -> impl IntoResponse {
+    let format = exposition::negotiate(headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()));
+    let t = h.telemetry;
+    let body = tokio::task::spawn_blocking(move || {
+        let om = t.render();
+        match format {
+            exposition::Format::OpenMetrics => om,
+            exposition::Format::Text => exposition::to_text_004(&om),
+        }
+    })
+    .await
+    .unwrap_or_default();
+    ([(header::CONTENT_TYPE, format.content_type())], body)
 }

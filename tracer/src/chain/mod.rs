@@ -52,11 +52,14 @@ pub async fn run(
     let mut released = Vec::new();
     let mut tick = tokio::time::interval(std::time::Duration::from_millis(50));
     // No line output (`--output none`): records are not even queued for it.
+    // Closed: the output stage ended (the supervisor reports why).
     let send = |item: Item| {
-        if let Some(tx) = &to_export
-            && tx.try_send(item).is_err()
-        {
-            telemetry.drop_event("chain_to_export", "queue_full", 1);
+        if let Some(tx) = &to_export {
+            match tx.try_send(item) {
+                Ok(()) => {}
+                Err(mpsc::error::TrySendError::Full(_)) => telemetry.drop_event("chain_to_export", "queue_full", 1),
+                Err(mpsc::error::TrySendError::Closed(_)) => telemetry.drop_event("chain_to_export", "closed", 1),
+            }
         }
     };
     let link_counters = ["thread", "peer", "remote", "ambiguous", "multiplexed", "released_early"]

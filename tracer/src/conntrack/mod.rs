@@ -114,8 +114,11 @@ pub async fn run(
                 }
                 if !records.is_empty() {
                     let n = records.len() as u64;
-                    if to_export.try_send(records).is_err() {
-                        telemetry.drop_event("conntrack_to_chain", "queue_full", n);
+                    // Closed: the chain stage ended (the supervisor reports why).
+                    match to_export.try_send(records) {
+                        Ok(()) => {}
+                        Err(mpsc::error::TrySendError::Full(_)) => telemetry.drop_event("conntrack_to_chain", "queue_full", n),
+                        Err(mpsc::error::TrySendError::Closed(_)) => telemetry.drop_event("conntrack_to_chain", "closed", n),
                     }
                 }
                 telemetry.connections_live.set(table.len() as i64);

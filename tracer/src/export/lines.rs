@@ -40,14 +40,16 @@ impl LineWriter {
         LineWriter { format, clock: Clock::new(), out: std::io::BufWriter::new(std::io::stdout()) }
     }
 
-    pub fn write(&mut self, r: &Item) {
+    /// An error (e.g. EPIPE: nobody reads stdout any more) is the caller's
+    /// to act on: the output stage ends with it.
+    pub fn write(&mut self, r: &Item) -> std::io::Result<()> {
         let ts = match r {
             Item::Conn(c) => c.ts_ns,
             Item::Data(d) => d.ts_ns,
             Item::Span(s) => s.end_ns,
         };
         let time = humantime::format_rfc3339_micros(self.clock.wall(ts)).to_string();
-        let res = match (self.format, r) {
+        match (self.format, r) {
             (OutputFormat::None, _) => Ok(()),
             (OutputFormat::Json, Item::Conn(c)) => self.json(&JsonLine { kind: "connection", time, record: c }),
             (OutputFormat::Json, Item::Data(d)) => self.json(&JsonLine { kind: "data", time, record: d }),
@@ -58,9 +60,6 @@ impl LineWriter {
             (OutputFormat::Text, Item::Conn(c)) => writeln!(self.out, "{}", text(&time, c)),
             (OutputFormat::Text, Item::Data(d)) => writeln!(self.out, "{}", data_text(&time, d)),
             (OutputFormat::Text, Item::Span(s)) => writeln!(self.out, "{}", span_text(&time, s)),
-        };
-        if let Err(e) = res {
-            tracing::warn!(error = %e, "writing to stdout failed");
         }
     }
 
@@ -69,8 +68,8 @@ impl LineWriter {
         self.out.write_all(b"\n")
     }
 
-    pub fn flush(&mut self) {
-        let _ = self.out.flush();
+    pub fn flush(&mut self) -> std::io::Result<()> {
+        self.out.flush()
     }
 }
 

@@ -34,7 +34,7 @@ use super::{
 };
 use crate::{
     clock::{Clock, monotonic_ns},
-    export::otlp::{AGENT_NAME, AGENT_VERSION, MetricsExporter},
+    export::otlp::{AGENT_VERSION, MetricsExporter},
 };
 
 /// Edges per request: a full histogram edge is ~1.5 KiB encoded, so a
@@ -67,7 +67,7 @@ async fn fired(rx: &mut watch::Receiver<bool>) {
 pub(super) async fn export_once(shared: &Shared, m: &MetricsExporter, shutdown: watch::Receiver<bool>) {
     let requests = {
         let agg = shared.lock();
-        build(&agg.graph, &shared.clock, monotonic_ns(), &crate::export::otlp::hostname())
+        build(&agg.graph, &shared.clock, monotonic_ns(), m.resource())
     };
     for r in requests {
         // Delivery and drops are counted by the exporter (tracer_otlp_*{signal="metrics"}).
@@ -75,15 +75,16 @@ pub(super) async fn export_once(shared: &Shared, m: &MetricsExporter, shutdown: 
     }
 }
 
-/// Requests with every edge's cumulative figures at `now_ns` (monotonic).
-pub fn build(g: &Graph, clock: &Clock, now_ns: u64, host: &str) -> Vec<ExportMetricsServiceRequest> {
+/// Requests with every edge's cumulative figures at `now_ns` (monotonic),
+/// each under the agent's `resource` (export::otlp::agent_resource).
+pub fn build(g: &Graph, clock: &Clock, now_ns: u64, resource: &Resource) -> Vec<ExportMetricsServiceRequest> {
     let mut edges: Vec<&Edge> = g.edges().filter(|e| e.requests > 0 || !e.tcp.is_empty()).collect();
     edges.sort_by(|a, b| (&a.client, &a.server).cmp(&(&b.client, &b.server)));
     let now = unix_ns(clock, now_ns);
-    edges.chunks(EDGES_PER_REQUEST).map(|chunk| request(chunk, clock, now, host)).collect()
+    edges.chunks(EDGES_PER_REQUEST).map(|chunk| request(chunk, clock, now, resource)).collect()
 }
 
-fn request(edges: &[&Edge], clock: &Clock, now: u64, host: &str) -> ExportMetricsServiceRequest {
+fn request(edges: &[&Edge], clock: &Clock, now: u64, resource: &Resource) -> ExportMetricsServiceRequest {
     let point = |e: &Edge, extra: Option<(&str, &str)>, v: number_data_point::Value| NumberDataPoint {
         attributes: attrs(e, extra),
         start_time_unix_nano: unix_ns(clock, e.created_ns),
@@ -159,14 +160,7 @@ fn request(edges: &[&Edge], clock: &Clock, now: u64, host: &str) -> ExportMetric
     });
     ExportMetricsServiceRequest {
         resource_metrics: vec![ResourceMetrics {
-            resource: Some(Resource {
-                attributes: vec![
-                    kv("service.name", AGENT_NAME),
-                    kv("service.version", AGENT_VERSION),
-                    kv("host.name", host),
-                ],
-                ..Default::default()
-            }),
+            resource: Some(resource.clone()),
             scope_metrics: vec![ScopeMetrics {
                 // The connector's scope name, so pipelines filtering on it work.
                 scope: Some(InstrumentationScope {

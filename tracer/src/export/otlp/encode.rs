@@ -48,6 +48,35 @@ pub struct Encoder {
     max_request_bytes: usize,
 }
 
+/// The agent's own resource, on the OTLP metrics it exports (the service
+/// graph): service.name "tracer", its version and host.name, then the
+/// agent's OTEL_RESOURCE_ATTRIBUTES and `[otlp] resource_attributes` by the
+/// same rule as on spans (`with_agent_attributes`).
+pub fn agent_resource(host: &str, extra: &[(String, String)]) -> Resource {
+    let a =
+        vec![kv_str("service.name", AGENT_NAME), kv_str("service.version", AGENT_VERSION), kv_str("host.name", host)];
+    with_agent_attributes(a, extra)
+}
+
+/// One rule for every resource the agent exports: the keys it detected
+/// (`detected`) stay; the agent's OTEL_RESOURCE_ATTRIBUTES and `[otlp]
+/// resource_attributes` (`extra`) add the keys not set yet; then
+/// telemetry.distro.*. So a `deployment.environment` set for the agent is on
+/// every span and metric, and its `service.name` never renames anything.
+fn with_agent_attributes(mut detected: Vec<KeyValue>, extra: &[(String, String)]) -> Resource {
+    let add = |a: &mut Vec<KeyValue>, k: &str, v: &str| {
+        if !a.iter().any(|x| x.key == k) {
+            a.push(kv_str(k, v));
+        }
+    };
+    for (k, v) in extra {
+        add(&mut detected, k, v);
+    }
+    add(&mut detected, "telemetry.distro.name", AGENT_NAME);
+    add(&mut detected, "telemetry.distro.version", AGENT_VERSION);
+    Resource { attributes: detected, ..Default::default() }
+}
+
 impl Encoder {
     pub fn new(clock: Clock, host: String, extra: Vec<(String, String)>, max_request_bytes: usize) -> Self {
         Encoder { clock, host, extra, max_request_bytes }
@@ -89,12 +118,7 @@ impl Encoder {
             None => format!("{}-{}", self.host, svc.name),
         };
         add(&mut a, "service.instance.id", &instance);
-        for (k, v) in &self.extra {
-            add(&mut a, k, v);
-        }
-        add(&mut a, "telemetry.distro.name", AGENT_NAME);
-        add(&mut a, "telemetry.distro.version", AGENT_VERSION);
-        Resource { attributes: a, ..Default::default() }
+        with_agent_attributes(a, &self.extra)
     }
 
     pub fn span(&self, s: &Span) -> PSpan {

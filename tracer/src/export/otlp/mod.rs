@@ -25,7 +25,7 @@ use std::{sync::Arc, time::Duration};
 
 use anyhow::{Context as _, Result};
 pub use config::{Compression, Endpoint, OtlpConfig, Protocol, ResolvedOtlp, Signal, TlsFiles, parse_key_values};
-pub use encode::{AGENT_NAME, AGENT_VERSION, Encoder};
+pub use encode::{AGENT_NAME, AGENT_VERSION, Encoder, agent_resource};
 pub use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
 use opentelemetry_proto::tonic::metrics::v1::metric::Data;
 use queue::SpanQueue;
@@ -87,6 +87,7 @@ impl OtlpExporter {
             budget: self.cfg.export_timeout,
             shutdown_timeout: self.cfg.shutdown_timeout,
             telemetry: self.telemetry.clone(),
+            resource: agent_resource(&hostname(), &self.cfg.resource_attributes),
         })
     }
 
@@ -194,9 +195,15 @@ pub struct MetricsExporter {
     budget: Duration,
     shutdown_timeout: Duration,
     telemetry: Arc<Telemetry>,
+    resource: opentelemetry_proto::tonic::resource::v1::Resource,
 }
 
 impl MetricsExporter {
+    /// The resource every metrics request carries (`agent_resource`).
+    pub fn resource(&self) -> &opentelemetry_proto::tonic::resource::v1::Resource {
+        &self.resource
+    }
+
     /// Export one request (retried within the export timeout; cut short by
     /// `shutdown` plus the shutdown timeout). Data points are counted in
     /// the `signal="metrics"` series.

@@ -55,9 +55,21 @@ fn otlp_requests_carry_the_connector_names() {
     a.conn(T0, conn(ConnEventKind::Close, Role::Client, "nginx", "127.0.0.1:1000", "127.0.0.1:2000"));
     a.flush(T0 + S);
     let clock = crate::clock::Clock::new();
-    let reqs = otlp::build(&a.graph, &clock, T0 + S, "node-1");
+    let extra = [("deployment.environment".to_string(), "prod".to_string())];
+    let reqs = otlp::build(&a.graph, &clock, T0 + S, &crate::export::otlp::agent_resource("node-1", &extra));
     assert_eq!(reqs.len(), 1);
     let rm = &reqs[0].resource_metrics[0];
+    let res: Vec<(&str, String)> = rm
+        .resource
+        .as_ref()
+        .unwrap()
+        .attributes
+        .iter()
+        .map(|kv| (kv.key.as_str(), format!("{:?}", kv.value.as_ref().unwrap().value.as_ref().unwrap())))
+        .collect();
+    for (k, v) in [("service.name", "tracer"), ("host.name", "node-1"), ("deployment.environment", "prod")] {
+        assert!(res.iter().any(|(rk, rv)| *rk == k && rv.contains(&format!("{v:?}"))), "{k}={v} in {res:?}");
+    }
     let sm = &rm.scope_metrics[0];
     assert_eq!(sm.scope.as_ref().unwrap().name, "traces_service_graph");
     let by = |n: &str| sm.metrics.iter().find(|m| m.name == n).unwrap_or_else(|| panic!("{n}"));
