@@ -112,27 +112,14 @@ pub async fn run(
                         records.push(Record::Data(DataRecord::from(d)));
                     }
                 }
-                if !records.is_empty() {
-                    let n = records.len() as u64;
-                    // Closed: the chain stage ended (the supervisor reports why).
-                    match to_export.try_send(records) {
-                        Ok(()) => {}
-                        Err(mpsc::error::TrySendError::Full(_)) => telemetry.drop_event("conntrack_to_chain", "queue_full", n),
-                        Err(mpsc::error::TrySendError::Closed(_)) => telemetry.drop_event("conntrack_to_chain", "closed", n),
-                    }
-                }
+                send(&to_export, records, &telemetry);
                 telemetry.connections_live.set(table.len() as i64);
             }
             _ = linger.tick() => {
                 table.flush_closed(monotonic_ns(), &mut out);
                 let mut records: Vec<Record> = out.drain(..).map(Record::Conn).collect();
                 records.extend(table.take_calls().map(Record::Call));
-                if !records.is_empty() {
-                    let n = records.len() as u64;
-                    if to_export.try_send(records).is_err() {
-                        telemetry.drop_event("conntrack_to_chain", "queue_full", n);
-                    }
-                }
+                send(&to_export, records, &telemetry);
             }
             _ = sweep.tick() => {
                 let l7 = table.take_l7_counters();
@@ -142,5 +129,19 @@ pub async fn run(
                 telemetry.connections_live.set(table.len() as i64);
             }
         }
+    }
+}
+
+/// Hand a batch to the chain stage; never blocks. Closed: the chain stage
+/// ended (the supervisor reports why), which is not a full queue.
+fn send(to_chain: &mpsc::Sender<Vec<Record>>, records: Vec<Record>, telemetry: &Telemetry) {
+    if records.is_empty() {
+        return;
+    }
+    let n = records.len() as u64;
+    match to_chain.try_send(records) {
+        Ok(()) => {}
+        Err(mpsc::error::TrySendError::Full(_)) => telemetry.drop_event("conntrack_to_chain", "queue_full", n),
+        Err(mpsc::error::TrySendError::Closed(_)) => telemetry.drop_event("conntrack_to_chain", "closed", n),
     }
 }
