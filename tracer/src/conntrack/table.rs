@@ -404,7 +404,14 @@ impl<L: ListenLookup> Table<L> {
                 // Simultaneous open (a client that went SYN_SENT -> SYN_RECV)
                 // or a TCP Fast Open server that read before ESTABLISHED:
                 // the same connection, keep what is known.
-                Some(c) if c.closing.is_none() && (c.tuple == s.tuple || c.tuple.local.port() == 0) => {
+                // Only a connect() this table saw: an entry found mid-stream
+                // at this address is a stale socket, not this connection.
+                Some(c)
+                    if c.closing.is_none()
+                        && c.role == Role::Client
+                        && c.seen_from == SeenFrom::Handshake
+                        && (c.tuple == s.tuple || c.tuple.local.port() == 0) =>
+                {
                     c.tuple = s.tuple;
                     c.last_ns = s.ts_ns;
                     if c.role == Role::Client && !c.open_emitted {
