@@ -195,8 +195,9 @@ impl Conns {
     /// (its port-0 rule is meant for a connect in progress). Placed as they
     /// are, both make a virtual node of the client's ephemeral port. So: an
     /// open or close at local port 0 is not placed (that socket is gone; a
-    /// refused connect, which has port 0 too, still is), and a client end
-    /// whose local address this service is known to serve on is the server end.
+    /// refused connect, which has port 0 too, still is), a client end whose
+    /// local address this service is known to serve on is the server end,
+    /// and one whose local address another service serves on is not placed.
     fn role_of(&self, c: &ConnFacts) -> Role {
         if c.role != Role::Client {
             return c.role;
@@ -206,7 +207,10 @@ impl Conns {
         }
         match self.listeners.get(&c.local) {
             Some(s) if **s == *c.service.name => Role::Server,
-            _ => Role::Client,
+            // Another service serves there: the entry was taken over from
+            // another process's socket, its facts are not this connection's.
+            Some(_) => Role::Unknown,
+            None => Role::Client,
         }
     }
 

@@ -429,6 +429,8 @@ fn server_ends_that_conntrack_marked_client_make_no_ephemeral_nodes() {
     a.conn(T0, conn(ConnEventKind::Open, Role::Client, "fuzz", c2, srv));
     a.conn(T0, conn(ConnEventKind::Close, Role::Client, "fuzz", c2, srv));
     a.conn(T0, conn(ConnEventKind::Close, Role::Client, "web", srv, c2));
+    // The same taken over by another process's entry: not placed at all.
+    a.conn(T0, conn(ConnEventKind::Close, Role::Client, "fuzz", srv, "127.0.0.1:36790"));
     // A refused connect keeps local port 0 and still counts.
     a.conn(T0, conn(ConnEventKind::ConnectFailed, Role::Client, "fuzz", "127.0.0.1:0", "127.0.0.1:9"));
     a.tick(T0 + 20 * S);

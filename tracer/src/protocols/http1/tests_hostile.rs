@@ -55,7 +55,8 @@ fn nothing_is_made_of_a_line_the_capture_cut() {
     let c = cfg(&["x-a", "x-b"]);
     // Cut inside the value; cut right after the line's CRLF (the next line
     // could still fold into it); a line continued by obs-fold.
-    let cases: &[(&[u8], usize, &[(&str, &str)])] = &[
+    type Case<'a> = (&'a [u8], usize, &'a [(&'a str, &'a str)]);
+    let cases: &[Case<'_>] = &[
         (b"GET / HTTP/1.1\r\nX-A: 1\r\nX-B: 12345\r\nX-C: x\r\n\r\n", 30, &[("x-a", "1")]),
         (b"GET / HTTP/1.1\r\nX-A: 1\r\nX-B: 2\r\nX-C: x\r\n\r\n", 32, &[("x-a", "1")]),
         (b"GET / HTTP/1.1\r\nX-A: 1\r\nX-B: 2\r\n more\r\nX-C: x\r\n\r\n", 42, &[("x-a", "1")]),
