@@ -439,8 +439,7 @@ fn benches(c: &mut Criterion) {
                 for call in &calls {
                     let Some(h) = http(call) else { continue };
                     let service = &services[usize::from(call.pid == Some(SERVER_PID))];
-                    let path = h.request.target.split('?').next().unwrap_or("");
-                    let (route, _) = router.route(&service.name, path);
+                    let route = h.request.route_path().map(|p| router.route(&service.name, p).0);
                     black_box(http_span(call, h, kind_of(call), route, service.clone(), &cfg));
                 }
             })
@@ -452,8 +451,7 @@ fn benches(c: &mut Criterion) {
         .filter_map(|call| {
             let h = http(call)?;
             let service = &services[usize::from(call.pid == Some(SERVER_PID))];
-            let path = h.request.target.split('?').next().unwrap_or("");
-            let (route, _) = router.route(&service.name, path);
+            let route = h.request.route_path().map(|p| router.route(&service.name, p).0);
             Some(Arc::new(http_span(call, h, kind_of(call), route, service.clone(), &cfg)))
         })
         .collect();

@@ -12,6 +12,7 @@ pub mod export;
 pub mod identity;
 pub mod k8s;
 pub mod pipeline;
+pub mod printable;
 pub mod probes;
 pub mod protocols;
 pub mod runtimes;

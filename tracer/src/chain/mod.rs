@@ -89,11 +89,14 @@ pub async fn run(
                                 Some(pid) => identity.service(pid, &call.comm),
                                 None => Arc::new(crate::identity::Service { name: call.comm.clone(), ..Default::default() }),
                             };
-                            let path = h.request.target.split('?').next().unwrap_or("");
-                            let (route, overflowed) = router.route(&service.name, path);
-                            if overflowed {
-                                telemetry.http_route_overflow.inc();
-                            }
+                            // Targets that are not valid request targets make no route.
+                            let route = h.request.route_path().map(|path| {
+                                let (route, overflowed) = router.route(&service.name, path);
+                                if overflowed {
+                                    telemetry.http_route_overflow.inc();
+                                }
+                                route
+                            });
                             let mut span = http_span(&call, h, kind_of(&call), route, service, &cfg.span);
                             // In a cluster, a peer that is a pod or a Service is
                             // named (`checkout -> payments`, not an IP).

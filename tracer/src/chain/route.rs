@@ -17,6 +17,10 @@ pub const OVERFLOW_ROUTE: &str = "/{overflow}";
 /// Bytes of a path looked at; the rest is cut at a segment boundary and the
 /// template ends in `/{truncated}`, so a huge path costs bounded work.
 const MAX_PATH_BYTES: usize = 2048;
+/// Longest route: it is a label (span name, metric attribute), and no real
+/// route template is this long. A longer one is cut at a segment boundary
+/// and ends in `/{truncated}`.
+pub const MAX_ROUTE_BYTES: usize = 256;
 /// Segments templated; more become `/{truncated}` as well.
 const MAX_SEGMENTS: usize = 64;
 const TRUNCATED: &str = "/{truncated}";
@@ -173,7 +177,8 @@ impl Router {
 /// are not decoded: they are part of the segment. "" becomes "/"; a `?query`,
 /// which the caller should already have removed, is dropped. Past 2048 bytes
 /// the path is cut at the last '/' before the limit, past 64 segments the rest
-/// is dropped; either way the template ends in `/{truncated}`.
+/// is dropped, and a template longer than 256 bytes is cut at a '/'; either
+/// way the template ends in `/{truncated}`.
 pub fn template(path: &str) -> String {
     let path = strip_query(path);
     if path.is_empty() {
@@ -191,6 +196,13 @@ pub fn template(path: &str) -> String {
             out.push('/');
         }
         push_segment(&mut out, seg);
+    }
+    if out.len() + if truncated { TRUNCATED.len() } else { 0 } > MAX_ROUTE_BYTES {
+        // '/' is ASCII: its index is a char boundary.
+        let room = MAX_ROUTE_BYTES - TRUNCATED.len();
+        let cut = out.as_bytes()[..=room].iter().rposition(|&b| b == b'/').unwrap_or(0);
+        out.truncate(cut);
+        truncated = true;
     }
     if truncated {
         out.push_str(TRUNCATED);
@@ -333,7 +345,8 @@ mod tests {
         }
         let seg = "a".repeat(100);
         let long = format!("/x/{}", [seg.as_str(); 30].join("/")); // 3033 bytes
-        let long_want = format!("/x/{}{TRUNCATED}", [seg.as_str(); 20].join("/"));
+        // Cut to MAX_ROUTE_BYTES: "/x" and two 100-byte segments fit.
+        let long_want = format!("/x/{}{TRUNCATED}", [seg.as_str(); 2].join("/"));
         let (many, many_want) = ("/s".repeat(70), format!("{}{TRUNCATED}", "/s".repeat(64)));
         let cases: &[(&str, &str)] = &[
             ("", "/"),
@@ -348,6 +361,8 @@ mod tests {
             (&long, &long_want),
             (&many, &many_want),
             (&"/".repeat(5000), &format!("{}{TRUNCATED}", "/".repeat(64))),
+            // 64 one-digit segments become 64 `/{id}`: 320 bytes, cut to 256.
+            (&"/1".repeat(64), &format!("{}{TRUNCATED}", "/{id}".repeat(48))),
             (&format!("/{}", "9".repeat(5000)), TRUNCATED),
         ];
         for (path, want) in cases {
@@ -434,8 +449,7 @@ mod tests {
         #[test]
         fn template_total_and_bounded(path in any::<String>()) {
             let out = template(&path);
-            // A 1-digit segment grows by 3 ("{id}"); "" grows to "/".
-            prop_assert!(out.len() <= path.len() + 3 * MAX_SEGMENTS + TRUNCATED.len() + 1);
+            prop_assert!(out.len() <= MAX_ROUTE_BYTES);
         }
 
         #[test]

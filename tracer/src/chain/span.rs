@@ -154,13 +154,18 @@ pub fn redact_query(q: &str) -> String {
         .join("&")
 }
 
+/// Longest `server.address` kept from a Host header (a DNS name is at most 253).
+const MAX_HOST: usize = 253;
+
 /// Build the span of one HTTP exchange. `kind` is which end this process is;
-/// `route` the templated route of the path (moved into the span).
+/// `route` the templated route of the path (moved into the span), None when
+/// the target was not one a route is made of: the name is then the method
+/// alone, as the semantic conventions ask when there is no route.
 pub fn http_span(
     call: &CallRecord,
     h: &HttpExchange,
     kind: SpanKind,
-    route: String,
+    route: Option<String>,
     service: Arc<Service>,
     cfg: &SpanConfig,
 ) -> Span {
@@ -176,7 +181,11 @@ pub fn http_span(
         Some(m) => put(&mut a, "http.request.method", Value::Str(Cow::Borrowed(m))),
         None => {
             put(&mut a, "http.request.method", Value::Str("_OTHER".into()));
-            put(&mut a, "http.request.method_original", Value::Str(req.method.clone().into()));
+            // The parser keeps tokens only; checked again because this
+            // string is shown and exported as it is.
+            if is_token(&req.method) {
+                put(&mut a, "http.request.method_original", Value::Str(req.method.clone().into()));
+            }
         }
     }
     put(&mut a, "url.path", Value::Str(path.to_string().into()));
@@ -187,11 +196,17 @@ pub fn http_span(
     put(&mut a, "url.scheme", Value::Str("http".into()));
     // The name before the route moves into its attribute.
     let method = known.copied().unwrap_or("HTTP");
-    let mut name = String::with_capacity(method.len() + 1 + route.len());
-    name.push_str(method);
-    name.push(' ');
-    name.push_str(&route);
-    put(&mut a, "http.route", Value::Str(route.into()));
+    let name = match route {
+        Some(route) => {
+            let mut name = String::with_capacity(method.len() + 1 + route.len());
+            name.push_str(method);
+            name.push(' ');
+            name.push_str(&route);
+            put(&mut a, "http.route", Value::Str(route.into()));
+            name
+        }
+        None => method.to_string(),
+    };
     let status = h.response.as_ref().map(|r| r.status);
     if let Some(s) = status {
         put(&mut a, "http.response.status_code", Value::Int(i64::from(s)));
@@ -287,8 +302,30 @@ fn put(a: &mut Vec<(Cow<'static, str>, Value)>, k: &'static str, v: Value) {
     a.push((Cow::Borrowed(k), v));
 }
 
-/// Host header `name[:port]` (IPv6 literals in brackets).
+fn is_token(s: &str) -> bool {
+    !s.is_empty() && s.bytes().all(crate::protocols::http1::wire::is_tchar)
+}
+
+/// A Host header's host is a reg-name, an IPv4 address or a bracketed IPv6
+/// literal (RFC 3986 3.2.2): unreserved, sub-delims and percent escapes.
+fn is_host(h: &str) -> bool {
+    !h.is_empty()
+        && h.len() <= MAX_HOST
+        && h.bytes().all(|b| b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=%:".contains(&b))
+}
+
+/// Host header `name[:port]` (IPv6 literals in brackets). A host that is not
+/// one by RFC 3986, or longer than a DNS name, is not kept (the socket's
+/// address names the server then); a port that is not a number neither.
 fn split_host(h: Option<&str>) -> (Option<String>, Option<u16>) {
+    let (host, port) = split_host_raw(h);
+    match host.filter(|h| is_host(h)) {
+        Some(h) => (Some(h), port),
+        None => (None, None),
+    }
+}
+
+fn split_host_raw(h: Option<&str>) -> (Option<String>, Option<u16>) {
     let Some(h) = h.map(str::trim).filter(|h| !h.is_empty()) else { return (None, None) };
     if let Some(rest) = h.strip_prefix('[') {
         let (ip, tail) = rest.split_once(']').unwrap_or((rest, ""));
@@ -335,5 +372,9 @@ mod tests {
         assert_eq!(split_host(Some("api:8080")), (Some("api".into()), Some(8080)));
         assert_eq!(split_host(Some("[::1]:80")), (Some("::1".into()), Some(80)));
         assert_eq!(split_host(Some("example.com")), (Some("example.com".into()), None));
+        // Not a host: the socket names the server.
+        for bad in ["a b", "x\\x1b[2J", "\u{fffd}", "a/b", "<script>", &"a".repeat(254)] {
+            assert_eq!(split_host(Some(bad)), (None, None), "{bad:?}");
+        }
     }
 }

@@ -1,5 +1,12 @@
 //! One line per record on stdout: JSON (`--output json`, for machines and
 //! tests) or text (`--output text`, the live view of `cargo xtask run`).
+//!
+//! Names, paths and process names come from untrusted programs and peers,
+//! and stdout is often an operator's terminal: every string of a text line
+//! goes through `printable::escape` (no ESC, BEL, NUL, C1 or bidi override
+//! reaches the terminal as is), and JSON strings escape the same characters
+//! as `\uXXXX` on top of what JSON requires, so a JSON line is valid JSON
+//! and as safe on a terminal.
 
 use std::io::Write as _;
 
@@ -10,6 +17,7 @@ use crate::{
     chain::span::{Span, SpanKind, Status, Value, hex},
     clock::Clock,
     conntrack::{ConnRecord, DataRecord},
+    printable::{escape, needs_escape},
 };
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Deserialize)]
@@ -64,8 +72,7 @@ impl LineWriter {
     }
 
     fn json(&mut self, line: &impl Serialize) -> std::io::Result<()> {
-        serde_json::to_writer(&mut self.out, line).map_err(std::io::Error::other)?;
-        self.out.write_all(b"\n")
+        json_line(&mut self.out, line)
     }
 
     pub fn flush(&mut self) -> std::io::Result<()> {
@@ -73,9 +80,37 @@ impl LineWriter {
     }
 }
 
+/// One JSON line with the terminal-unsafe characters escaped as well.
+fn json_line(out: &mut impl std::io::Write, line: &impl Serialize) -> std::io::Result<()> {
+    let mut ser = serde_json::Serializer::with_formatter(&mut *out, SafeFormatter);
+    line.serialize(&mut ser).map_err(std::io::Error::other)?;
+    out.write_all(b"\n")
+}
+
+/// serde_json's compact output, with DEL, C1 controls and invisible
+/// formatting characters written as `\uXXXX` (JSON escapes C0 itself).
+struct SafeFormatter;
+
+impl serde_json::ser::Formatter for SafeFormatter {
+    fn write_string_fragment<W: ?Sized + std::io::Write>(&mut self, w: &mut W, fragment: &str) -> std::io::Result<()> {
+        let mut start = 0;
+        for (i, c) in fragment.char_indices() {
+            if needs_escape(c) {
+                w.write_all(&fragment.as_bytes()[start..i])?;
+                let mut units = [0u16; 2];
+                for u in c.encode_utf16(&mut units) {
+                    write!(w, "\\u{u:04x}")?;
+                }
+                start = i + c.len_utf8();
+            }
+        }
+        w.write_all(&fragment.as_bytes()[start..])
+    }
+}
+
 fn text(time: &str, r: &ConnRecord) -> String {
     let who = match r.pid {
-        Some(pid) => format!("{}[{pid}]", r.comm),
+        Some(pid) => format!("{}[{pid}]", escape(&r.comm)),
         None => "?".to_string(),
     };
     let ev = serde_json::to_value(r.event).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default();
@@ -103,7 +138,16 @@ fn text(time: &str, r: &ConnRecord) -> String {
 fn data_text(time: &str, d: &DataRecord) -> String {
     format!(
         "{time} data {:<7} {}[{}/{}] fd {} {} {}B {} -> {} {:?}",
-        d.direction, d.comm, d.pid, d.tid, d.fd, d.syscall, d.bytes, d.local, d.remote, d.payload_head
+        d.direction,
+        escape(&d.comm),
+        d.pid,
+        d.tid,
+        d.fd,
+        d.syscall,
+        d.bytes,
+        d.local,
+        d.remote,
+        d.payload_head
     )
 }
 
@@ -177,10 +221,27 @@ fn span_text(time: &str, s: &Span) -> String {
             SpanKind::Server => "server",
             SpanKind::Client => "client",
         },
-        s.service.name,
-        s.name,
+        escape(&s.service.name),
+        escape(&s.name),
         status.unwrap_or_else(|| "-".into()),
         (s.end_ns - s.start_ns) as f64 / 1e6,
         if s.status == Status::Error { " ERROR" } else { "" }
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::printable::is_printable;
+
+    #[test]
+    fn json_lines_escape_terminal_controls_and_stay_json() {
+        let nasty = "GET /\x1b]0;pwned\x07\x1b[2J\0\u{9b}\u{7f}\u{202e}x\"\\é";
+        let mut out = Vec::new();
+        json_line(&mut out, &serde_json::json!({ "name": nasty })).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        assert!(is_printable(text.trim_end()), "{text:?}");
+        let back: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(back["name"], nasty, "the escapes decode to the same string");
+    }
 }

@@ -4,8 +4,8 @@
 //! Counting once (a request between two processes traced on this node has
 //! two spans):
 //! - CLIENT span, server not traced here (no `peer_service`): one request on
-//!   (client service -> virtual `server.address:server.port`, else the
-//!   remote socket address).
+//!   (client service -> virtual remote socket address `ip:port`; not the
+//!   Host header, see `virtual_server`).
 //! - SERVER span, client not traced here: one request on (virtual
 //!   `client.address`, else the remote IP -> server service).
 //! - Both traced (the linker set `peer_service` on both spans): the two
@@ -137,17 +137,18 @@ impl Aggregator {
 }
 
 /// Virtual server node of a CLIENT span: `peer.service` (the pod's or
-/// Service's name from Kubernetes metadata), else `server.address:server.port`
-/// (the Host header, else the socket), IPv6 literals in brackets.
+/// Service's name from Kubernetes metadata, looked up by the socket's
+/// address), else the remote socket address `ip:port` (IPv6 in brackets).
+/// Never the Host header: any program may send any Host (`Host: a` would
+/// pin every connection to that address on a node `a:port`, and random
+/// Hosts make one node each), while the socket says where the bytes went.
+/// The header stays in the span's `server.address`, as the HTTP
+/// conventions ask.
 pub fn virtual_server(s: &Span) -> String {
     if let Some(Value::Str(name)) = s.attr("peer.service") {
         return name.to_string();
     }
-    match (s.attr("server.address"), s.attr("server.port")) {
-        (Some(Value::Str(host)), Some(Value::Int(port))) if host.contains(':') => format!("[{host}]:{port}"),
-        (Some(Value::Str(host)), Some(Value::Int(port))) => format!("{host}:{port}"),
-        _ => s.remote.to_string(),
-    }
+    s.remote.to_string()
 }
 
 /// Virtual client node of a SERVER span: `peer.service` (Kubernetes

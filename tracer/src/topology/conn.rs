@@ -12,7 +12,7 @@
 //! client record of the mirrored connection), on (client address -> its
 //! service), so a connection between two traced processes is counted once,
 //! from the client's end. Records of unknown role or unknown process are
-//! skipped.
+//! skipped, and so are records that cannot be a client end (see `role_of`).
 //!
 //! Records wait `conn_delay` before they are placed: spans are held by the
 //! chain linker for `hold_ms` after they end, so without the delay the first
@@ -157,7 +157,7 @@ impl Conns {
 
     fn place(&mut self, now_ns: u64, c: ConnFacts, graph: &mut Graph) {
         let svc = c.service.name.as_str();
-        match c.role {
+        match self.role_of(&c) {
             Role::Client => {
                 let tuple = (c.local, c.remote);
                 match c.event {
@@ -184,6 +184,33 @@ impl Conns {
                 graph.tcp(now_ns, End::virtual_node(&client), End::service(svc), c.event_detail);
             }
             Role::Unknown => {}
+        }
+    }
+
+    /// The role a record is placed by. Conntrack can hand over a server end
+    /// marked client: a send that returns after the socket closed (the
+    /// peer's RST won the race) arrives with local port 0 and makes a new
+    /// mid-stream entry of role client, and a socket the kernel reuses at
+    /// that address for the next accepted connection takes that entry over
+    /// (its port-0 rule is meant for a connect in progress). Placed as they
+    /// are, both make a virtual node of the client's ephemeral port. So: an
+    /// open or close at local port 0 is not placed (that socket is gone; a
+    /// refused connect, which has port 0 too, still is), a client end whose
+    /// local address this service is known to serve on is the server end,
+    /// and one whose local address another service serves on is not placed.
+    fn role_of(&self, c: &ConnFacts) -> Role {
+        if c.role != Role::Client {
+            return c.role;
+        }
+        if c.local.port() == 0 && c.event != ConnEventKind::ConnectFailed {
+            return Role::Unknown;
+        }
+        match self.listeners.get(&c.local) {
+            Some(s) if **s == *c.service.name => Role::Server,
+            // Another service serves there: the entry was taken over from
+            // another process's socket, its facts are not this connection's.
+            Some(_) => Role::Unknown,
+            None => Role::Client,
         }
     }
 

@@ -160,9 +160,13 @@ fn a_request_between_two_traced_processes_counts_once() {
 #[test]
 fn untraced_peers_become_virtual_nodes() {
     let mut a = agg();
-    // CLIENT span, server not traced: server.address:server.port (the Host header).
+    // CLIENT span, server not traced: the remote socket, whatever the Host
+    // header (server.address) said.
     let mut c = span(SpanKind::Client, "frontend", None, "127.0.0.1:40000", "10.0.0.9:8443", 1, 5, false);
     set_attr(&mut c, "server.address", Value::Str("api.example.com".into()));
+    a.span(T0, &c);
+    let mut c = span(SpanKind::Client, "frontend", None, "127.0.0.1:40003", "10.0.0.9:8443", 5, 5, false);
+    set_attr(&mut c, "server.address", Value::Str("a".into()));
     a.span(T0, &c);
     // Without the attributes, the remote socket; IPv6 literals in brackets.
     let mut c = span(SpanKind::Client, "frontend", None, "127.0.0.1:40001", "10.0.0.9:80", 2, 5, false);
@@ -178,14 +182,14 @@ fn untraced_peers_become_virtual_nodes() {
         [
             ("10.1.2.3".into(), "backend".into()),
             ("frontend".into(), "10.0.0.9:80".into()),
+            ("frontend".into(), "10.0.0.9:8443".into()),
             ("frontend".into(), "[::1]:80".into()),
-            ("frontend".into(), "api.example.com:8443".into()),
         ]
     );
-    let e = a.graph.get("frontend", "api.example.com:8443").unwrap();
+    let e = a.graph.get("frontend", "10.0.0.9:8443").unwrap();
     assert_eq!(e.connection_type(), "virtual_node");
-    assert_eq!(e.requests, 1);
-    assert_eq!(e.server_seconds.sum_ns, 5 * MS, "the one side's duration stands for both");
+    assert_eq!(e.requests, 2);
+    assert_eq!(e.server_seconds.sum_ns, 10 * MS, "the one side's duration stands for both");
     assert_eq!(a.graph.node_kind("10.1.2.3"), Some(NodeKind::Virtual));
     assert_eq!(a.graph.node_kind("backend"), Some(NodeKind::Service));
 }
@@ -314,7 +318,8 @@ fn connections_land_on_the_edges_their_spans_named() {
     a.conn(T0 + 2 * S, conn(ConnEventKind::Close, Role::Server, "backend", be, fe));
     // A client that is not traced here (another host).
     a.conn(T0 + 2 * S, conn(ConnEventKind::Open, Role::Server, "backend", be, "10.0.0.5:4000"));
-    // A server named by the Host header: its connections follow the name.
+    // An untraced server: its connections go where its spans went, the
+    // socket's address (a Host header names no node).
     let mut v = span(SpanKind::Client, "frontend", None, "127.0.0.1:50001", "127.0.0.1:8080", 2, 1, false);
     set_attr(&mut v, "server.address", Value::Str("localhost".into()));
     a.span(T0 + 2 * S, &v);
@@ -324,15 +329,15 @@ fn connections_land_on_the_edges_their_spans_named() {
         edge_names(&a.graph),
         [
             ("10.0.0.5".into(), "backend".into()),
+            ("frontend".into(), "127.0.0.1:8080".into()),
             ("frontend".into(), "backend".into()),
-            ("frontend".into(), "localhost:8080".into()),
         ],
         "the server end of frontend's connection is not counted again"
     );
     let t = &a.graph.get("frontend", "backend").unwrap().tcp;
     assert_eq!((t.opened, t.retransmits, t.srtt_us), (1, 2, Some(100.0)));
     assert_eq!(a.graph.get("10.0.0.5", "backend").unwrap().tcp.opened, 1);
-    assert_eq!(a.graph.get("frontend", "localhost:8080").unwrap().tcp.opened, 1);
+    assert_eq!(a.graph.get("frontend", "127.0.0.1:8080").unwrap().tcp.opened, 1);
     let v = snapshot(&a.graph, Window::M1, T0 + 10 * S);
     let e = v.edges.iter().find(|e| e.server == "backend" && e.client == "frontend").unwrap();
     assert_eq!((e.requests, e.tcp.opened, e.tcp.srtt_ms), (1, 1, Some(0.1)));
@@ -403,4 +408,37 @@ fn kubernetes_names_peers() {
     set_attr(&mut s, "peer.service", Value::Str("gateway".into()));
     a.span(T0, &s);
     assert_eq!(edge_names(&a.graph), [("checkout".into(), "payments".into()), ("gateway".into(), "payments".into())]);
+}
+
+#[test]
+fn server_ends_that_conntrack_marked_client_make_no_ephemeral_nodes() {
+    // The sequence seen with python http.server under a hostile client: a
+    // send returns after the peer's RST closed the socket (local port 0, a
+    // mid-stream entry of role client), then the kernel reuses that socket
+    // for the next accepted connection, which inherits the client role.
+    let mut a = agg();
+    let (srv, c1, c2) = ("127.0.0.1:18300", "127.0.0.1:36756", "127.0.0.1:36784");
+    // web was seen serving there before (a client from elsewhere).
+    a.conn(T0, conn(ConnEventKind::Open, Role::Server, "web", srv, "10.0.0.7:1000"));
+    a.tick(T0 + 10 * S);
+    a.conn(T0, conn(ConnEventKind::Open, Role::Client, "fuzz", c1, srv));
+    a.conn(T0, conn(ConnEventKind::Open, Role::Server, "web", srv, c1));
+    a.conn(T0, conn(ConnEventKind::Close, Role::Client, "fuzz", c1, srv));
+    a.conn(T0, conn(ConnEventKind::Close, Role::Server, "web", srv, c1));
+    a.conn(T0, conn(ConnEventKind::Open, Role::Client, "web", "127.0.0.1:0", c1));
+    a.conn(T0, conn(ConnEventKind::Open, Role::Client, "fuzz", c2, srv));
+    a.conn(T0, conn(ConnEventKind::Close, Role::Client, "fuzz", c2, srv));
+    a.conn(T0, conn(ConnEventKind::Close, Role::Client, "web", srv, c2));
+    // The same taken over by another process's entry: not placed at all.
+    a.conn(T0, conn(ConnEventKind::Close, Role::Client, "fuzz", srv, "127.0.0.1:36790"));
+    // A refused connect keeps local port 0 and still counts.
+    a.conn(T0, conn(ConnEventKind::ConnectFailed, Role::Client, "fuzz", "127.0.0.1:0", "127.0.0.1:9"));
+    a.tick(T0 + 20 * S);
+    assert_eq!(
+        edge_names(&a.graph),
+        [("10.0.0.7".into(), "web".into()), ("fuzz".into(), "127.0.0.1:9".into()), ("fuzz".into(), "web".into())],
+        "no node for an ephemeral port"
+    );
+    let t = &a.graph.get("fuzz", "web").unwrap().tcp;
+    assert_eq!(t.opened, 2, "each connection once, from the client's end");
 }

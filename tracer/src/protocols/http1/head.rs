@@ -2,8 +2,14 @@
 //! httparse, and the fields spans need. Header values are kept only for the
 //! framing headers, the trace context and the configured allow-list; a
 //! sensitive header's value is never kept, whatever the allow-list says.
+//!
+//! Everything kept comes from untrusted bytes and ends up in span names,
+//! labels and on terminals, so it is made printable here (see `wire`): the
+//! method is an RFC 9110 token, the target printable ASCII (other bytes
+//! percent-encoded) with a flag saying whether it is a valid request target,
+//! header values with control and invisible characters escaped.
 
-use super::HttpConfig;
+use super::{HttpConfig, wire};
 
 /// Longest request target kept (the rest is cut).
 const MAX_TARGET: usize = 2048;
@@ -116,15 +122,34 @@ pub struct Common {
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct RequestHead {
+    /// An RFC 9110 token of at most 20 bytes.
     pub method: String,
-    /// Request target as sent (origin form: path and query), cut at 2048 bytes.
+    /// Request target as sent, printable ASCII: bytes outside `!`..=`~` are
+    /// percent-encoded; cut at 2048 bytes.
     pub target: String,
+    /// Where a route may come from: the target's path when the target is a
+    /// valid request target (origin, absolute or asterisk form) whose path
+    /// was captured whole; None otherwise (garbage, CONNECT's authority
+    /// form, a path cut by the capture).
+    pub route_path: Option<std::ops::Range<usize>>,
     pub host: Option<String>,
     pub user_agent: Option<String>,
     pub traceparent: Option<String>,
     pub tracestate: Option<String>,
     pub upgrade: bool,
     pub common: Common,
+}
+
+impl RequestHead {
+    /// The path a route is made of (see `route_path`).
+    pub fn route_path(&self) -> Option<&str> {
+        self.route_path.clone().and_then(|r| self.target.get(r))
+    }
+
+    fn set_target(&mut self, raw: &[u8], cut: bool) {
+        let (target, route_path) = wire::target(raw, cut, MAX_TARGET);
+        (self.target, self.route_path) = (target, route_path);
+    }
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -159,11 +184,13 @@ pub fn parse(buf: &[u8], request: bool, cfg: &HttpConfig) -> Parsed {
         let mut req = httparse::Request::new(&mut []);
         match parser.parse_request_with_uninit_headers(&mut req, buf, &mut headers) {
             Ok(httparse::Status::Complete(n)) => {
-                let mut h = RequestHead {
-                    method: cut(req.method.unwrap_or_default(), MAX_METHOD),
-                    target: cut(req.path.unwrap_or_default(), MAX_TARGET),
-                    ..Default::default()
-                };
+                let method = req.method.unwrap_or_default();
+                // httparse takes any token; ours are at most MAX_METHOD long.
+                if method.len() > MAX_METHOD {
+                    return Parsed::Invalid;
+                }
+                let mut h = RequestHead { method: method.to_string(), ..Default::default() };
+                h.set_target(req.path.unwrap_or_default().as_bytes(), false);
                 h.common.minor_version = req.version.unwrap_or(1);
                 for hd in req.headers.iter() {
                     request_header(&mut h, hd.name, hd.value, cfg);
@@ -190,44 +217,94 @@ pub fn parse(buf: &[u8], request: bool, cfg: &HttpConfig) -> Parsed {
     }
 }
 
-/// The first line alone, for a head whose rest was not captured (marked
-/// `truncated`). A line cut before its end still gives the method and the
-/// start of the target, or the status once `HTTP/1.x NNN` was captured.
+/// A head that could not be parsed whole (cut by the capture, longer than
+/// `MAX_HEAD`, or malformed past its first line), marked `truncated`: its
+/// first line, then the header lines that are whole in `buf`. A line counts
+/// only when its end and the first byte of the next line were captured, and
+/// that byte does not continue it (obs-fold): nothing is made of a line the
+/// capture cut. Parsing stops at the first malformed line or the empty line.
+pub fn parse_truncated(buf: &[u8], request: bool, cfg: &HttpConfig) -> Option<Head> {
+    let mut head = parse_first_line(buf, request)?;
+    let Some(first_end) = buf.iter().position(|b| *b == b'\n') else { return Some(head) };
+    let mut rest = &buf[first_end + 1..];
+    for _ in 0..MAX_HEADERS {
+        let Some(end) = rest.iter().position(|b| *b == b'\n') else { break };
+        let line = rest[..end].strip_suffix(b"\r").unwrap_or(&rest[..end]);
+        let next = rest.get(end + 1);
+        if line.is_empty() || next.is_none_or(|b| *b == b' ' || *b == b'\t') {
+            break;
+        }
+        let Some((name, value)) = header_line(line) else { break };
+        match &mut head {
+            Head::Request(h) => request_header(h, name, value, cfg),
+            Head::Response(h) => common_header(&mut h.common, name, value, &cfg.response_headers, cfg),
+        }
+        rest = &rest[end + 1..];
+    }
+    Some(head)
+}
+
+/// `name: value` with a token name and a field value httparse would take
+/// (HTAB, SP, visible ASCII, obs-text); the value without surrounding spaces.
+fn header_line(line: &[u8]) -> Option<(&str, &[u8])> {
+    let colon = line.iter().position(|b| *b == b':')?;
+    let name = &line[..colon];
+    if name.is_empty() || !name.iter().all(|b| wire::is_tchar(*b)) {
+        return None;
+    }
+    let value = line[colon + 1..].trim_ascii();
+    if !value.iter().all(|b| *b == b'\t' || *b == b' ' || (0x21..=0x7e).contains(b) || *b >= 0x80) {
+        return None;
+    }
+    Some((std::str::from_utf8(name).ok()?, value))
+}
+
+/// The first line alone. A line cut before its end still gives the method
+/// and the start of the target, or the status once `HTTP/1.x NNN` was
+/// captured. A method must be a token, a target must have no control bytes
+/// up to its end, and a line that ended must end in `HTTP/1.0` or `HTTP/1.1`.
 pub fn parse_first_line(buf: &[u8], request: bool) -> Option<Head> {
     let end = buf.iter().position(|b| *b == b'\r' || *b == b'\n');
-    let line = String::from_utf8_lossy(&buf[..end.unwrap_or(buf.len())]);
-    let mut parts = line.splitn(3, ' ');
+    let line = &buf[..end.unwrap_or(buf.len())];
+    let mut parts = line.splitn(3, |b| *b == b' ');
     let (a, b, c) = (parts.next()?, parts.next()?, parts.next());
-    let version = |v: &str| v.strip_prefix("HTTP/1.").and_then(|m| m.parse::<u8>().ok()).filter(|m| *m <= 1);
+    let version = |v: &[u8]| match v {
+        b"HTTP/1.0" => Some(0),
+        b"HTTP/1.1" => Some(1),
+        _ => None,
+    };
     let mut common = Common { truncated: true, minor_version: 1, ..Default::default() };
     if request {
-        if a.is_empty() || a.len() > MAX_METHOD || !a.bytes().all(|b| b.is_ascii_alphabetic() || b == b'-' || b == b'_')
-        {
+        if a.is_empty() || a.len() > MAX_METHOD || !a.iter().all(|b| wire::is_tchar(*b)) {
             return None;
         }
-        match c.and_then(version) {
-            Some(m) => common.minor_version = m,
-            // A cut line may end inside the target or the version.
-            None if end.is_none() && !b.is_empty() => {}
-            None => return None,
+        // A target is visible ASCII or obs-text, as httparse takes it.
+        if b.is_empty() || !b.iter().all(|x| (0x21..=0x7e).contains(x) || *x >= 0x80) {
+            return None;
         }
-        Some(Head::Request(RequestHead {
-            method: a.to_string(),
-            target: cut(b, MAX_TARGET),
-            common,
-            ..Default::default()
-        }))
+        // A line cut by the capture may end inside the target or the version.
+        let cut = end.is_none() && c.is_none();
+        match c.map(version) {
+            Some(Some(m)) => common.minor_version = m,
+            None if cut => {}
+            Some(None) if end.is_none() && c.is_some_and(|v| b"HTTP/1.1".starts_with(v)) => {}
+            _ => return None,
+        }
+        let mut h = RequestHead { method: String::from_utf8_lossy(a).into_owned(), common, ..Default::default() };
+        h.set_target(b, cut);
+        Some(Head::Request(h))
     } else {
         common.minor_version = version(a)?;
-        if b.len() != 3 || !b.bytes().all(|d| d.is_ascii_digit()) {
+        if b.len() != 3 || !b.iter().all(u8::is_ascii_digit) {
             return None;
         }
-        Some(Head::Response(ResponseHead { status: b.parse().ok()?, common }))
+        let status = std::str::from_utf8(b).ok()?.parse().ok()?;
+        Some(Head::Response(ResponseHead { status, common }))
     }
 }
 
 fn request_header(h: &mut RequestHead, name: &str, value: &[u8], cfg: &HttpConfig) {
-    let v = || lossy_cut(value, MAX_VALUE);
+    let v = || wire::printable(value, MAX_VALUE);
     if name.eq_ignore_ascii_case("upgrade") {
         h.upgrade = true;
     } else if cfg.is_sensitive(name) {
@@ -255,33 +332,9 @@ fn common_header(c: &mut Common, name: &str, value: &[u8], allow: &[String], cfg
         c.connection_close = value.windows(5).any(|w| w.eq_ignore_ascii_case(b"close"));
     }
     if allow.iter().any(|a| a.eq_ignore_ascii_case(name)) {
-        let value = if cfg.is_sensitive(name) {
-            "REDACTED".to_string()
-        } else {
-            cut(&String::from_utf8_lossy(value), MAX_VALUE)
-        };
+        let value = if cfg.is_sensitive(name) { "REDACTED".to_string() } else { wire::printable(value, MAX_VALUE) };
         c.headers.push((name.to_ascii_lowercase(), value));
     }
-}
-
-/// Valid UTF-8 (the usual case) goes through the fast validator; only
-/// invalid bytes take the replacing path.
-fn lossy_cut(v: &[u8], max: usize) -> String {
-    match std::str::from_utf8(v) {
-        Ok(s) => cut(s, max),
-        Err(_) => cut(&String::from_utf8_lossy(v), max),
-    }
-}
-
-fn cut(s: &str, max: usize) -> String {
-    if s.len() <= max {
-        return s.to_string();
-    }
-    let mut end = max;
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    s[..end].to_string()
 }
 
 /// Body framing of a request (RFC 9112 6.3: no length means no body).

@@ -5,6 +5,7 @@
 
 pub mod head;
 pub mod stream;
+pub mod wire;
 
 use std::{collections::VecDeque, sync::Arc};
 
@@ -265,9 +266,9 @@ impl ProtocolParser for Http1 {
     }
 
     fn close(&mut self, out: &mut Vec<Exchange>) {
-        self.req.close(&mut self.events);
+        self.req.close(&self.cfg, &mut self.events);
         self.on_request_events();
-        self.resp.close(&mut self.events);
+        self.resp.close(&self.cfg, &mut self.events);
         self.on_response_events(out);
         if let Some(f) = self.inflight.take() {
             let last = self.resp.last_ns;
@@ -323,6 +324,9 @@ impl Http1 {
 #[cfg(test)]
 #[path = "tests.rs"]
 mod tests;
+#[cfg(test)]
+#[path = "tests_hostile.rs"]
+mod tests_hostile;
 #[cfg(test)]
 #[path = "tests_prop.rs"]
 mod tests_prop;

@@ -147,7 +147,7 @@ impl Stream {
                 }
                 State::Head => {
                     if pos >= cap {
-                        self.salvage(out);
+                        self.salvage(cfg, out);
                         break;
                     }
                     let take = (cap - pos).min(MAX_HEAD - self.head.len());
@@ -199,12 +199,12 @@ impl Stream {
                             if self.head.len() >= MAX_HEAD || pos < total {
                                 // Too long, or the rest of this syscall's bytes
                                 // were not captured: the head cannot complete.
-                                self.salvage(out);
+                                self.salvage(cfg, out);
                                 break;
                             }
                         }
                         Parsed::Invalid => {
-                            self.salvage(out);
+                            self.salvage(cfg, out);
                             break;
                         }
                     }
@@ -240,10 +240,12 @@ impl Stream {
     }
 
     /// A head that cannot complete: keep its first line when that was
-    /// captured (a span with method/target or status is still worth having),
-    /// then resynchronise. Its last byte seen is in the latest segment.
-    fn salvage(&mut self, out: &mut Vec<StreamEvent>) {
-        match head::parse_first_line(&self.head, self.side == Side::Request) {
+    /// captured (a span with method/target or status is still worth having)
+    /// and the header lines captured whole (an allow-listed header early in
+    /// a long head is still recorded), then resynchronise. Its last byte
+    /// seen is in the latest segment.
+    fn salvage(&mut self, cfg: &HttpConfig, out: &mut Vec<StreamEvent>) {
+        match head::parse_truncated(&self.head, self.side == Side::Request, cfg) {
             Some(h) => {
                 out.push(StreamEvent::Head { head: h, first_ns: self.first_ns, seq: self.seq, tid: self.tid });
                 out.push(StreamEvent::Lost { last_ns: self.last_ns.max(self.first_ns) });
@@ -256,10 +258,10 @@ impl Stream {
 
     /// End of stream (connection closed): a body delimited by close ends at
     /// the last byte seen; anything else in flight is lost.
-    pub fn close(&mut self, out: &mut Vec<StreamEvent>) {
+    pub fn close(&mut self, cfg: &HttpConfig, out: &mut Vec<StreamEvent>) {
         match std::mem::replace(&mut self.state, State::Start) {
             State::UntilClose { body } => out.push(StreamEvent::End { ts_ns: self.last_ns, body_bytes: body }),
-            State::Head => self.salvage(out),
+            State::Head => self.salvage(cfg, out),
             State::Body { .. } | State::Chunked { .. } => out.push(StreamEvent::Lost { last_ns: self.last_ns }),
             State::Start | State::Lost => {}
         }
