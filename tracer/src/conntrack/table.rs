@@ -404,13 +404,14 @@ impl<L: ListenLookup> Table<L> {
                 // Simultaneous open (a client that went SYN_SENT -> SYN_RECV)
                 // or a TCP Fast Open server that read before ESTABLISHED:
                 // the same connection, keep what is known.
-                // Only a connect() this table saw: an entry found mid-stream
-                // at this address is a stale socket, not this connection.
+                // Without a local port, only a connect() this table saw:
+                // anything else at this address is a stale socket.
                 Some(c)
                     if c.closing.is_none()
-                        && c.role == Role::Client
-                        && c.seen_from == SeenFrom::Handshake
-                        && (c.tuple == s.tuple || c.tuple.local.port() == 0) =>
+                        && (c.tuple == s.tuple
+                            || c.tuple.local.port() == 0
+                                && c.role == Role::Client
+                                && c.seen_from == SeenFrom::Handshake) =>
                 {
                     c.tuple = s.tuple;
                     c.last_ns = s.ts_ns;
