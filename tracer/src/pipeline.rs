@@ -25,6 +25,7 @@ use crate::{
     chain::{self, ChainConfig},
     config::Config,
     conntrack::{self, TableConfig},
+    identity::{ProcessStarts, starts::identity_metrics},
     export::{
         Sink,
         lines::{LineWriter, OutputFormat},
@@ -117,6 +118,10 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<()> 
     let topology_task = tokio::spawn(topology.run(export_stop_rx.clone(), metrics_exporter));
     let store_task = tokio::spawn(store.run(export_stop_rx.clone()));
     let otlp_task = otlp.map(|e| tokio::spawn(e.run(export_stop_rx)));
+    // What each process was started as: written by the reader (exec and fork
+    // records), read by the chain stage's identity.
+    let process_starts = ProcessStarts::new();
+    identity_metrics(&telemetry, &process_starts);
     let chain_task = tokio::spawn(chain::run(
         ChainConfig {
             span: cfg.http.span_config(),
@@ -124,6 +129,7 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<()> 
             link: cfg.chain.clone(),
             sinks,
             k8s: k8s.clone(),
+            starts: process_starts.clone(),
         },
         chain_rx,
         chain_to_export,
@@ -147,6 +153,7 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<()> 
             out: capture_to_conntrack,
             telemetry: telemetry.clone(),
             drain_interval: cfg.capture.drain_interval(),
+            starts: process_starts.clone(),
         }
         .run(stop_rx.clone()),
     );

@@ -32,6 +32,8 @@ pub struct ChainConfig {
     pub sinks: Vec<Arc<dyn Sink>>,
     /// Pod metadata names services in a cluster.
     pub k8s: Option<crate::k8s::K8sMetadata>,
+    /// What processes were started as (exec/fork records).
+    pub starts: crate::identity::ProcessStarts,
 }
 
 /// The span stage: builds spans, holds them in the linker until their
@@ -44,7 +46,7 @@ pub async fn run(
     telemetry: Arc<Telemetry>,
 ) -> anyhow::Result<()> {
     let mut router = Router::new(&cfg.routes)?;
-    let mut identity = Identity::new().with_k8s(cfg.k8s.clone());
+    let mut identity = Identity::new().with_k8s(cfg.k8s.clone()).with_starts(cfg.starts.clone());
     let mut linker = Linker::new(cfg.link.clone());
     let mut released = Vec::new();
     let mut tick = tokio::time::interval(std::time::Duration::from_millis(50));
@@ -89,6 +91,8 @@ pub async fn run(
                                 telemetry.http_route_overflow.inc();
                             }
                             let mut span = http_span(&call, h, kind_of(&call), route, service, &cfg.span);
+                            // The process's comm, not the thread's (Java names its threads).
+                            if let Some(c) = call.pid.and_then(|p| identity.process_comm(p)) { span.comm = c.to_string(); }
                             // In a cluster, a peer that is a pod or a Service is
                             // named (`checkout -> payments`, not an IP).
                             if let Some(name) = cfg.k8s.as_ref().and_then(|k| k.name_for_ip(span.remote.ip())) {
