@@ -25,12 +25,12 @@ use crate::{
     chain::{self, ChainConfig},
     config::Config,
     conntrack::{self, TableConfig},
-    identity::{ProcessStarts, starts::identity_metrics},
     export::{
         Sink,
         lines::{LineWriter, OutputFormat},
         otlp::{OtlpExporter, resolve_from_env},
     },
+    identity::{ProcessStarts, starts::identity_metrics},
     k8s::K8sMetadata,
     probes::{LoadOptions, Probes},
     store::Store,

@@ -152,7 +152,11 @@ fn a_multi_call_binary_is_named_by_the_link_it_was_started_by() {
         let topo: Value = serde_json::from_str(&body).unwrap();
         let names: Vec<&str> = topo["nodes"].as_array().unwrap().iter().filter_map(|n| n["name"].as_str()).collect();
         assert!(!names.contains(&"redis-check-rdb"), "named after the link's target: {names:?}");
-        let edge = topo["edges"].as_array().unwrap().iter().any(|e| e["client"] == "redis-cli" && e["server"] == "redis-server");
+        let edge = topo["edges"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["client"] == "redis-cli" && e["server"] == "redis-server");
         if edge {
             break;
         }

@@ -37,8 +37,15 @@ use super::field;
 use crate::{maps, sock::read};
 
 #[unsafe(no_mangle)]
-static PROCESS_CONFIG: ProcessConfig =
-    ProcessConfig { task_mm: 0, task_pid: 0, task_tgid: 0, task_start_boottime: 0, mm_arg_start: 0, enabled: 0, self_pid: 0 };
+static PROCESS_CONFIG: ProcessConfig = ProcessConfig {
+    task_mm: 0,
+    task_pid: 0,
+    task_tgid: 0,
+    task_start_boottime: 0,
+    mm_arg_start: 0,
+    enabled: 0,
+    self_pid: 0,
+};
 
 #[inline(always)]
 fn process_config() -> ProcessConfig {
@@ -95,9 +102,7 @@ fn try_sched_process_exec(ctx: &TracePointContext) -> Result<(), i64> {
     let loc: u32 = field(ctx, FILENAME_LOC);
     let src = unsafe { (ctx.as_ptr() as *const u8).add((loc & 0xffff) as usize) };
     s.filename[0] = 0;
-    let r = unsafe {
-        bpf_probe_read_kernel_str(s.filename.as_mut_ptr().cast(), EXEC_FILENAME_MAX as u32, src.cast())
-    };
+    let r = unsafe { bpf_probe_read_kernel_str(s.filename.as_mut_ptr().cast(), EXEC_FILENAME_MAX as u32, src.cast()) };
     if r < 0 {
         s.filename[0] = 0;
         flags |= EXEC_FILENAME_FAILED;

@@ -5,9 +5,7 @@
 
 use tracer_common::{
     event::{EVENT_VERSION, EventHeader, EventKind},
-    process::{
-        EXEC_ARGV_FAILED, EXEC_ENV_FAILED, EXEC_FILENAME_FAILED, EXEC_FILENAME_MAX, ExecEvent, ForkEvent,
-    },
+    process::{EXEC_ARGV_FAILED, EXEC_ENV_FAILED, EXEC_FILENAME_FAILED, EXEC_FILENAME_MAX, ExecEvent, ForkEvent},
 };
 
 use super::decode::DecodeError;
@@ -143,18 +141,23 @@ pub mod tests {
     pub fn exec_record(pid: u32, filename: &str, argv: &[&str], env: &[&str]) -> Vec<u8> {
         let argv: Vec<u8> = argv.iter().flat_map(|a| a.bytes().chain([0])).collect();
         let env: Vec<u8> = env.iter().flat_map(|a| a.bytes().chain([0])).collect();
-        let mut e = ExecEvent::default();
-        e.pid = pid;
-        e.start_boottime_ns = 5_000_000_000;
-        e.comm[..4].copy_from_slice(b"test");
-        e.argv_len = argv.len() as u32;
-        e.argv_total = argv.len() as u32;
-        e.env_len = env.len() as u32;
-        e.env_total = env.len() as u32;
+        let mut comm = [0u8; 16];
+        comm[..4].copy_from_slice(b"test");
+        let mut e = ExecEvent {
+            pid,
+            start_boottime_ns: 5_000_000_000,
+            comm,
+            argv_len: argv.len() as u32,
+            argv_total: argv.len() as u32,
+            env_len: env.len() as u32,
+            env_total: env.len() as u32,
+            ..Default::default()
+        };
         let len = size_of::<ExecEvent>() + EXEC_FILENAME_MAX + argv.len() + env.len();
         e.header = EventHeader { kind: EventKind::Exec as u16, version: EVENT_VERSION, len: len as u32, ts_ns: 1 };
-        let mut v = unsafe { std::slice::from_raw_parts((&e as *const ExecEvent).cast::<u8>(), size_of::<ExecEvent>()) }
-            .to_vec();
+        let mut v =
+            unsafe { std::slice::from_raw_parts((&e as *const ExecEvent).cast::<u8>(), size_of::<ExecEvent>()) }
+                .to_vec();
         let mut f = [0u8; EXEC_FILENAME_MAX];
         f[..filename.len()].copy_from_slice(filename.as_bytes());
         v.extend_from_slice(&f);

@@ -60,8 +60,7 @@ fn drain(ring: &mut RingBuf<MapData>, out: &mpsc::Sender<Vec<Event>>, tel: &Tele
     let mut batch = Vec::with_capacity(BATCH);
     // Counted per drain, not per record: a labelled counter lookup costs
     // more than decoding the record.
-    let mut received: [(&'static str, u64); 5] =
-        [("state", 0), ("accept", 0), ("data", 0), ("exec", 0), ("fork", 0)];
+    let mut received: [(&'static str, u64); 5] = [("state", 0), ("accept", 0), ("data", 0), ("exec", 0), ("fork", 0)];
     while let Some(item) = ring.next() {
         if let Some(p) = decode_process(&item) {
             match p {

@@ -22,13 +22,13 @@ use std::{
     time::{Duration, Instant},
 };
 
-pub use self::{
-    environ::{from_environ, parse_resource_attributes},
-    starts::ProcessStarts,
-};
 use self::{
     environ::{Inputs, derive, otel_vars},
     rules::basename,
+};
+pub use self::{
+    environ::{from_environ, parse_resource_attributes},
+    starts::ProcessStarts,
 };
 use crate::k8s::K8sMetadata;
 
@@ -165,8 +165,12 @@ fn from_proc(pid: u32, comm: &str) -> (Service, bool, String) {
     let (name, attrs) = otel_vars(&env);
     drop(env);
     let cmdline = fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-    let argv: Vec<String> =
-        cmdline.split(|b| *b == 0).filter(|a| !a.is_empty()).take(64).map(|a| String::from_utf8_lossy(a).into_owned()).collect();
+    let argv: Vec<String> = cmdline
+        .split(|b| *b == 0)
+        .filter(|a| !a.is_empty())
+        .take(64)
+        .map(|a| String::from_utf8_lossy(a).into_owned())
+        .collect();
     let proc_comm = fs::read_to_string(format!("/proc/{pid}/comm"))
         .map(|c| c.trim_end().to_string())
         .unwrap_or_else(|_| comm.to_string());
@@ -187,11 +191,13 @@ fn from_proc(pid: u32, comm: &str) -> (Service, bool, String) {
 /// argv[0]'s file name, when the comm confirms it is the name the program
 /// was executed by (exec sets the comm from it, cut to 15 bytes): a
 /// multi-call binary reached through a symlink keeps the link's name, while
-/// a command line rewritten into a process title ("nginx: worker process")
-/// is not taken for one.
+/// a command line rewritten into a process title is read up to its first
+/// space (redis: "/usr/bin/redis-server 127.0.0.1:6379"), and a title that
+/// is no path ("nginx: worker process") is not taken for one.
 fn invoked_name(argv0: Option<&str>, comm: &str) -> Option<String> {
-    let b = basename(argv0?);
-    (!comm.is_empty() && b.starts_with(comm) && !b.contains(' ')).then(|| b.to_string())
+    let first = argv0?.split(' ').next()?;
+    let b = basename(first);
+    (!comm.is_empty() && b.starts_with(comm) && !b.contains(':')).then(|| b.to_string())
 }
 
 /// Process start time in clock ticks (field 22 of /proc/<pid>/stat).
@@ -219,7 +225,15 @@ mod tests {
     fn invoked_by_symlink_name_not_by_title() {
         assert_eq!(invoked_name(Some("/usr/bin/redis-server"), "redis-server").as_deref(), Some("redis-server"));
         assert_eq!(invoked_name(Some("nginx: worker process"), "nginx"), None);
-        assert_eq!(invoked_name(Some("/opt/a-very-long-program-name"), "a-very-long-pro").as_deref(), Some("a-very-long-program-name"));
+        assert_eq!(
+            invoked_name(Some("/usr/bin/redis-server 127.0.0.1:6379"), "redis-server").as_deref(),
+            Some("redis-server")
+        );
+        assert_eq!(invoked_name(Some("/usr/bin/redis-server"), "redis-check-rdb"), None);
+        assert_eq!(
+            invoked_name(Some("/opt/a-very-long-program-name"), "a-very-long-pro").as_deref(),
+            Some("a-very-long-program-name")
+        );
     }
 
     /// A start record of this very process wins over /proc.

@@ -107,10 +107,30 @@ fn module_app(module: &str, rest: &[String]) -> Option<String> {
 fn wsgi_app(args: &[String]) -> Option<&str> {
     // Options that take no value; every other option takes the next word.
     const FLAGS: &[&str] = &[
-        "--reload", "--preload", "-D", "--daemon", "-R", "--enable-stdio-inheritance", "--capture-output",
-        "--check-config", "--print-config", "--spew", "--no-sendfile", "--reuse-port", "--strip-header-spaces",
-        "--proxy-headers", "--no-proxy-headers", "--factory", "--no-access-log", "--use-colors", "--no-use-colors",
-        "--server-header", "--no-server-header", "--date-header", "--no-date-header", "--no-control-socket",
+        "--reload",
+        "--preload",
+        "-D",
+        "--daemon",
+        "-R",
+        "--enable-stdio-inheritance",
+        "--capture-output",
+        "--check-config",
+        "--print-config",
+        "--spew",
+        "--no-sendfile",
+        "--reuse-port",
+        "--strip-header-spaces",
+        "--proxy-headers",
+        "--no-proxy-headers",
+        "--factory",
+        "--no-access-log",
+        "--use-colors",
+        "--no-use-colors",
+        "--server-header",
+        "--no-server-header",
+        "--date-header",
+        "--no-date-header",
+        "--no-control-socket",
     ];
     let mut i = 0;
     while i < args.len() {
@@ -131,7 +151,8 @@ fn uwsgi(args: &[String]) -> Option<String> {
     let mut it = args.iter().map(String::as_str);
     while let Some(a) = it.next() {
         let (opt, inline) = a.split_once('=').map_or((a, None), |(o, v)| (o, Some(v)));
-        let value = |it: &mut dyn Iterator<Item = &str>| inline.map(str::to_string).or_else(|| it.next().map(str::to_string));
+        let value =
+            |it: &mut dyn Iterator<Item = &str>| inline.map(str::to_string).or_else(|| it.next().map(str::to_string));
         match opt {
             "--module" | "-w" | "--wsgi" => {
                 let v = value(&mut it)?;
@@ -181,8 +202,19 @@ fn node(args: &[String]) -> Option<String> {
 /// system properties met on the way.
 fn java(args: &[String]) -> (Option<String>, JavaProps) {
     const VALUED: &[&str] = &[
-        "-cp", "-classpath", "--class-path", "-p", "--module-path", "--upgrade-module-path", "--add-modules",
-        "--limit-modules", "--add-reads", "--add-exports", "--add-opens", "--patch-module", "--source",
+        "-cp",
+        "-classpath",
+        "--class-path",
+        "-p",
+        "--module-path",
+        "--upgrade-module-path",
+        "--add-modules",
+        "--limit-modules",
+        "--add-reads",
+        "--add-exports",
+        "--add-opens",
+        "--patch-module",
+        "--source",
         "--enable-native-access",
     ];
     let mut props = JavaProps::default();

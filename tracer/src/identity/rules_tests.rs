@@ -6,30 +6,30 @@ fn argv(s: &str) -> Vec<String> {
 
 /// (command line, expected name): one row per rule and edge.
 const CASES: &[(&str, Option<&str>)] = &[
-        ("python3 app.py", Some("app")),
-        ("/usr/bin/python3.11 -u -X dev /srv/api/app.py --port 8000", Some("app")),
-        ("python3 -m http.server 8000", Some("http.server")),
-        ("python3 -mhttp.server", Some("http.server")),
-        ("python3 -c print(1)", None),
-        ("python3 pkg/__main__.py", Some("pkg")),
-        ("/usr/bin/python3 /usr/local/bin/gunicorn -w 2 -b 127.0.0.1:8000 app:app", Some("app")),
-        ("python3 -m gunicorn --reload myproj.wsgi:application", Some("myproj")),
-        ("gunicorn --bind=0.0.0.0:80 shop.main:create_app()", Some("shop.main")),
-        ("/usr/bin/python3 /usr/local/bin/gunicorn -c gunicorn.conf.py", Some("gunicorn")),
-        ("uvicorn api:app --port 9000", Some("api")),
-        ("uwsgi --http :8000 --module blog.wsgi:application", Some("blog.wsgi")),
-        ("uwsgi --http=:8000 --wsgi-file /srv/app.py", Some("app")),
-        ("node app.js", Some("app")),
-        ("node --require ./tracing.js -e 1", None),
-        ("node -r ./otel.js /srv/checkout/index.js", Some("checkout")),
-        ("node dist/main.js", Some("main")),
-        ("java -jar app.jar", Some("app")),
-        ("java -Xmx512m -cp lib/a.jar:lib/b.jar com.example.Main arg", Some("com.example.Main")),
-        ("java Main", Some("Main")),
-        ("java --module-path mods -m shop.api/shop.api.Main", Some("shop.api")),
-        ("java Hello.java", Some("Hello")),
-        ("/usr/sbin/nginx -c /etc/nginx.conf", None),
-        ("redis-server /etc/redis.conf", None),
+    ("python3 app.py", Some("app")),
+    ("/usr/bin/python3.11 -u -X dev /srv/api/app.py --port 8000", Some("app")),
+    ("python3 -m http.server 8000", Some("http.server")),
+    ("python3 -mhttp.server", Some("http.server")),
+    ("python3 -c print(1)", None),
+    ("python3 pkg/__main__.py", Some("pkg")),
+    ("/usr/bin/python3 /usr/local/bin/gunicorn -w 2 -b 127.0.0.1:8000 app:app", Some("app")),
+    ("python3 -m gunicorn --reload myproj.wsgi:application", Some("myproj")),
+    ("gunicorn --bind=0.0.0.0:80 shop.main:create_app()", Some("shop.main")),
+    ("/usr/bin/python3 /usr/local/bin/gunicorn -c gunicorn.conf.py", Some("gunicorn")),
+    ("uvicorn api:app --port 9000", Some("api")),
+    ("uwsgi --http :8000 --module blog.wsgi:application", Some("blog.wsgi")),
+    ("uwsgi --http=:8000 --wsgi-file /srv/app.py", Some("app")),
+    ("node app.js", Some("app")),
+    ("node --require ./tracing.js -e 1", None),
+    ("node -r ./otel.js /srv/checkout/index.js", Some("checkout")),
+    ("node dist/main.js", Some("main")),
+    ("java -jar app.jar", Some("app")),
+    ("java -Xmx512m -cp lib/a.jar:lib/b.jar com.example.Main arg", Some("com.example.Main")),
+    ("java Main", Some("Main")),
+    ("java --module-path mods -m shop.api/shop.api.Main", Some("shop.api")),
+    ("java Hello.java", Some("Hello")),
+    ("/usr/sbin/nginx -c /etc/nginx.conf", None),
+    ("redis-server /etc/redis.conf", None),
 ];
 
 #[test]
@@ -41,7 +41,8 @@ fn names_the_application() {
 
 #[test]
 fn java_system_properties() {
-    let p = java_props(&argv("java -Dotel.service.name=orders -Dotel.resource.attributes=service.version=2 -jar x.jar"));
+    let p =
+        java_props(&argv("java -Dotel.service.name=orders -Dotel.resource.attributes=service.version=2 -jar x.jar"));
     assert_eq!(p.service_name.as_deref(), Some("orders"));
     assert_eq!(p.resource_attributes.as_deref(), Some("service.version=2"));
     // After the main class, -D is the application's argument, not the JVM's.
