@@ -270,3 +270,32 @@ fn exec_records_are_counted_on_metrics() {
     agent.assert_no_drops();
     agent.stop();
 }
+
+#[test]
+fn oversized_and_hostile_command_lines_are_cut_counted_and_cleaned() {
+    let agent = Agent::start(&[]);
+    let port = free_port();
+    let _server = http_server("127.0.0.1", port, None, &site(10));
+    let series = |what: &str| format!("tracer_identity_starts_total{{what=\"{what}\"}}");
+    let (argv0, env0) = (agent.metric(&series("argv_cut")), agent.metric(&series("env_cut")));
+    // argv past its 4 KiB cap, env past its 16 KiB cap; the name (with a
+    // control character and an escape sequence) lies before the env cut:
+    // the child's variables are in key order.
+    let pad = format!("X-Pad: {}", "p".repeat(6000));
+    let out = Command::new("/usr/bin/curl")
+        .args(["-sS", "-o", "/dev/null", "-H", &pad, &format!("http://127.0.0.1:{port}/")])
+        .env_clear()
+        .env("OTEL_SERVICE_NAME", "hostile\u{1}\u{1b}[31mname")
+        .env("ZPAD", "z".repeat(20000))
+        .output()
+        .expect("curl");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let spans = agent.wait_spans("curl client span", 1, |s| s["kind"] == "client" && port_is(s, port));
+    assert_eq!(spans[0]["service"], "hostile[31mname", "control characters removed: {}", spans[0]);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while agent.metric(&series("argv_cut")) <= argv0 || agent.metric(&series("env_cut")) <= env0 {
+        assert!(Instant::now() < deadline, "cut areas not counted: {}", agent.metrics());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    agent.stop();
+}

@@ -243,7 +243,7 @@ mod tests {
         let pid = std::process::id();
         let starts = ProcessStarts::new();
         let ticks = start_time(pid).unwrap();
-        let ns = ticks * (1_000_000_000 / 100);
+        let ns = ticks * (1_000_000_000 / starts::clock_ticks());
         starts.apply(&ProcessEvent::Exec(Exec {
             pid,
             start_ns: ns,
@@ -253,7 +253,6 @@ mod tests {
             ..Default::default()
         }));
         let mut id = Identity::new().with_starts(starts);
-        // (CLK_TCK is 100 on Linux; the record must match the real start.)
         assert_eq!(id.service(pid, "thread-7").name, "fromexec");
         assert_eq!(id.process_comm(pid).as_deref(), Some("leader"));
     }

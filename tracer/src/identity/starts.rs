@@ -158,7 +158,7 @@ fn alive(pid: u32) -> bool {
 }
 
 /// Ticks per second of /proc/<pid>/stat start times.
-fn clock_ticks() -> u64 {
+pub fn clock_ticks() -> u64 {
     static TICKS: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
     *TICKS.get_or_init(|| match unsafe { libc::sysconf(libc::_SC_CLK_TCK) } {
         t if t > 0 => t as u64,
