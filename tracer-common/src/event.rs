@@ -14,6 +14,10 @@ pub enum EventKind {
     Data = 2,
     /// accept()/accept4() returned a TCP socket ([`AcceptEvent`]).
     Accept = 3,
+    /// A program started ([`crate::process::ExecEvent`]).
+    Exec = 4,
+    /// A process forked ([`crate::process::ForkEvent`]).
+    Fork = 5,
 }
 
 #[repr(C)]

@@ -6,3 +6,4 @@
 pub mod config;
 pub mod event;
 pub mod maps;
+pub mod process;

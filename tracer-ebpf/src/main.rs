@@ -4,6 +4,8 @@
 //! - `probes::lifecycle`: sock:inet_sock_set_state -> [`ConnEvent`]
 //! - `probes::data`: read/write-family syscalls + sock:sock_{send,recv}_length
 //!   -> [`DataEvent`] with the first bytes of the payload
+//! - `probes::exec`: sched:sched_process_exec, sched_process_fork -> exec and
+//!   fork records for service identity (tracer_common::process)
 //!
 //! [`ConnEvent`]: tracer_common::event::ConnEvent
 //! [`DataEvent`]: tracer_common::event::DataEvent

@@ -34,6 +34,7 @@ use crate::{
         lines::{LineWriter, OutputFormat},
         otlp::{OtlpExporter, resolve_from_env},
     },
+    identity::{ProcessStarts, starts::identity_metrics},
     k8s::K8sMetadata,
     probes::{LoadOptions, Probes},
     store::Store,
@@ -127,6 +128,10 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<()> 
     let topology_task = sup.spawn("topology", topology.run(export_stop_rx.clone(), metrics_exporter));
     let store_task = sup.spawn("store", store.run(export_stop_rx.clone()));
     let otlp_task = otlp.map(|e| sup.spawn("otlp", e.run(export_stop_rx)));
+    // What each process was started as: written by the reader (exec and fork
+    // records), read by the chain stage's identity.
+    let process_starts = ProcessStarts::new();
+    identity_metrics(&telemetry, &process_starts);
     let chain_task = sup.spawn(
         "chain",
         chain::run(
@@ -136,6 +141,7 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<()> 
                 link: cfg.chain.clone(),
                 sinks,
                 k8s: k8s.clone(),
+                starts: process_starts.clone(),
             },
             chain_rx,
             chain_to_export,
@@ -166,6 +172,7 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<()> 
             out: capture_to_conntrack,
             telemetry: telemetry.clone(),
             drain_interval: cfg.capture.drain_interval(),
+            starts: process_starts.clone(),
         }
         .run(stop_rx.clone()),
     );

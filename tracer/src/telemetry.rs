@@ -43,6 +43,9 @@ pub struct Telemetry {
     /// Parent links made, by rule (header, thread, peer, remote), and spans
     /// left unlinked as ambiguous or released early from a full buffer.
     pub chain_links: Family<Labels, Counter>,
+    /// Process start records: what=argv_cut|env_cut (longer than the probe's
+    /// caps or unreadable), evicted (store full).
+    pub identity_starts: Family<Labels, Counter>,
     /// OTLP exporter: items exported, dropped by reason, retries, queue fill.
     pub otlp: OtlpMetrics,
     ready: AtomicBool,
@@ -71,6 +74,7 @@ impl Telemetry {
             http_route_overflow: Counter::default(),
             chain_held: Gauge::default(),
             chain_links: Family::default(),
+            identity_starts: Family::default(),
             otlp: OtlpMetrics::default(),
             ready: AtomicBool::new(false),
             refreshers: Mutex::new(Vec::new()),
@@ -116,6 +120,11 @@ impl Telemetry {
             "chain_links",
             "Chain linking outcomes: rule=thread|peer|remote links made, ambiguous (unlinked), released_early (buffer full)",
             t.chain_links.clone(),
+        );
+        registry.register(
+            "identity_starts",
+            "Process start (exec) records: what=argv_cut|env_cut (past the probe's caps or unreadable: names may come from /proc instead), evicted (store full)",
+            t.identity_starts.clone(),
         );
         t.otlp.register(&mut registry);
         Arc::new(Telemetry { registry: Mutex::new(registry), ..t })

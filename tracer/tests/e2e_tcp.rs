@@ -185,7 +185,8 @@ fn metrics_and_readiness() {
         std::thread::sleep(Duration::from_millis(100));
     }
     let m = agent.metrics();
-    assert!(m.contains("tracer_probes_attached 3"), "{m}");
+    // 3 socket probes + exec and fork (identity).
+    assert!(m.contains("tracer_probes_attached 5"), "{m}");
     // Every record the kernel submitted is decoded (none malformed, none
     // lost): from one scrape, what is missing is at most what the scrape's
     // own connection put in flight since the reader's last drain.
@@ -194,7 +195,7 @@ fn metrics_and_readiness() {
     let value = |series: &str| {
         m.lines().find_map(|l| l.strip_prefix(series).and_then(|r| r.trim().parse::<f64>().ok())).unwrap_or(0.0) as u64
     };
-    let received: u64 = ["state", "data", "accept"]
+    let received: u64 = ["state", "data", "accept", "exec", "fork"]
         .iter()
         .map(|k| value(&format!("tracer_events_received_total{{kind=\"{k}\"}}")))
         .sum();
@@ -209,8 +210,16 @@ fn our_bpf_programs() -> Vec<String> {
     assert!(out.status.success());
     let progs: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap();
     // The kernel keeps the first 15 characters of a program's name.
-    let ours =
-        ["inet_sock_set_s", "sock_send_lengt", "sock_recv_lengt", "sys_enter_read", "sys_exit_read", "sys_exit_accept"];
+    let ours = [
+        "inet_sock_set_s",
+        "sock_send_lengt",
+        "sock_recv_lengt",
+        "sys_enter_read",
+        "sys_exit_read",
+        "sys_exit_accept",
+        "sched_process_e",
+        "sched_process_f",
+    ];
     progs
         .iter()
         .filter_map(|p| p["name"].as_str())
@@ -441,7 +450,7 @@ print(total, flush=True)
 #[test]
 fn accept_hook_names_a_silent_server() {
     let agent = Agent::start(&["--accept-hook"]);
-    assert_eq!(agent.metric("tracer_probes_attached"), 5);
+    assert_eq!(agent.metric("tracer_probes_attached"), 7);
     let port = free_port();
     let script = format!(
         r#"

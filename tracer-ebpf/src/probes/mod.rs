@@ -1,6 +1,7 @@
 //! One module per hook family.
 
 pub mod data;
+pub mod exec;
 pub mod lifecycle;
 
 use aya_ebpf::{EbpfContext as _, programs::TracePointContext};

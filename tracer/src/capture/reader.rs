@@ -14,8 +14,8 @@ use tokio::{
     time::{MissedTickBehavior, interval},
 };
 
-use super::{decode::decode, event::Event};
-use crate::telemetry::Telemetry;
+use super::{decode::decode, event::Event, process::decode_process};
+use crate::{identity::ProcessStarts, telemetry::Telemetry};
 
 /// Events per batch sent downstream.
 const BATCH: usize = 256;
@@ -25,11 +25,14 @@ pub struct Reader {
     pub out: mpsc::Sender<Vec<Event>>,
     pub telemetry: Arc<Telemetry>,
     pub drain_interval: Duration,
+    /// Exec and fork records go here, not downstream: the span stage reads
+    /// them from it (before the events that follow them in the ring).
+    pub starts: ProcessStarts,
 }
 
 impl Reader {
     pub async fn run(self, mut shutdown: watch::Receiver<bool>) -> Result<()> {
-        let Reader { ring, out, telemetry, drain_interval } = self;
+        let Reader { ring, out, telemetry, drain_interval, starts } = self;
         // SAFETY: the ring buffer owns its fd and lives inside the AsyncFd, so the
         // fd stays open for as long as it is registered.
         let mut fd =
@@ -40,12 +43,12 @@ impl Reader {
             tokio::select! {
                 guard = fd.readable_mut() => {
                     let mut guard = guard?;
-                    drain(guard.get_inner_mut(), &out, &telemetry);
+                    drain(guard.get_inner_mut(), &out, &telemetry, &starts);
                     guard.clear_ready();
                 }
-                _ = tick.tick() => drain(fd.get_mut(), &out, &telemetry),
+                _ = tick.tick() => drain(fd.get_mut(), &out, &telemetry, &starts),
                 _ = shutdown.changed() => {
-                    drain(fd.get_mut(), &out, &telemetry);
+                    drain(fd.get_mut(), &out, &telemetry, &starts);
                     return Ok(());
                 }
             }
@@ -53,12 +56,27 @@ impl Reader {
     }
 }
 
-fn drain(ring: &mut RingBuf<MapData>, out: &mpsc::Sender<Vec<Event>>, tel: &Telemetry) {
+fn drain(ring: &mut RingBuf<MapData>, out: &mpsc::Sender<Vec<Event>>, tel: &Telemetry, starts: &ProcessStarts) {
     let mut batch = Vec::with_capacity(BATCH);
     // Counted per drain, not per record: a labelled counter lookup costs
     // more than decoding the record.
-    let mut received: [(&'static str, u64); 3] = [("state", 0), ("accept", 0), ("data", 0)];
+    let mut received: [(&'static str, u64); 5] = [("state", 0), ("accept", 0), ("data", 0), ("exec", 0), ("fork", 0)];
     while let Some(item) = ring.next() {
+        if let Some(p) = decode_process(&item) {
+            match p {
+                Ok(ev) => {
+                    if let Some(c) = received.iter_mut().find(|(k, _)| *k == ev.kind()) {
+                        c.1 += 1;
+                    }
+                    starts.apply(&ev);
+                }
+                Err(e) => {
+                    tracing::debug!(error = %e, "undecodable process record");
+                    tel.drop_event("decode", "malformed_record", 1);
+                }
+            }
+            continue;
+        }
         match decode(&item) {
             Ok(ev) => {
                 let kind = ev.kind();

@@ -34,6 +34,8 @@ pub struct ChainConfig {
     pub sinks: Vec<Arc<dyn Sink>>,
     /// Pod metadata names services in a cluster.
     pub k8s: Option<crate::k8s::K8sMetadata>,
+    /// What processes were started as (exec/fork records).
+    pub starts: crate::identity::ProcessStarts,
 }
 
 /// The span stage: builds spans, holds them in the linker until their
@@ -46,7 +48,7 @@ pub async fn run(
     telemetry: Arc<Telemetry>,
 ) -> anyhow::Result<()> {
     let mut router = Router::new(&cfg.routes)?;
-    let mut identity = Identity::new().with_k8s(cfg.k8s.clone());
+    let mut identity = Identity::new().with_k8s(cfg.k8s.clone()).with_starts(cfg.starts.clone());
     let mut linker = Linker::new(cfg.link.clone());
     let mut thread_models = ThreadModels::new();
     let mut released = Vec::new();
@@ -98,6 +100,8 @@ pub async fn run(
                                 route
                             });
                             let mut span = http_span(&call, h, kind_of(&call), route, service, &cfg.span);
+                            // The process's comm, not the thread's (Java names its threads).
+                            if let Some(c) = call.pid.and_then(|p| identity.process_comm(p)) { span.comm = c.to_string(); }
                             // In a cluster, a peer that is a pod or a Service is
                             // named (`checkout -> payments`, not an IP).
                             if let Some(name) = cfg.k8s.as_ref().and_then(|k| k.name_for_ip(span.remote.ip())) {

@@ -1,8 +1,19 @@
 //! Who a process is: its service name and version, as OpenTelemetry SDKs
-//! would name it. OTEL_SERVICE_NAME, then service.name in
-//! OTEL_RESOURCE_ATTRIBUTES, read from /proc/<pid>/environ; else the
-//! executable name. Cached per pid, refreshed when the pid is reused (its
-//! start time changes). Bounded: the cache is cleared when full.
+//! would name it, and the process's own comm (not a thread's).
+//!
+//! In: a pid (and the comm of the thread seen). Out: [`Service`]. Sources,
+//! best first: what the process was started as (`starts`, from the exec and
+//! fork records: environment and command line as they were at exec, kept
+//! after the process exits or rewrites them), then /proc/<pid>/environ and
+//! cmdline for processes that started before the agent. Naming rules:
+//! `environ::derive` and `rules` (the README's "Service names" table).
+//! Cached per pid, refreshed when the pid is reused (its start time
+//! changes) or its start record changes. Bounded: the cache is cleared when
+//! full.
+
+pub mod environ;
+pub mod rules;
+pub mod starts;
 
 use foldhash::{HashMap, HashMapExt};
 use std::{
@@ -11,6 +22,14 @@ use std::{
     time::{Duration, Instant},
 };
 
+use self::{
+    environ::{Inputs, derive, otel_vars},
+    rules::basename,
+};
+pub use self::{
+    environ::{from_environ, parse_resource_attributes},
+    starts::ProcessStarts,
+};
 use crate::k8s::K8sMetadata;
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -21,12 +40,13 @@ pub struct Service {
     pub attributes: Vec<(String, String)>,
 }
 
-/// A cached identity: process start time, the service, the comm it was
-/// seen with, and when the start time was last checked.
+/// A cached identity: process start time, the service, the process's comm,
+/// the start record it came from, and when the start time was last checked.
 struct Cached {
     start: u64,
     service: Arc<Service>,
-    comm: String,
+    comm: Arc<str>,
+    start_seq: Option<u64>,
     checked: Instant,
 }
 
@@ -40,13 +60,14 @@ pub struct Identity {
     /// adds k8s.* resource attributes.
     k8s: Option<K8sMetadata>,
     k8s_generation: u64,
+    starts: ProcessStarts,
 }
 
 const MAX_PIDS: usize = 8192;
 
 impl Identity {
     pub fn new() -> Self {
-        Identity { cache: HashMap::new(), k8s: None, k8s_generation: 0 }
+        Identity { cache: HashMap::new(), k8s: None, k8s_generation: 0, starts: ProcessStarts::new() }
     }
 
     pub fn with_k8s(mut self, k8s: Option<K8sMetadata>) -> Self {
@@ -54,7 +75,18 @@ impl Identity {
         self
     }
 
-    /// The service of `pid`; `comm` names it when /proc has nothing better.
+    /// Read process starts from this store (filled by the capture reader).
+    pub fn with_starts(mut self, starts: ProcessStarts) -> Self {
+        self.starts = starts;
+        self
+    }
+
+    /// The comm of `pid`'s process (its leader thread), once `service` saw it.
+    pub fn process_comm(&self, pid: u32) -> Option<Arc<str>> {
+        self.cache.get(&pid).map(|c| c.comm.clone())
+    }
+
+    /// The service of `pid`; `comm` names it when nothing better does.
     pub fn service(&mut self, pid: u32, comm: &str) -> Arc<Service> {
         // Pod changes (new pods, deleted ones) invalidate what was cached.
         if let Some(k) = &self.k8s {
@@ -65,27 +97,35 @@ impl Identity {
             }
         }
         let now = Instant::now();
+        let started = self.starts.get(pid);
+        let seq = started.as_ref().map(|e| e.seq);
         if let Some(c) = self.cache.get(&pid)
-            && c.comm == comm
+            && c.start_seq == seq
             && now.duration_since(c.checked) < RECHECK
         {
             return c.service.clone();
         }
         let start = start_time(pid);
         if let Some(c) = self.cache.get_mut(&pid)
+            && c.start_seq == seq
             && (start.is_none() || start == Some(c.start))
         {
             c.checked = now;
             return c.service.clone();
         }
-        let env = fs::read(format!("/proc/{pid}/environ")).unwrap_or_default();
-        let exe = fs::read_link(format!("/proc/{pid}/exe"))
-            .ok()
-            .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()));
-        let mut svc = from_environ(&env, exe.as_deref().unwrap_or(comm));
+        // A start record counts if it is this process's: same start time,
+        // or the process is gone (the record is the pid's latest).
+        let started = started.filter(|e| start.is_none_or(|s| s == e.start_ticks));
+        let (mut svc, named, proc_comm, start) = match &started {
+            Some(e) => (e.started.service.clone(), e.started.named, e.started.comm.clone(), Some(e.start_ticks)),
+            None => {
+                let (svc, named, c) = from_proc(pid, comm);
+                (svc, named, c, start)
+            }
+        };
         if let Some(id) = self.k8s.as_ref().and_then(|k| k.service_for_pid(pid)) {
             // The process's own OTEL_SERVICE_NAME / service.name keeps precedence.
-            if !named_by_env(&env) {
+            if !named {
                 svc.name = id.service_name;
             }
             if svc.version.is_none() {
@@ -98,7 +138,14 @@ impl Identity {
             if self.cache.len() >= MAX_PIDS {
                 self.cache.clear();
             }
-            self.cache.insert(pid, Cached { start, service: svc.clone(), comm: comm.to_string(), checked: now });
+            let cached = Cached {
+                start,
+                service: svc.clone(),
+                comm: proc_comm.into(),
+                start_seq: started.map(|e| e.seq),
+                checked: now,
+            };
+            self.cache.insert(pid, cached);
         }
         svc
     }
@@ -110,12 +157,47 @@ impl Default for Identity {
     }
 }
 
-/// The environment names the service itself (OTel SDK variables).
-fn named_by_env(env: &[u8]) -> bool {
-    env.split(|b| *b == 0).any(|v| {
-        v.starts_with(b"OTEL_SERVICE_NAME=") && v.len() > 18
-            || v.starts_with(b"OTEL_RESOURCE_ATTRIBUTES=") && v.windows(13).any(|w| w == b"service.name=")
-    })
+/// A process that started before the agent: /proc as it is now (an
+/// environment or command line the process rewrote is lost). Returns the
+/// service, whether it named itself, and its comm.
+fn from_proc(pid: u32, comm: &str) -> (Service, bool, String) {
+    let env = fs::read(format!("/proc/{pid}/environ")).unwrap_or_default();
+    let (name, attrs) = otel_vars(&env);
+    drop(env);
+    let cmdline = fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+    let argv: Vec<String> = cmdline
+        .split(|b| *b == 0)
+        .filter(|a| !a.is_empty())
+        .take(64)
+        .map(|a| String::from_utf8_lossy(a).into_owned())
+        .collect();
+    let proc_comm = fs::read_to_string(format!("/proc/{pid}/comm"))
+        .map(|c| c.trim_end().to_string())
+        .unwrap_or_else(|_| comm.to_string());
+    let exe = fs::read_link(format!("/proc/{pid}/exe"))
+        .ok()
+        .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()));
+    let invoked = invoked_name(argv.first().map(String::as_str), &proc_comm).or(exe);
+    let (svc, named) = derive(&Inputs {
+        argv: &argv,
+        invoked: invoked.as_deref(),
+        otel_service_name: name.as_deref(),
+        otel_resource_attributes: attrs.as_deref(),
+        fallback: &proc_comm,
+    });
+    (svc, named, proc_comm)
+}
+
+/// argv[0]'s file name, when the comm confirms it is the name the program
+/// was executed by (exec sets the comm from it, cut to 15 bytes): a
+/// multi-call binary reached through a symlink keeps the link's name, while
+/// a command line rewritten into a process title is read up to its first
+/// space (redis: "/usr/bin/redis-server 127.0.0.1:6379"), and a title that
+/// is no path ("nginx: worker process") is not taken for one.
+fn invoked_name(argv0: Option<&str>, comm: &str) -> Option<String> {
+    let first = argv0?.split(' ').next()?;
+    let b = basename(first);
+    (!comm.is_empty() && b.starts_with(comm) && !b.contains(':')).then(|| b.to_string())
 }
 
 /// Process start time in clock ticks (field 22 of /proc/<pid>/stat).
@@ -126,85 +208,9 @@ fn start_time(pid: u32) -> Option<u64> {
     rest.split_whitespace().nth(19)?.parse().ok()
 }
 
-/// Service identity from a NUL-separated environment block.
-pub fn from_environ(env: &[u8], fallback: &str) -> Service {
-    let mut name = None;
-    let mut attrs = Vec::new();
-    for var in env.split(|b| *b == 0) {
-        let var = String::from_utf8_lossy(var);
-        if let Some(v) = var.strip_prefix("OTEL_SERVICE_NAME=") {
-            if !v.is_empty() {
-                name = Some(v.to_string());
-            }
-        } else if let Some(v) = var.strip_prefix("OTEL_RESOURCE_ATTRIBUTES=") {
-            attrs = parse_resource_attributes(v);
-        }
-    }
-    let mut svc = Service { name: fallback.to_string(), version: None, attributes: Vec::new() };
-    for (k, v) in attrs {
-        match k.as_str() {
-            "service.name" => {
-                // OTEL_SERVICE_NAME wins over the attribute (OTel SDK rule).
-                if name.is_none() {
-                    name = Some(v);
-                }
-            }
-            "service.version" => svc.version = Some(v),
-            _ => svc.attributes.push((k, v)),
-        }
-    }
-    if let Some(n) = name {
-        svc.name = n;
-    }
-    svc
-}
-
-/// `key1=value1,key2=value2` with percent-encoded values (OTel spec).
-pub fn parse_resource_attributes(s: &str) -> Vec<(String, String)> {
-    s.split(',')
-        .filter_map(|kv| {
-            let (k, v) = kv.split_once('=')?;
-            let k = k.trim();
-            (!k.is_empty()).then(|| (k.to_string(), percent_decode(v.trim())))
-        })
-        .take(64)
-        .collect()
-}
-
-fn percent_decode(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'%'
-            && i + 2 < b.len()
-            && let Ok(v) = u8::from_str_radix(std::str::from_utf8(&b[i + 1..i + 3]).unwrap_or("zz"), 16)
-        {
-            out.push(v);
-            i += 3;
-            continue;
-        }
-        out.push(b[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn service_from_environment() {
-        let env = b"PATH=/bin\0OTEL_RESOURCE_ATTRIBUTES=service.name=ignored,service.version=1.2,deployment.environment=prod%20eu\0OTEL_SERVICE_NAME=checkout\0";
-        let s = from_environ(env, "python3");
-        assert_eq!(s.name, "checkout");
-        assert_eq!(s.version.as_deref(), Some("1.2"));
-        assert_eq!(s.attributes, vec![("deployment.environment".into(), "prod eu".into())]);
-        let s = from_environ(b"OTEL_RESOURCE_ATTRIBUTES=service.name=cart\0", "x");
-        assert_eq!(s.name, "cart");
-        assert_eq!(from_environ(b"HOME=/\0", "nginx").name, "nginx");
-    }
 
     #[test]
     fn own_process() {
@@ -212,5 +218,42 @@ mod tests {
         let s = id.service(std::process::id(), "fallback");
         assert!(!s.name.is_empty());
         assert!(start_time(std::process::id()).is_some());
+        assert!(id.process_comm(std::process::id()).is_some());
+    }
+
+    #[test]
+    fn invoked_by_symlink_name_not_by_title() {
+        assert_eq!(invoked_name(Some("/usr/bin/redis-server"), "redis-server").as_deref(), Some("redis-server"));
+        assert_eq!(invoked_name(Some("nginx: worker process"), "nginx"), None);
+        assert_eq!(
+            invoked_name(Some("/usr/bin/redis-server 127.0.0.1:6379"), "redis-server").as_deref(),
+            Some("redis-server")
+        );
+        assert_eq!(invoked_name(Some("/usr/bin/redis-server"), "redis-check-rdb"), None);
+        assert_eq!(
+            invoked_name(Some("/opt/a-very-long-program-name"), "a-very-long-pro").as_deref(),
+            Some("a-very-long-program-name")
+        );
+    }
+
+    /// A start record of this very process wins over /proc.
+    #[test]
+    fn start_record_wins_over_proc() {
+        use crate::capture::process::{Exec, ProcessEvent};
+        let pid = std::process::id();
+        let starts = ProcessStarts::new();
+        let ticks = start_time(pid).unwrap();
+        let ns = ticks * (1_000_000_000 / starts::clock_ticks());
+        starts.apply(&ProcessEvent::Exec(Exec {
+            pid,
+            start_ns: ns,
+            comm: "leader".into(),
+            filename: "/usr/bin/java".into(),
+            argv: vec!["java".into(), "-Dotel.service.name=fromexec".into(), "Main".into()],
+            ..Default::default()
+        }));
+        let mut id = Identity::new().with_starts(starts);
+        assert_eq!(id.service(pid, "thread-7").name, "fromexec");
+        assert_eq!(id.process_comm(pid).as_deref(), Some("leader"));
     }
 }

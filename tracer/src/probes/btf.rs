@@ -5,7 +5,7 @@ use std::path::Path;
 
 use anyhow::{Context as _, Result, anyhow, bail};
 use btf_rs::{Btf, Type};
-use tracer_common::config::KernelOffsets;
+use tracer_common::{config::KernelOffsets, process::ProcessConfig};
 
 pub const VMLINUX_BTF: &str = "/sys/kernel/btf/vmlinux";
 
@@ -64,6 +64,31 @@ pub fn kernel_offsets(path: &Path) -> Result<KernelOffsets> {
     )?;
     o.regs_block = window("pt_regs", &[(o.regs_nr, 8), (o.regs_arg[0], 8), (o.regs_arg[1], 8), (o.regs_arg[2], 8)])?;
     Ok(o)
+}
+
+/// Offsets of the process probes (probes::exec in tracer-ebpf). An error
+/// leaves them disabled; the agent then names services from /proc alone.
+pub fn process_offsets(path: &Path) -> Result<ProcessConfig> {
+    let btf = Btf::from_file(path).with_context(|| format!("reading kernel BTF from {}", path.display()))?;
+    let r = Resolver { btf: &btf };
+    let t = |f: &str| r.offset("task_struct", f);
+    let m = |f: &str| r.offset("mm_struct", f);
+    let arg_start = m("arg_start")?;
+    // The probe copies arg_start..env_end as four consecutive words.
+    for (i, f) in ["arg_end", "env_start", "env_end"].iter().enumerate() {
+        if m(f)? != arg_start + 8 * (i as u16 + 1) {
+            bail!("mm_struct.{f} does not follow arg_start as the probe reads it: unsupported layout");
+        }
+    }
+    Ok(ProcessConfig {
+        task_mm: t("mm")?,
+        task_pid: t("pid")?,
+        task_tgid: t("tgid")?,
+        task_start_boottime: t("start_boottime")?,
+        mm_arg_start: arg_start,
+        enabled: 1,
+        self_pid: std::process::id(),
+    })
 }
 
 /// Start of a BLOCK-byte window covering every (offset, size) field. The
@@ -188,6 +213,9 @@ mod tests {
         assert_ne!(o.regs_arg[0], o.regs_arg[1]);
         assert_eq!(o.skc_block % 8, 0);
         assert_eq!(o.regs_block % 8, 0);
+        let p = process_offsets(Path::new(VMLINUX_BTF)).expect("process offsets");
+        assert_eq!(p.enabled, 1);
+        assert_ne!(p.task_pid, p.task_tgid);
     }
 
     #[test]

@@ -16,6 +16,7 @@ use aya::{
 use tracer_common::{
     config::{MAX_CAPTURE, ProbeConfig},
     maps::{COUNTERS, Counter, EVENTS, PROBE_CONFIG},
+    process::{PROCESS_CONFIG, ProcessConfig},
 };
 
 use self::registry::{Kind, PROBES, ProbeSpec};
@@ -62,8 +63,13 @@ impl Probes {
             netns: opts.netns,
             _pad: 0,
         };
+        let process = process_config().unwrap_or_else(|e| {
+            tracing::warn!("process probes disabled, service names come from /proc only: {e:#}");
+            ProcessConfig::default()
+        });
         let ebpf = EbpfLoader::new()
             .override_global(PROBE_CONFIG, &cfg, true)
+            .override_global(PROCESS_CONFIG, &process, true)
             .load(OBJECT)
             .context("loading the eBPF object (maps and BTF)")?;
         Ok(Probes { ebpf, accept_hook: opts.accept_hook, attached: Vec::new() })
@@ -117,6 +123,16 @@ impl Probes {
         let map = self.ebpf.take_map(COUNTERS).ok_or_else(|| anyhow!("map {COUNTERS} missing"))?;
         Ok(KernelCounters { map: PerCpuArray::try_from(map)? })
     }
+}
+
+/// What the process probes read; an error disables them (optional probes).
+fn process_config() -> Result<ProcessConfig> {
+    // The exec probe reads the record's filename __data_loc at offset 8.
+    let off = preflight::field_offset("sched", "sched_process_exec", "filename")?;
+    if off != 8 {
+        bail!("sched:sched_process_exec filename is at offset {off}, the probe expects 8");
+    }
+    btf::process_offsets(Path::new(btf::VMLINUX_BTF))
 }
 
 /// The per-CPU counters of the kernel side, summed over CPUs.

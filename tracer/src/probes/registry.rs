@@ -34,6 +34,9 @@ pub const PROBES: &[ProbeSpec] = &[
     ProbeSpec { accept_hook: true, ..tp("sys_exit_accept4", "syscalls", true) },
     raw("sock_send_length", "sock", true),
     raw("sock_recv_length", "sock", true),
+    // Service identity at process start; without them names come from /proc.
+    tp("sched_process_exec", "sched", false),
+    raw("sched_process_fork", "sched", false),
 ];
 
 const fn raw(program: &'static str, category: &'static str, required: bool) -> ProbeSpec {
