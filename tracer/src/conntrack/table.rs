@@ -28,6 +28,10 @@ pub struct TableConfig {
     /// How long a closed connection waits for reads of bytes that were still
     /// unread in the kernel when it closed (see `Closing`).
     pub close_linger: Duration,
+    /// How long any other closed connection waits for the events of calls
+    /// that raced with its close (a write returning while a reset closes the
+    /// socket). Zero reports closes at once.
+    pub close_race: Duration,
 }
 
 impl Default for TableConfig {
@@ -36,6 +40,7 @@ impl Default for TableConfig {
             max_connections: 65_536,
             idle_timeout: Duration::from_secs(300),
             close_linger: Duration::from_secs(1),
+            close_race: Duration::from_millis(50),
         }
     }
 }
@@ -141,6 +146,9 @@ struct Closing {
     sk_err: i32,
     tcp: TcpStats,
     deadline_ns: u64,
+    /// Waiting for unread bytes (reported once they are read), not only for
+    /// racing events (reported at the deadline).
+    until_read: bool,
 }
 
 /// One line of `--output json` for connections.
@@ -251,9 +259,9 @@ pub struct Table<L> {
     calls: Vec<CallRecord>,
     exchanges: Vec<Exchange>,
     l7_counters: L7Counters,
-    /// Sockets waiting in `Closing`, in deadline order (deadlines grow with
-    /// event time).
-    lingering: VecDeque<(u64, SockId)>,
+    /// Sockets waiting in `Closing`: [racing events, unread bytes], each in
+    /// deadline order (deadlines grow with event time).
+    lingering: [VecDeque<(u64, SockId)>; 2],
 }
 
 impl<L: ListenLookup> Table<L> {
@@ -266,7 +274,7 @@ impl<L: ListenLookup> Table<L> {
             calls: Vec::new(),
             exchanges: Vec::new(),
             l7_counters: L7Counters::default(),
-            lingering: VecDeque::new(),
+            lingering: [VecDeque::new(), VecDeque::new()],
         }
     }
 
@@ -330,15 +338,17 @@ impl<L: ListenLookup> Table<L> {
 
     /// Report lingering closes whose deadline passed by `now_ns`.
     pub fn flush_closed(&mut self, now_ns: u64, out: &mut Vec<ConnRecord>) {
-        while let Some(&(deadline, sk)) = self.lingering.front() {
-            if deadline > now_ns {
-                break;
-            }
-            self.lingering.pop_front();
-            // Already finished (all read, or its address reused) when the
-            // entry is gone or lingers for a later close.
-            if self.conns.get(&sk).and_then(|c| c.closing.as_ref()).is_some_and(|z| z.deadline_ns == deadline) {
-                self.finish_closed(sk, out);
+        for q in 0..2 {
+            while let Some(&(deadline, sk)) = self.lingering[q].front() {
+                if deadline > now_ns {
+                    break;
+                }
+                self.lingering[q].pop_front();
+                // Already finished (all read, or its address reused) when the
+                // entry is gone or lingers for a later close.
+                if self.conns.get(&sk).and_then(|c| c.closing.as_ref()).is_some_and(|z| z.deadline_ns == deadline) {
+                    self.finish_closed(sk, out);
+                }
             }
         }
     }
@@ -433,26 +443,33 @@ impl<L: ListenLookup> Table<L> {
                     reason: CloseReason::from(old, s.sk_err),
                     sk_err: s.sk_err,
                     tcp: s.tcp,
-                    deadline_ns: s.ts_ns.saturating_add(self.cfg.close_linger.as_nanos() as u64),
+                    deadline_ns: 0,
+                    until_read: false,
                 };
                 if self.conns.get(&s.sk).is_some_and(|c| c.closing.is_some()) {
                     // A second close of one socket: the first is over.
                     self.finish_closed(s.sk, out);
                 }
-                let mut c = self
-                    .conns
-                    .remove(&s.sk)
-                    .unwrap_or_else(|| Self::new_conn(s.tuple, Role::Unknown, s.ts_ns, SeenFrom::MidStream));
+                let Some(mut c) = self.conns.remove(&s.sk) else {
+                    // Never seen: nothing can follow it.
+                    let mut c = Self::new_conn(s.tuple, Role::Unknown, s.ts_ns, SeenFrom::MidStream);
+                    self.report_close(&mut c, z, out);
+                    return Ok(());
+                };
                 if c.tuple.local.port() == 0 {
                     c.tuple = s.tuple;
                 }
                 c.last_ns = s.ts_ns;
-                if kind == ConnEventKind::Close && c.unread(&s.tcp) {
-                    // Deadlines grow with event time: the queue stays ordered.
-                    if let Some(&(last, _)) = self.lingering.back() {
+                z.until_read = c.unread(&s.tcp);
+                let wait = if z.until_read { self.cfg.close_linger } else { self.cfg.close_race };
+                if kind == ConnEventKind::Close && !wait.is_zero() {
+                    z.deadline_ns = s.ts_ns.saturating_add(wait.as_nanos() as u64);
+                    // Deadlines grow with event time: each queue stays ordered.
+                    let q = &mut self.lingering[usize::from(z.until_read)];
+                    if let Some(&(last, _)) = q.back() {
                         z.deadline_ns = z.deadline_ns.max(last);
                     }
-                    self.lingering.push_back((z.deadline_ns, s.sk));
+                    q.push_back((z.deadline_ns, s.sk));
                     c.closing = Some(z);
                     self.conns.insert(s.sk, c);
                 } else {
@@ -538,6 +555,7 @@ impl<L: ListenLookup> Table<L> {
         Self::push_calls(&mut self.calls, c, &mut self.exchanges);
         // Everything the kernel received has been read: the close is over.
         if let Some(z) = &c.closing
+            && z.until_read
             && !c.unread(&z.tcp)
         {
             self.finish_closed(d.sk, out);

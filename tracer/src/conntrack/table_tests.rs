@@ -38,23 +38,29 @@ impl ListenLookup for FakeListen {
     }
 }
 
+/// Closes are reported at once unless bytes were left unread (the race
+/// linger has tests of its own).
+fn cfg() -> TableConfig {
+    TableConfig { close_race: Duration::ZERO, ..TableConfig::default() }
+}
+
 fn table() -> Table<FakeListen> {
-    Table::new(TableConfig::default(), FakeListen::default())
+    Table::new(cfg(), FakeListen::default())
 }
 
 /// A table where `ports` are listening ports.
 fn listening_on(ports: &[u16]) -> Table<FakeListen> {
     let listen = FakeListen { ports: ports.to_vec(), asked: Vec::new() };
-    Table::new(TableConfig::default(), listen)
+    Table::new(cfg(), listen)
 }
 
 fn capped(max_connections: usize) -> Table<FakeListen> {
-    let cfg = TableConfig { max_connections, ..TableConfig::default() };
+    let cfg = TableConfig { max_connections, ..cfg() };
     Table::new(cfg, FakeListen::default())
 }
 
 fn idle_after(secs: u64) -> Table<FakeListen> {
-    let cfg = TableConfig { idle_timeout: Duration::from_secs(secs), ..TableConfig::default() };
+    let cfg = TableConfig { idle_timeout: Duration::from_secs(secs), ..cfg() };
     Table::new(cfg, FakeListen::default())
 }
 
@@ -977,5 +983,30 @@ fn close_after_everything_was_read_is_reported_at_once() {
     let tcp = stats(50, 0, RESPONSE.len() as u64 + 1, REQUEST.len() as u64 + 1);
     let r = apply_one(&mut t, close_with(4 * MS, 1, c, FIN_WAIT2, 0, tcp));
     assert_eq!(r.event, ConnEventKind::Close);
+    assert!(t.is_empty());
+}
+
+#[test]
+fn a_write_racing_a_reset_belongs_to_its_connection() {
+    // The server's reply returns after the client's reset closed the socket
+    // (local port already released): the default config waits for it.
+    let mut t = Table::new(TableConfig::default(), FakeListen::default());
+    let s = server_tuple();
+    apply_none(&mut t, handshaken(0, 9, s));
+    apply(&mut t, accept(MS, 9, nginx()));
+    apply_none(&mut t, rx(2 * MS, 9, s, nginx(), 10));
+    let tcp = stats(50, 0, 10, 0);
+    apply_none(&mut t, close_with(3 * MS, 9, s, ESTABLISHED, libc::ECONNRESET, tcp));
+    let released = tuple("10.0.0.2:0", "10.0.0.1:40000");
+    apply_none(&mut t, tx(3 * MS + 10_000, 9, released, nginx(), 20));
+    apply_none(&mut t, tx(3 * MS + 20_000, 9, released, nginx(), 30));
+    let mut out = Vec::new();
+    t.flush_closed(3 * MS + 49 * MS, &mut out);
+    assert!(out.is_empty());
+    t.flush_closed(3 * MS + 50 * MS, &mut out);
+    assert_eq!(out.len(), 1);
+    assert_eq!((out[0].event, out[0].close_reason), (ConnEventKind::Close, Some(CloseReason::Reset)));
+    assert_eq!((out[0].bytes_sent, out[0].calls_sent), (50, 2));
+    assert_eq!(out[0].local, s.local.to_string());
     assert!(t.is_empty());
 }
