@@ -234,6 +234,11 @@ fn no_wrong_parent_on_any_runtime() {
             }
         }
     }
+    // The order that used to split traces (the child's span ending, and so
+    // released, after its parent's) happened, and split none.
+    let ended_after: usize = results.iter().flat_map(|(_, m, _)| m.iter()).map(|m| m.ended_after_parent).sum();
+    eprintln!("backend spans that ended after their parent: {ended_after}, every one in its parent's trace");
+    assert!(ended_after > 0, "the run never had a child end after its parent: nothing shown about split traces");
     assert!(failures.is_empty(), "{failures:#?}");
     agent.assert_no_drops();
     agent.stop();
