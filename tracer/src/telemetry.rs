@@ -118,7 +118,7 @@ impl Telemetry {
         );
         registry.register(
             "chain_links",
-            "Chain linking outcomes: rule=thread|peer|remote links made, ambiguous (unlinked), released_early (buffer full)",
+            "Chain linking outcomes: rule=thread|content|peer|remote links made; ambiguous, multiplexed (calls left unlinked); released_early (buffer full)",
             t.chain_links.clone(),
         );
         registry.register(

@@ -76,8 +76,8 @@ fn request_id(v: &Value) -> String {
     attr(v, "url.path").as_str().unwrap_or("").rsplit('/').next().unwrap_or("").to_string()
 }
 
-/// `clients` concurrent keep-alive clients x `per_client` requests to
-/// `path % (c, r)` at `port`.
+/// `clients` concurrent keep-alive clients x `per_client` requests to the
+/// path the python expression `path` makes of client `c` and request `r`.
 fn load(port: u16, path: &str, clients: usize, per_client: usize) {
     let script = format!(
         r#"
@@ -85,7 +85,7 @@ import http.client, threading
 def client(c):
     conn = http.client.HTTPConnection("127.0.0.1", {port})
     for r in range({per_client}):
-        conn.request("GET", "{path}" % (c, r))
+        conn.request("GET", {path})
         resp = conn.getresponse(); resp.read()
         assert resp.status == 200, resp.status
     conn.close()
@@ -106,20 +106,29 @@ struct Measured {
     ended_after_parent: usize,
 }
 
-/// Run the load through `service` (already listening) and measure:
-/// `CLIENTS` concurrent clients, or one (sequential) when `sequential`.
-fn measure(agent: &Agent, service: &str, tag: &str, port: u16, bport: u16, via_call: bool) -> [Measured; 2] {
-    [false, true].map(|sequential| {
-        let tag = format!("{tag}{}", if sequential { "s" } else { "c" });
-        let (clients, per_client) = if sequential { (1, PER_CLIENT) } else { (CLIENTS, PER_CLIENT) };
-        let path = if via_call { format!("/call/{bport}/items/{tag}-%d-%d") } else { format!("/items/{tag}-%d-%d") };
-        load(port, &path, clients, per_client);
-        measure_one(agent, service, &tag, clients * per_client)
+/// Run the load through `service` (already listening) and measure three
+/// passes: 20-way and sequential with opaque request ids (`go-3-17`, which
+/// are no identifiers: only threads can link), then 20-way with numeric
+/// order ids (`30003017`) that the middle repeats in its call (rule 2b).
+fn measure(agent: &Agent, service: &str, k: u64, port: u16, bport: u16, via_call: bool) -> [Measured; 3] {
+    let prefix = if via_call { format!("/call/{bport}/items/") } else { "/items/".to_string() };
+    [0, 1, 2].map(|pass| {
+        let (clients, per_client) = if pass == 1 { (1, PER_CLIENT) } else { (CLIENTS, PER_CLIENT) };
+        let n = clients * per_client;
+        if pass < 2 {
+            let tag = format!("m{k}p{pass}");
+            load(port, &format!("\"{prefix}{tag}-%d-%d\" % (c, r)"), clients, per_client);
+            measure_one(agent, service, n, |id| id.starts_with(&format!("{tag}-")))
+        } else {
+            let base = k * 10_000_000;
+            load(port, &format!("\"{prefix}%d\" % ({base} + c * 1000 + r)"), clients, per_client);
+            measure_one(agent, service, n, |id| id.parse::<u64>().is_ok_and(|v| v / 10_000_000 == k))
+        }
     })
 }
 
-fn measure_one(agent: &Agent, service: &str, tag: &str, n: usize) -> Measured {
-    let mine = |v: &Value| request_id(v).starts_with(&format!("{tag}-"));
+fn measure_one(agent: &Agent, service: &str, n: usize, mine_id: impl Fn(&str) -> bool) -> Measured {
+    let mine = |v: &Value| mine_id(&request_id(v));
     let servers = agent.wait_spans(&format!("{service} server spans"), n, |v| {
         v["service"] == service && v["kind"] == "server" && mine(v)
     });
@@ -163,7 +172,7 @@ fn report(name: &str, m: &Measured) -> (f64, f64) {
     let precision = if m.linked == 0 { 1.0 } else { m.correct as f64 / m.linked as f64 };
     let recall = m.correct as f64 / m.calls as f64;
     eprintln!(
-        "{name:<48} precision {precision:.3} recall {recall:.3} ({}/{} calls linked, {} correct); backend spans {} (split traces {}, ended after their parent {})",
+        "{name:<64} precision {precision:.3} recall {recall:.3} ({}/{} calls linked, {} correct); backend spans {} (split traces {}, ended after their parent {})",
         m.linked, m.calls, m.correct, m.backend, m.split, m.ended_after_parent
     );
     (precision, recall)
@@ -181,11 +190,11 @@ fn no_wrong_parent_on_any_runtime() {
     // Thread per request: the thread is the request.
     let port = free_port();
     let _py = backend(port, &[("OTEL_SERVICE_NAME", "mid-python")]);
-    results.push(("python ThreadingHTTPServer", measure(&agent, "mid-python", "py", port, bport, true), 0.9));
+    results.push(("python ThreadingHTTPServer", measure(&agent, "mid-python", 1, port, bport, true), 0.9));
 
     // Go: goroutines move between threads; the executable says Go.
-    for (name, service, tag, pooled) in
-        [("go net/http + http.Get", "mid-go", "go", false), ("go net/http + pooled client", "mid-gopool", "gp", true)]
+    for (name, service, k, pooled) in
+        [("go net/http + http.Get", "mid-go", 2, false), ("go net/http + pooled client", "mid-gopool", 3, true)]
     {
         let port = free_port();
         let mut c = Command::new(&p.go_middle);
@@ -194,7 +203,7 @@ fn no_wrong_parent_on_any_runtime() {
             c.arg("-pooled");
         }
         let _go = spawn(c, port);
-        results.push((name, measure(&agent, service, tag, port, bport, true), 0.0));
+        results.push((name, measure(&agent, service, k, port, bport, true), 0.0));
     }
     let multiplexed = agent.metric("tracer_chain_links_total{rule=\"multiplexed\"}");
     assert!(multiplexed > 0, "Go calls are left unlinked as multiplexed, counted: {multiplexed}");
@@ -204,30 +213,35 @@ fn no_wrong_parent_on_any_runtime() {
     let mut c = Command::new("java");
     c.arg("-cp").arg(&p.java_classes).args(["Middle", &port.to_string()]).env("OTEL_SERVICE_NAME", "mid-java");
     let _java = spawn(c, port);
-    results.push(("java HttpServer + HttpURLConnection", measure(&agent, "mid-java", "jv", port, bport, true), 0.0));
+    results.push(("java HttpServer + HttpURLConnection", measure(&agent, "mid-java", 4, port, bport, true), 0.0));
 
     // Node.js: one event loop.
     let port = free_port();
     let mut c = Command::new("node");
     c.arg(fixture("middle.js")).arg(port.to_string()).env("OTEL_SERVICE_NAME", "mid-node");
     let _node = spawn(c, port);
-    results.push(("node http", measure(&agent, "mid-node", "nd", port, bport, true), 0.0));
+    results.push(("node http", measure(&agent, "mid-node", 5, port, bport, true), 0.0));
 
     // nginx (one worker, an event loop) proxying straight to the backend.
     let port = free_port();
     let _nginx = nginx_proxy(port, bport);
-    results.push(("nginx proxy (1 worker)", measure(&agent, "nginx", "ng", port, bport, false), 0.0));
+    results.push(("nginx proxy (1 worker)", measure(&agent, "nginx", 6, port, bport, false), 0.0));
 
     let mut failures = Vec::new();
-    for (name, [concurrent, sequential], min_recall) in &results {
-        for (m, how) in [(concurrent, "20-way"), (sequential, "sequential")] {
+    for (name, [concurrent, sequential, with_ids], min_recall) in &results {
+        // With an identifier repeated in each call, every runtime links.
+        for (m, how, min) in [
+            (concurrent, "20-way", *min_recall),
+            (sequential, "sequential", 0.0),
+            (with_ids, "20-way, order id in the call", 0.95),
+        ] {
             let name = format!("{name}, {how}");
             let (precision, recall) = report(&name, m);
             if precision < 1.0 {
                 failures.push(format!("{name}: precision {precision:.3}"));
             }
-            if recall < *min_recall {
-                failures.push(format!("{name}: recall {recall:.3} < {min_recall}"));
+            if recall < min {
+                failures.push(format!("{name}: recall {recall:.3} < {min}"));
             }
             if m.split > 0 {
                 failures.push(format!("{name}: {} backend spans in another trace than their parent", m.split));

@@ -34,6 +34,7 @@ use std::{collections::VecDeque, net::SocketAddr, sync::Arc, time::Duration};
 use serde::Deserialize;
 
 use super::{
+    content::{self, Content},
     span::{Span, SpanId, SpanKind, TraceId},
     threads::{Id, Threads, Verdict},
 };
@@ -151,6 +152,25 @@ pub struct LinkCounters {
     /// CLIENT spans left unlinked because their process's threads are no
     /// evidence (Go, requests moving between threads, several event loops).
     pub multiplexed: u64,
+    /// Parent found by rule 2b (an identifier of the request repeated in
+    /// exactly one call).
+    pub content_links: u64,
+}
+
+impl LinkCounters {
+    /// Each counter with its `rule` label on /metrics (one list, so a name
+    /// never lands on another counter's value).
+    pub fn by_rule(&self) -> [(&'static str, u64); 7] {
+        [
+            ("thread", self.thread_links),
+            ("content", self.content_links),
+            ("peer", self.peer_links),
+            ("remote", self.remote_links),
+            ("ambiguous", self.ambiguous),
+            ("multiplexed", self.multiplexed),
+            ("released_early", self.released_early),
+        ]
+    }
 }
 
 /// What this node saw of one request (a [`PeerKey`]): the CLIENT span still
@@ -182,6 +202,8 @@ pub struct Linker {
     peers_order: VecDeque<PeerKey>,
     /// What each thread served (rule 2).
     threads: Threads,
+    /// Identifiers in the paths of held and recent spans (rule 2b).
+    content: Content,
     /// Trace ids already fixed (span id -> trace id), so later children and
     /// parents agree; bounded with the buffer.
     fixed: HashMap<SpanId, TraceId>,
@@ -199,6 +221,7 @@ impl Linker {
             peers: HashMap::new(),
             peers_order: VecDeque::new(),
             threads: Threads::new(),
+            content: Content::new(),
             fixed: HashMap::new(),
             fixed_order: VecDeque::new(),
             counters: LinkCounters::default(),
@@ -274,6 +297,7 @@ impl Linker {
             }
         }
         self.threads.insert(&span, id);
+        self.content.insert(&span, id);
         let hold = Duration::from_millis(self.cfg.hold_ms).as_nanos() as u64;
         let at = span.end_ns.max(now_ns).saturating_add(hold);
         self.held.push_back(Held { at, span: Some(span) });
@@ -281,7 +305,7 @@ impl Linker {
         while self.live > self.cfg.max_spans {
             let Some(old) = self.front_live() else { break };
             self.counters.released_early += 1;
-            if let Some(s) = self.release(old) {
+            if let Some(s) = self.release(old, now_ns) {
                 out.push(s);
             }
         }
@@ -311,13 +335,13 @@ impl Linker {
             if self.held[0].at > now_ns {
                 break;
             }
-            if let Some(s) = self.release(id) {
+            if let Some(s) = self.release(id, now_ns) {
                 out.push(s);
             }
         }
     }
 
-    fn release(&mut self, id: Id) -> Option<Span> {
+    fn release(&mut self, id: Id, now_ns: u64) -> Option<Span> {
         let (trace, parent) = self.resolve(id, 0);
         let i = usize::try_from(id.checked_sub(self.first)?).ok()?;
         let mut span = self.held.get_mut(i)?.span.take()?;
@@ -340,6 +364,7 @@ impl Linker {
         if span.kind == SpanKind::Server {
             self.threads.release(&span, id);
         }
+        self.content.release(&span, id, now_ns);
         self.fix(span.span_id, trace);
         Some(span)
     }
@@ -390,9 +415,8 @@ impl Linker {
                 },
                 None => (own_trace, None),
             },
-            SpanKind::Client => match self.thread_parent(id) {
+            SpanKind::Client => match self.call_parent(id) {
                 Some(server) => {
-                    self.counters.thread_links += 1;
                     let parent_id = self.get(server).map_or([0; 8], |s| s.span_id);
                     (self.resolve(server, depth + 1).0, Some(parent_id))
                 }
@@ -405,6 +429,31 @@ impl Linker {
             s.parent_span_id = parent;
         }
         (trace, parent)
+    }
+
+    /// Rules 2 and 2b: the request a call belongs to, by its thread or by an
+    /// identifier it repeats. When both speak they must agree.
+    fn call_parent(&mut self, id: Id) -> Option<Id> {
+        let by_thread = self.thread_parent(id);
+        let by_content = match self.get(id) {
+            Some(c) => self.content.parent(c),
+            None => content::Verdict::None,
+        };
+        match (by_thread, by_content) {
+            (Some(t), content::Verdict::Parent(c)) if t != c => {
+                self.counters.ambiguous += 1;
+                None
+            }
+            (Some(t), _) => {
+                self.counters.thread_links += 1;
+                Some(t)
+            }
+            (None, content::Verdict::Parent(c)) => {
+                self.counters.content_links += 1;
+                Some(c)
+            }
+            (None, _) => None,
+        }
     }
 
     /// Rule 2: the SERVER span in flight on the client's thread when it sent

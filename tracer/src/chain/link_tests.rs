@@ -298,3 +298,82 @@ fn server_released_after_its_client_keeps_the_clients_trace() {
     assert_eq!(b.trace_id, no.trace_id, "one trace along the parent link");
     assert!(out.iter().all(|s| s.trace_id == no.trace_id), "{out:#?}");
 }
+
+/// Release everything at a realistic time (hold passed, recent spans'
+/// identifiers still remembered).
+fn release_at(l: &mut Linker) -> Vec<Span> {
+    let mut out = Vec::new();
+    l.release_due(3_000_000_000, &mut out);
+    out
+}
+
+fn with_path(mut s: Span, path: &str) -> Span {
+    s.attributes.push(("url.path".into(), crate::chain::span::Value::Str(path.to_string().into())));
+    s
+}
+
+/// Go (threads no evidence): each call repeats the order id of exactly one
+/// request in flight, whatever thread wrote it.
+#[test]
+fn call_repeating_a_requests_id_is_its_child() {
+    let a = with_path(span(SpanKind::Server, "127.0.0.1:80", "127.0.0.1:40000", 1, 2, 20, 10, 100), "/orders/1000001");
+    let b = with_path(span(SpanKind::Server, "127.0.0.1:80", "127.0.0.1:40001", 2, 2, 21, 12, 100), "/orders/1000002");
+    // B's call written on A's thread.
+    let b_call =
+        with_path(span(SpanKind::Client, "127.0.0.1:50000", "127.0.0.1:8000", 3, 2, 20, 30, 80), "/stock/1000002");
+    let a_call =
+        with_path(span(SpanKind::Client, "127.0.0.1:50001", "127.0.0.1:8000", 4, 2, 21, 31, 81), "/stock/1000001");
+    let mut l = Linker::new(LinkConfig::default());
+    l.mark_multiplexed(2);
+    let mut out = vec![];
+    for s in [b_call, a_call, a, b] {
+        l.insert(s, &mut out);
+    }
+    let v = release_at(&mut l);
+    let by_seq = |seq| v.iter().find(|s| s.request_seq == Some(seq)).unwrap();
+    assert_eq!(by_seq(3).parent_span_id, Some(by_seq(2).span_id));
+    assert_eq!(by_seq(4).parent_span_id, Some(by_seq(1).span_id));
+    assert_eq!(l.counters.content_links, 2);
+}
+
+/// Two requests with the same id in flight, or one request calling twice
+/// with its id while another call repeats it: nothing is linked by content.
+#[test]
+fn shared_or_repeated_ids_link_nothing() {
+    let mut l = Linker::new(LinkConfig::default());
+    l.mark_multiplexed(2);
+    let mut out = vec![];
+    let a = with_path(span(SpanKind::Server, "127.0.0.1:80", "127.0.0.1:40000", 1, 2, 20, 10, 100), "/users/7777777");
+    let b = with_path(span(SpanKind::Server, "127.0.0.1:80", "127.0.0.1:40001", 2, 2, 21, 12, 100), "/users/7777777");
+    let call = with_path(span(SpanKind::Client, "127.0.0.1:50000", "127.0.0.1:8000", 3, 2, 20, 30, 80), "/u/7777777");
+    for s in [call, a, b] {
+        l.insert(s, &mut out);
+    }
+    assert!(release_at(&mut l).iter().all(|s| s.kind != SpanKind::Client || s.parent_span_id.is_none()));
+
+    let mut l = Linker::new(LinkConfig::default());
+    l.mark_multiplexed(2);
+    let a = with_path(span(SpanKind::Server, "127.0.0.1:80", "127.0.0.1:40000", 1, 2, 20, 10, 100), "/users/8888888");
+    let c1 = with_path(span(SpanKind::Client, "127.0.0.1:50000", "127.0.0.1:8000", 3, 2, 20, 30, 40), "/u/8888888");
+    let c2 = with_path(span(SpanKind::Client, "127.0.0.1:50001", "127.0.0.1:8000", 4, 2, 21, 50, 60), "/u/8888888");
+    for s in [c1, c2, a] {
+        l.insert(s, &mut out);
+    }
+    let v = release_at(&mut l);
+    assert!(v.iter().all(|s| s.kind != SpanKind::Client || s.parent_span_id.is_none()), "{v:#?}");
+    assert_eq!(l.counters.content_links, 0);
+}
+
+/// Short numbers and words are not evidence.
+#[test]
+fn short_numbers_are_not_identifiers() {
+    let a = with_path(span(SpanKind::Server, "127.0.0.1:80", "127.0.0.1:40000", 1, 2, 20, 10, 100), "/items/42");
+    let call = with_path(span(SpanKind::Client, "127.0.0.1:50000", "127.0.0.1:8000", 3, 2, 21, 30, 80), "/items/42");
+    let mut l = Linker::new(LinkConfig::default());
+    l.mark_multiplexed(2);
+    let mut out = vec![];
+    for s in [call, a] {
+        l.insert(s, &mut out);
+    }
+    assert!(release_at(&mut l).iter().all(|s| s.kind != SpanKind::Client || s.parent_span_id.is_none()));
+}

@@ -3,6 +3,7 @@
 //! identity of each process (`crate::identity`). Connection and data records
 //! pass through to the output unchanged.
 
+pub mod content;
 pub mod link;
 pub mod route;
 pub mod span;
@@ -13,7 +14,7 @@ use std::sync::Arc;
 use tokio::sync::mpsc;
 
 use self::{
-    link::{LinkConfig, Linker},
+    link::{LinkConfig, LinkCounters, Linker},
     route::{RouteConfig, Router},
     span::{SpanConfig, http_span, kind_of},
 };
@@ -64,8 +65,9 @@ pub async fn run(
             }
         }
     };
-    let link_counters = ["thread", "peer", "remote", "ambiguous", "multiplexed", "released_early"]
-        .map(|rule| telemetry.chain_links.get_or_create(&vec![("rule", rule)]).clone());
+    let link_counters = LinkCounters::default()
+        .by_rule()
+        .map(|(rule, _)| telemetry.chain_links.get_or_create(&vec![("rule", rule)]).clone());
     let mut batch = Vec::new();
     loop {
         tokio::select! {
@@ -132,14 +134,7 @@ pub async fn run(
         }
         telemetry.chain_held.set(linker.len() as i64);
         let c = std::mem::take(&mut linker.counters);
-        for (counter, n) in link_counters.iter().zip([
-            c.thread_links,
-            c.peer_links,
-            c.remote_links,
-            c.ambiguous,
-            c.multiplexed,
-            c.released_early,
-        ]) {
+        for (counter, (_, n)) in link_counters.iter().zip(c.by_rule()) {
             if n > 0 {
                 counter.inc_by(n);
             }

@@ -268,6 +268,15 @@ fn is_date(b: &[u8]) -> bool {
         && (b.len() == 10 || (matches!(b[10], b'T' | b't') && time(&b[11..])))
 }
 
+/// An identifier specific enough to tell one request from another (the
+/// content rule of the linker): an `{id}` value other than a short number
+/// or a date.
+pub(crate) fn is_identifier(seg: &str) -> bool {
+    let b = seg.as_bytes();
+    let short_number = b.len() < 6 && b.iter().all(u8::is_ascii_digit);
+    !short_number && !is_date(b) && is_id(seg)
+}
+
 /// Identifier-like: values a router would have captured as a parameter.
 /// Normal words (`users`, `v1`, `h2`, `index.html`, `style-2.css`, `en-US`,
 /// `jquery-3.6.0.min.js`) must stay, so every rule wants digits in the value.

@@ -1,0 +1,178 @@
+//! Rule 2b of `link`: evidence carried by the bytes. When a request's path
+//! holds an identifier (an order number, a UUID, a hash, a token) and one
+//! call of the same process repeats it while that request is in flight, the
+//! call belongs to that request, whatever thread or task wrote it: the rule
+//! for runtimes whose threads are no evidence (Go, event loops, thread-pool
+//! hand-offs). Unambiguous or nothing:
+//!
+//! - only high-entropy identifiers count (numbers of 6+ digits, UUIDs, hex of
+//!   8+, long base64-like tokens, mixed codes, e-mails; the route
+//!   templater's `{id}` values minus short numbers and dates), so that an id
+//!   is unlikely to appear in an unrelated request;
+//! - the id is in exactly one of the process's requests in flight (read,
+//!   response not started) when the call was written, and
+//! - in exactly one of the process's calls written while that request was in
+//!   flight: a request that calls twice with its id, or two requests with
+//!   the same id, link nothing.
+//!
+//! Tokens are hashes held in memory only; nothing of them is exported.
+//! Bounded: entries live until their span is released plus `RETAIN_NS`
+//! (past `MAX_ENTRIES` the oldest go sooner); what is forgotten moves a
+//! horizon, and a request that started before it is never a parent (what
+//! was forgotten could have made it ambiguous).
+
+use foldhash::{HashMap, HashMapExt};
+use std::{collections::VecDeque, hash::BuildHasher};
+
+use super::{
+    route::is_identifier,
+    span::{Span, SpanKind, Value},
+    threads::Id,
+};
+
+/// Identifiers taken from one path at most.
+const MAX_TOKENS: usize = 4;
+/// How long a released span's tokens still count for ambiguity.
+const RETAIN_NS: u64 = 5_000_000_000;
+/// Entries of released spans remembered at most.
+const MAX_ENTRIES: usize = 200_000;
+
+#[derive(Clone, Copy)]
+struct Entry {
+    id: Id,
+    kind: SpanKind,
+    start: u64,
+    /// Requests: when the response started (in flight until then).
+    served_until: u64,
+    held: bool,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub enum Verdict {
+    Parent(Id),
+    /// No identifier, or none shared with a request in flight.
+    None,
+    Ambiguous,
+}
+
+pub struct Content {
+    /// (pid, token hash) -> spans of that process whose path holds it.
+    index: HashMap<(u32, u64), Vec<Entry>>,
+    /// Released entries, oldest first: (forget at, pid, token, id).
+    released: VecDeque<(u64, u32, u64, Id)>,
+    /// Latest `served_until` of anything forgotten early.
+    horizon: u64,
+    hasher: foldhash::quality::FixedState,
+}
+
+impl Default for Content {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Content {
+    pub fn new() -> Self {
+        Content {
+            index: HashMap::new(),
+            released: VecDeque::new(),
+            horizon: 0,
+            hasher: foldhash::quality::FixedState::with_seed(0x7e57_c0de),
+        }
+    }
+
+    fn tokens(&self, span: &Span) -> Vec<u64> {
+        let Some(Value::Str(path)) = span.attr("url.path") else { return Vec::new() };
+        let mut out: Vec<u64> = Vec::new();
+        for seg in path.split('/').filter(|s| is_identifier(s)) {
+            let h = self.hasher.hash_one(seg);
+            if !out.contains(&h) {
+                out.push(h);
+            }
+            if out.len() == MAX_TOKENS {
+                break;
+            }
+        }
+        out
+    }
+
+    pub fn insert(&mut self, span: &Span, id: Id) {
+        let Some(pid) = span.pid else { return };
+        let served_until = match span.kind {
+            SpanKind::Server => span.response_first_ns.unwrap_or(span.end_ns),
+            SpanKind::Client => span.start_ns,
+        };
+        let e = Entry { id, kind: span.kind, start: span.start_ns, served_until, held: true };
+        for t in self.tokens(span) {
+            self.index.entry((pid, t)).or_default().push(e);
+        }
+    }
+
+    /// The span left the linker; its tokens still count for a while.
+    pub fn release(&mut self, span: &Span, id: Id, now_ns: u64) {
+        let Some(pid) = span.pid else { return };
+        for t in self.tokens(span) {
+            if let Some(v) = self.index.get_mut(&(pid, t))
+                && let Some(e) = v.iter_mut().find(|e| e.id == id)
+            {
+                e.held = false;
+                self.released.push_back((now_ns.max(span.end_ns).saturating_add(RETAIN_NS), pid, t, id));
+            }
+        }
+        self.prune(now_ns);
+    }
+
+    fn prune(&mut self, now_ns: u64) {
+        while let Some(&(at, pid, t, id)) = self.released.front() {
+            let early = self.released.len() > MAX_ENTRIES;
+            if at > now_ns && !early {
+                break;
+            }
+            self.released.pop_front();
+            if let Some(v) = self.index.get_mut(&(pid, t)) {
+                if let Some(i) = v.iter().position(|e| e.id == id) {
+                    let e = v.swap_remove(i);
+                    self.horizon = self.horizon.max(e.served_until.max(e.start));
+                }
+                if v.is_empty() {
+                    self.index.remove(&(pid, t));
+                }
+            }
+        }
+    }
+
+    /// The request of `call` (a held CLIENT span) by the identifiers of its
+    /// path; only a request still held can be named.
+    pub fn parent(&self, call: &Span) -> Verdict {
+        let Some(pid) = call.pid else { return Verdict::None };
+        let at = call.start_ns;
+        let mut parent: Option<Entry> = None;
+        for t in self.tokens(call) {
+            let Some(v) = self.index.get(&(pid, t)) else { continue };
+            let in_flight = |e: &&Entry| e.kind == SpanKind::Server && e.start <= at && at <= e.served_until;
+            let mut requests = v.iter().filter(in_flight);
+            let Some(r) = requests.next() else { continue };
+            // A request that started before something was forgotten may
+            // have overlapped it: no answer rather than a guess.
+            if requests.next().is_some() || r.start <= self.horizon {
+                return Verdict::Ambiguous;
+            }
+            // Exactly one call of the process repeats the id while that
+            // request was in flight: this one.
+            let calls =
+                v.iter().filter(|e| e.kind == SpanKind::Client && r.start <= e.start && e.start <= r.served_until);
+            if calls.count() != 1 {
+                return Verdict::Ambiguous;
+            }
+            match parent {
+                Some(p) if p.id != r.id => return Verdict::Ambiguous,
+                _ => parent = Some(*r),
+            }
+        }
+        match parent {
+            Some(p) if p.held => Verdict::Parent(p.id),
+            Some(_) => Verdict::None,
+            None => Verdict::None,
+        }
+    }
+}
