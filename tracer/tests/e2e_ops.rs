@@ -25,20 +25,6 @@ use std::{
 use common::*;
 use serde_json::Value;
 
-fn wait_until<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> (bool, T)) -> T
-where
-    T: std::fmt::Debug,
-{
-    let deadline = Instant::now() + timeout;
-    loop {
-        let (done, v) = f();
-        if done {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "{what}: not within {timeout:?}; last seen: {v:#?}");
-        thread::sleep(Duration::from_millis(100));
-    }
-}
 
 fn tmp(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("tracer-e2e-ops-{}", std::process::id()));

@@ -9,11 +9,7 @@
 
 mod common;
 
-use std::{
-    collections::BTreeMap,
-    thread,
-    time::{Duration, Instant},
-};
+use std::{collections::BTreeMap, time::Duration};
 
 use common::*;
 use serde_json::Value;
@@ -33,21 +29,6 @@ fn topology(agent: &Agent, window: &str) -> Value {
     serde_json::from_str(&body).unwrap_or_else(|e| panic!("/api/topology is not JSON ({e}): {body}"))
 }
 
-/// Poll until `done` holds (spans are held ~2 s, connection events ~3 s).
-fn wait_until<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> (bool, T)) -> T
-where
-    T: std::fmt::Debug,
-{
-    let deadline = Instant::now() + timeout;
-    loop {
-        let (done, v) = f();
-        if done {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "{what} not within {timeout:?}; last seen: {v:#?}");
-        thread::sleep(Duration::from_millis(200));
-    }
-}
 
 /// A data point's attributes as {key: string value}.
 fn point_attrs(p: &Value) -> BTreeMap<String, String> {

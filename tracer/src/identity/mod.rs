@@ -201,7 +201,7 @@ fn invoked_name(argv0: Option<&str>, comm: &str) -> Option<String> {
 }
 
 /// Process start time in clock ticks (field 22 of /proc/<pid>/stat).
-fn start_time(pid: u32) -> Option<u64> {
+pub(crate) fn start_time(pid: u32) -> Option<u64> {
     let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // comm (field 2) may hold spaces and parentheses: count from the last ')'.
     let rest = &stat[stat.rfind(')')? + 2..];

@@ -21,6 +21,8 @@ use std::{
 
 use object::{Object, ReadCache};
 
+use crate::identity::start_time;
+
 /// ELF sections that only the Go toolchain writes.
 const GO_SECTIONS: [&str; 2] = [".go.buildinfo", ".note.go.buildid"];
 
@@ -86,13 +88,6 @@ impl ThreadModels {
         self.cache.insert(pid, Cached { start, model, checked: now });
         model
     }
-}
-
-/// Process start time in clock ticks (field 22 of /proc/<pid>/stat).
-fn start_time(pid: u32) -> Option<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let rest = &stat[stat.rfind(')')? + 2..];
-    rest.split_whitespace().nth(19)?.parse().ok()
 }
 
 #[cfg(test)]

@@ -542,3 +542,20 @@ impl OtlpReceiver {
         text.lines().map(|l| serde_json::from_str(l).expect("receiver line is JSON")).collect()
     }
 }
+
+/// Poll `f` every 100 ms until it says done; panics with the last value
+/// after `timeout`.
+pub fn wait_until<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> (bool, T)) -> T
+where
+    T: std::fmt::Debug,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        let (done, v) = f();
+        if done {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "{what}: not within {timeout:?}; last seen: {v:#?}");
+        thread::sleep(Duration::from_millis(100));
+    }
+}
