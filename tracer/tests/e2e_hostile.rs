@@ -119,6 +119,18 @@ fn fuzzed_server_keeps_names_routes_and_nodes_bounded_and_printable() {
     assert_eq!(opened, made, "edges: {topo:#}");
     let requests: u64 = topo["edges"].as_array().unwrap().iter().map(|e| e["requests"].as_u64().unwrap()).sum();
     assert!(requests > 0 && requests <= 2 * made, "edges: {topo:#}");
+    // Both ends of every request are traced here: each is paired (by
+    // connection and TCP sequence, also when the client half-closed or reset)
+    // and counted once, on the edge between the two services.
+    let edges: Vec<(&str, &str, u64)> = topo["edges"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["requests"].as_u64() > Some(0))
+        .map(|e| (s(&e["client"]), s(&e["server"]), e["requests"].as_u64().unwrap()))
+        .collect();
+    eprintln!("fuzz: edges with requests {edges:?}");
+    assert!(edges.iter().all(|(c, sv, _)| (*c, *sv) == ("hostile-fuzz", "hostile-web")), "{edges:?}");
 
     let spans = agent.spans();
     let ours: Vec<&Value> =
