@@ -25,7 +25,6 @@ use std::{
 use common::*;
 use serde_json::Value;
 
-
 fn tmp(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("tracer-e2e-ops-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();

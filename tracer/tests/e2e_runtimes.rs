@@ -30,6 +30,9 @@ fn fixture(name: &str) -> PathBuf {
 struct Programs {
     go_middle: PathBuf,
     java_classes: PathBuf,
+    tokio_middle: PathBuf,
+    /// node_modules with express (npm).
+    node_path: PathBuf,
 }
 
 fn programs() -> &'static Programs {
@@ -57,7 +60,26 @@ fn programs() -> &'static Programs {
             .status()
             .expect("javac (apt install openjdk-17-jdk-headless)");
         assert!(st.success(), "javac of the middle");
-        Programs { go_middle, java_classes }
+        // The tokio middle is an example of this crate: its dependencies are
+        // the agent's, already built.
+        let st = Command::new(env!("CARGO"))
+            .args(["build", "--quiet", "-p", "tracer", "--example", "tokio_middle"])
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .status()
+            .expect("cargo build --example tokio_middle");
+        assert!(st.success(), "building the tokio middle");
+        let tokio_middle = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/debug/examples/tokio_middle");
+        let node = out.join("node");
+        if !node.join("node_modules/express/package.json").is_file() {
+            let st = Command::new("npm")
+                .args(["install", "--silent", "--no-audit", "--no-fund", "--prefix"])
+                .arg(&node)
+                .arg("express@4")
+                .status()
+                .expect("npm (apt install npm)");
+            assert!(st.success(), "npm install express");
+        }
+        Programs { go_middle, java_classes, tokio_middle, node_path: node.join("node_modules") }
     })
 }
 
@@ -215,12 +237,43 @@ fn no_wrong_parent_on_any_runtime() {
     let _java = spawn(c, port);
     results.push(("java HttpServer + HttpURLConnection", measure(&agent, "mid-java", 4, port, bport, true), 0.0));
 
+    // Java: the same server, java.net.http.HttpClient (its selector thread
+    // writes the call: a hand-off).
+    let port = free_port();
+    let mut c = Command::new("java");
+    c.arg("-cp").arg(&p.java_classes).args(["Middle", &port.to_string(), "httpclient"]);
+    c.env("OTEL_SERVICE_NAME", "mid-javahc");
+    let _java_hc = spawn(c, port);
+    results.push(("java HttpServer + HttpClient", measure(&agent, "mid-javahc", 7, port, bport, true), 0.0));
+
     // Node.js: one event loop.
     let port = free_port();
     let mut c = Command::new("node");
     c.arg(fixture("middle.js")).arg(port.to_string()).env("OTEL_SERVICE_NAME", "mid-node");
     let _node = spawn(c, port);
     results.push(("node http", measure(&agent, "mid-node", 5, port, bport, true), 0.0));
+
+    // Node.js with express (npm).
+    let port = free_port();
+    let mut c = Command::new("node");
+    c.arg(fixture("middle_express.js")).arg(port.to_string()).env("OTEL_SERVICE_NAME", "mid-express");
+    c.env("NODE_PATH", &p.node_path);
+    let _express = spawn(c, port);
+    results.push(("node express", measure(&agent, "mid-express", 8, port, bport, true), 0.0));
+
+    // Python asyncio: aiohttp server and ClientSession (PyPI).
+    let port = free_port();
+    let mut c = Command::new("python3");
+    c.arg(fixture("middle_aiohttp.py")).arg(port.to_string()).env("OTEL_SERVICE_NAME", "mid-aiohttp");
+    let _aiohttp = spawn(c, port);
+    results.push(("python aiohttp + ClientSession", measure(&agent, "mid-aiohttp", 9, port, bport, true), 0.0));
+
+    // tokio: axum on 4 worker threads, hyper's pooled client.
+    let port = free_port();
+    let mut c = Command::new(&p.tokio_middle);
+    c.arg(port.to_string()).env("OTEL_SERVICE_NAME", "mid-tokio");
+    let _tokio = spawn(c, port);
+    results.push(("tokio axum + hyper client", measure(&agent, "mid-tokio", 10, port, bport, true), 0.0));
 
     // nginx (one worker, an event loop) proxying straight to the backend.
     let port = free_port();

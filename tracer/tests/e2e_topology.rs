@@ -29,7 +29,6 @@ fn topology(agent: &Agent, window: &str) -> Value {
     serde_json::from_str(&body).unwrap_or_else(|e| panic!("/api/topology is not JSON ({e}): {body}"))
 }
 
-
 /// A data point's attributes as {key: string value}.
 fn point_attrs(p: &Value) -> BTreeMap<String, String> {
     p["attributes"]
