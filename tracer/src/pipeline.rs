@@ -84,6 +84,10 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<()> 
         accept_hook: cfg.capture.accept_hook,
         netns: cfg.capture.netns_inode()?,
     })?;
+    // What this kernel lacks stays visible on /readyz, not only in the log.
+    for d in probes.degraded.clone() {
+        telemetry.add_readiness_detail(move || Some(format!("degraded: {d}")));
+    }
     let ring = probes.take_events()?;
     let kernel_counters = probes.take_counters()?;
     telemetry.add_refresher(move |t| {

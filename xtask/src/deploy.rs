@@ -8,9 +8,7 @@
 //! how to install it; nothing is skipped.
 
 use std::{
-    env,
-    ffi::OsString,
-    fs,
+    env, fs,
     path::{Path, PathBuf},
     process::Command,
 };
@@ -20,16 +18,13 @@ use anyhow::{Context as _, Result, bail};
 use crate::{
     cargo,
     cmd::{output, run},
+    install::{self, Venv},
     workspace_root,
 };
 
 /// The kustomizations that `kubectl apply -k` is documented with.
 const KUSTOMIZATIONS: &[(&str, &str)] =
     &[("base", "deploy/kubernetes/base"), ("privileged", "deploy/kubernetes/overlays/privileged")];
-
-/// Where .ci/run installs the Python tools (a virtualenv, so their pinned
-/// dependencies do not fight the system's Python packages). Overridable.
-const TOOLS_VENV: &str = "/opt/tracer-deploy-tools";
 
 pub fn check() -> Result<()> {
     let root = workspace_root();
@@ -81,17 +76,15 @@ pub fn check() -> Result<()> {
     // linter. A normal build (not AYA_BUILD_SKIP), so it shares its artifacts
     // with the rest of `cargo xtask test` instead of rebuilding the crate.
     crate::setup::ensure_toolchain(&root)?;
-    run(cargo().args(["test", "--package", "tracer", "--test", "k8s_manifests"]))?;
+    run(install::test_env(&mut cargo()).args(["test", "--package", "tracer", "--test", "k8s_manifests"]))?;
     println!("deploy-check: ok (Kubernetes {oldest} and {newest}, checkov, k8s_manifests)");
     Ok(())
 }
 
 /// A tool on PATH, else in the tools virtualenv; a clear error otherwise.
 fn tool(name: &str, probe: &[&str], install: &str) -> Result<PathBuf> {
-    let venv = env::var_os("TRACER_DEPLOY_TOOLS").unwrap_or_else(|| OsString::from(TOOLS_VENV));
-    let mut dirs: Vec<PathBuf> = env::var_os("PATH").map(|p| env::split_paths(&p).collect()).unwrap_or_default();
-    dirs.push(Path::new(&venv).join("bin"));
-    for dir in dirs {
+    let venv = Venv::Deploy.dir();
+    for dir in env::split_paths(&install::test_path()) {
         let candidate = dir.join(name);
         // A pyenv shim exists for a tool installed in any pyenv version but
         // fails when it is not in the active one: ask it to run.
@@ -100,8 +93,8 @@ fn tool(name: &str, probe: &[&str], install: &str) -> Result<PathBuf> {
         }
     }
     bail!(
-        "`{name}` not found on PATH nor in {}/bin: install it ({install}); .ci/run installs every deploy-check tool",
-        Path::new(&venv).display()
+        "`{name}` not found on PATH nor in {}/bin: install it ({install}); `cargo xtask install` installs every deploy-check tool",
+        venv.display()
     )
 }
 

@@ -3,6 +3,7 @@
 mod bench;
 mod cmd;
 mod deploy;
+mod install;
 mod setup;
 mod test;
 
@@ -39,11 +40,12 @@ enum Cmd {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
-    /// Every test: unit, property and end-to-end on the real kernel (root).
-    Test {
-        /// Only run tests whose name contains this filter.
-        filter: Option<String>,
-    },
+    /// Install what the tests drive (Debian packages, PyPI into target/tools),
+    /// then every test: unit, property, deploy check and end-to-end on the
+    /// real kernel (root). Prints each group's time.
+    Test(test::Args),
+    /// Install what the tests drive and nothing else (root).
+    Install,
     /// Two-pass clippy (workspace, then the eBPF crate) and rustfmt check.
     Lint,
     /// Render the Kubernetes manifests and validate them offline
@@ -86,7 +88,8 @@ fn main() -> Result<()> {
             c.arg("run").args(args);
             run(&mut c)
         }
-        Cmd::Test { filter } => test::run_all(filter.as_deref()),
+        Cmd::Test(args) => test::run_all(args),
+        Cmd::Install => install::ensure(),
         Cmd::Lint => test::lint(),
         Cmd::DeployCheck => deploy::check(),
         Cmd::Bench(args) => bench::run(args),

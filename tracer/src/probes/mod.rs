@@ -39,6 +39,8 @@ pub struct Probes {
     ebpf: Ebpf,
     accept_hook: bool,
     pub attached: Vec<&'static str>,
+    /// Optional kernel features this kernel lacks, one line each.
+    pub degraded: Vec<String>,
 }
 
 impl Probes {
@@ -52,6 +54,10 @@ impl Probes {
         }
         preflight::check_privileges()?;
         preflight::ensure_tracefs()?;
+        let degraded = preflight::check_kernel_features()?;
+        for d in &degraded {
+            tracing::warn!("degraded: {d}");
+        }
         preflight::check_tracepoint_layouts()?;
         let offsets = btf::kernel_offsets(Path::new(btf::VMLINUX_BTF))?;
         let cfg = ProbeConfig {
@@ -72,7 +78,7 @@ impl Probes {
             .override_global(PROCESS_CONFIG, &process, true)
             .load(OBJECT)
             .context("loading the eBPF object (maps and BTF)")?;
-        Ok(Probes { ebpf, accept_hook: opts.accept_hook, attached: Vec::new() })
+        Ok(Probes { ebpf, accept_hook: opts.accept_hook, attached: Vec::new(), degraded })
     }
 
     /// Verify and attach every probe of the registry, in order. A required
