@@ -109,16 +109,14 @@ fn sock_length(ctx: &RawTracePointContext, send: bool) -> i32 {
 /// leaves CLOSE, without a FIN, with sk_err set).
 #[inline(always)]
 fn fin_consumed(sk: u64, o: &KernelOffsets, common: &sock::Block, copied: u32) -> u32 {
-    if sock::read::<u32>(sk, o.tcp_rcv_nxt) != Ok(copied) {
-        return 0;
-    }
-    let state = common.u16(o.skc_state) as u8;
-    let fin = match state {
+    // The state comes with the sock_common window already read: reads on
+    // established sockets (nearly all) pay nothing more.
+    let fin_state = match common.u16(o.skc_state) as u8 {
         tcp_state::CLOSE_WAIT | tcp_state::LAST_ACK | tcp_state::CLOSING | tcp_state::TIME_WAIT => true,
         tcp_state::CLOSE => sock::read::<i32>(sk, o.sk_err) == Ok(0),
         _ => false,
     };
-    u32::from(fin)
+    u32::from(fin_state && sock::read::<u32>(sk, o.tcp_rcv_nxt) == Ok(copied))
 }
 
 /// Which hooked syscall the thread is in, from its saved user registers.
