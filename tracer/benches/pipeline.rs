@@ -386,6 +386,10 @@ fn conntrack(events: &[Event], mut sink: impl FnMut(CallRecord)) {
         out.clear();
         table.take_calls().for_each(&mut sink);
     }
+    // Closes wait a little for calls that raced them (the agent flushes them
+    // on a timer): the stream is over.
+    table.flush_closed(u64::MAX, &mut out);
+    table.take_calls().for_each(&mut sink);
     assert!(table.is_empty(), "every connection of the stream closes");
 }
 

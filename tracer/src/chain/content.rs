@@ -36,6 +36,10 @@ const MAX_TOKENS: usize = 4;
 const RETAIN_NS: u64 = 5_000_000_000;
 /// Entries of released spans remembered at most.
 const MAX_ENTRIES: usize = 200_000;
+/// Spans remembered per identifier of a process: one seen more often than
+/// this within the retention is no evidence of one request (and its lists
+/// stay short, so insert and release are constant time).
+const MAX_PER_TOKEN: usize = 16;
 
 #[derive(Clone, Copy)]
 struct Entry {
@@ -45,6 +49,14 @@ struct Entry {
     /// Requests: when the response started (in flight until then).
     served_until: u64,
     held: bool,
+}
+
+#[derive(Default)]
+struct Spans {
+    entries: Vec<Entry>,
+    /// More than MAX_PER_TOKEN spans held the identifier: never evidence
+    /// until all of them are forgotten.
+    common: bool,
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -57,7 +69,9 @@ pub enum Verdict {
 
 pub struct Content {
     /// (pid, token hash) -> spans of that process whose path holds it.
-    index: HashMap<(u32, u64), Vec<Entry>>,
+    index: HashMap<(u32, u64), Spans>,
+    /// The tokens of each held span that has any (computed once).
+    held: HashMap<Id, (u32, Vec<u64>)>,
     /// Released entries, oldest first: (forget at, pid, token, id).
     released: VecDeque<(u64, u32, u64, Id)>,
     /// Latest `served_until` of anything forgotten early.
@@ -75,6 +89,7 @@ impl Content {
     pub fn new() -> Self {
         Content {
             index: HashMap::new(),
+            held: HashMap::new(),
             released: VecDeque::new(),
             horizon: 0,
             hasher: foldhash::quality::FixedState::with_seed(0x7e57_c0de),
@@ -103,17 +118,30 @@ impl Content {
             SpanKind::Client => span.start_ns,
         };
         let e = Entry { id, kind: span.kind, start: span.start_ns, served_until, held: true };
-        for t in self.tokens(span) {
-            self.index.entry((pid, t)).or_default().push(e);
+        let tokens = self.tokens(span);
+        if tokens.is_empty() {
+            return;
         }
+        for t in &tokens {
+            let v = self.index.entry((pid, *t)).or_default();
+            if v.entries.len() < MAX_PER_TOKEN {
+                v.entries.push(e);
+            } else {
+                v.common = true;
+            }
+        }
+        self.held.insert(id, (pid, tokens));
     }
 
     /// The span left the linker; its tokens still count for a while.
     pub fn release(&mut self, span: &Span, id: Id, now_ns: u64) {
-        let Some(pid) = span.pid else { return };
-        for t in self.tokens(span) {
+        let Some((pid, tokens)) = self.held.remove(&id) else {
+            self.prune(now_ns);
+            return;
+        };
+        for t in tokens {
             if let Some(v) = self.index.get_mut(&(pid, t))
-                && let Some(e) = v.iter_mut().find(|e| e.id == id)
+                && let Some(e) = v.entries.iter_mut().find(|e| e.id == id)
             {
                 e.held = false;
                 self.released.push_back((now_ns.max(span.end_ns).saturating_add(RETAIN_NS), pid, t, id));
@@ -130,11 +158,11 @@ impl Content {
             }
             self.released.pop_front();
             if let Some(v) = self.index.get_mut(&(pid, t)) {
-                if let Some(i) = v.iter().position(|e| e.id == id) {
-                    let e = v.swap_remove(i);
+                if let Some(i) = v.entries.iter().position(|e| e.id == id) {
+                    let e = v.entries.swap_remove(i);
                     self.horizon = self.horizon.max(e.served_until.max(e.start));
                 }
-                if v.is_empty() {
+                if v.entries.is_empty() {
                     self.index.remove(&(pid, t));
                 }
             }
@@ -143,12 +171,16 @@ impl Content {
 
     /// The request of `call` (a held CLIENT span) by the identifiers of its
     /// path; only a request still held can be named.
-    pub fn parent(&self, call: &Span) -> Verdict {
-        let Some(pid) = call.pid else { return Verdict::None };
-        let at = call.start_ns;
+    pub fn parent(&self, id: Id, call: &Span) -> Verdict {
+        let Some((pid, tokens)) = self.held.get(&id) else { return Verdict::None };
+        let (pid, at) = (*pid, call.start_ns);
         let mut parent: Option<Entry> = None;
-        for t in self.tokens(call) {
-            let Some(v) = self.index.get(&(pid, t)) else { continue };
+        for &t in tokens {
+            let Some(spans) = self.index.get(&(pid, t)) else { continue };
+            if spans.common {
+                return Verdict::Ambiguous;
+            }
+            let v = &spans.entries;
             let in_flight = |e: &&Entry| e.kind == SpanKind::Server && e.start <= at && at <= e.served_until;
             let mut requests = v.iter().filter(in_flight);
             let Some(r) = requests.next() else { continue };

@@ -436,7 +436,7 @@ impl Linker {
     fn call_parent(&mut self, id: Id) -> Option<Id> {
         let by_thread = self.thread_parent(id);
         let by_content = match self.get(id) {
-            Some(c) => self.content.parent(c),
+            Some(c) => self.content.parent(id, c),
             None => content::Verdict::None,
         };
         match (by_thread, by_content) {

@@ -113,12 +113,16 @@ impl Threads {
         log.held += 1;
         log.latest_end = log.latest_end.max(span.end_ns);
         log.longest = log.longest.max(span.end_ns.saturating_sub(span.start_ns));
-        // Forget the oldest released requests past the cap.
+        // Forget the oldest released requests past the cap. Held ones stay
+        // (the linker bounds them); only the front is looked at, so an event
+        // loop with thousands held pays nothing per insert.
         while log.requests.len() > PER_THREAD {
-            let Some(key) = log.requests.iter().find(|(_, s)| !s.held).map(|(k, _)| *k) else { break };
-            if let Some(s) = log.requests.remove(&key) {
-                log.horizon = log.horizon.max(s.end);
+            let Some(entry) = log.requests.first_entry() else { break };
+            if entry.get().held {
+                break;
             }
+            let s = entry.remove();
+            log.horizon = log.horizon.max(s.end);
         }
     }
 
@@ -132,6 +136,10 @@ impl Threads {
             return;
         }
         if span.kind != SpanKind::Server {
+            return;
+        }
+        // Known already as this process's event loop: nothing more to learn.
+        if self.loop_thread.get(&pid) == Some(&span.request_tid) {
             return;
         }
         let Some(log) = self.logs.get(&(pid, span.request_tid)) else { return };
@@ -198,7 +206,12 @@ impl Threads {
             return Verdict::Multiplexed;
         }
         let mut inside = None;
-        for ((start, id), s) in log.requests.range(..=(call_ns, Id::MAX)).rev() {
+        // Past PER_THREAD requests back, an older one still open could be
+        // missed: no answer rather than a guess (and a bounded scan).
+        for (n, ((start, id), s)) in log.requests.range(..=(call_ns, Id::MAX)).rev().enumerate() {
+            if n >= PER_THREAD {
+                return Verdict::Ambiguous;
+            }
             // Issued between reading the request and starting the response.
             // Only the start counts: a proxy streams the response while its
             // upstream call is still being read.
@@ -217,10 +230,12 @@ impl Threads {
         // (still open, or answered in between: a task deferred past its own
         // response) makes the thread ambiguous.
         let from = parent_start.saturating_sub(log.longest);
-        let crowded = log
-            .requests
-            .range((from, 0)..=(call_ns, Id::MAX))
-            .any(|((start, id), s)| *id != parent && s.end >= parent_start && *start <= call_ns);
+        let mut around = log.requests.range((from, 0)..=(call_ns, Id::MAX));
+        let crowded = around
+            .by_ref()
+            .take(PER_THREAD)
+            .any(|((start, id), s)| *id != parent && s.end >= parent_start && *start <= call_ns)
+            || around.next().is_some();
         if crowded { Verdict::Ambiguous } else { Verdict::Parent(parent) }
     }
 }
