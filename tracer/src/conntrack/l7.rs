@@ -71,13 +71,14 @@ impl L7 {
         }
     }
 
-    pub fn on_data(&mut self, d: &Data, cfg: &ProtocolConfig, out: &mut Vec<Exchange>) -> L7Change {
+    /// `from_start`: the connection was seen from its handshake.
+    pub fn on_data(&mut self, d: &Data, cfg: &ProtocolConfig, from_start: bool, out: &mut Vec<Exchange>) -> L7Change {
         let mut change = L7Change::None;
         if let L7::Undetected(tries) = self {
             if d.payload.is_empty() {
                 return L7Change::None;
             }
-            match protocols::detect(&d.payload, cfg) {
+            match protocols::detect(&d.payload, cfg, from_start) {
                 Some((side, parser)) => {
                     let request_dir = match (side, d.direction) {
                         (Side::Request, dir) => dir,

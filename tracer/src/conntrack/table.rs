@@ -547,7 +547,7 @@ impl<L: ListenLookup> Table<L> {
             c.open_emitted = true;
             out.push(record(c, ConnEventKind::Open, d.ts_ns, None));
         }
-        match c.l7.on_data(d, &self.protocols, &mut self.exchanges) {
+        match c.l7.on_data(d, &self.protocols, c.seen_from == SeenFrom::Handshake, &mut self.exchanges) {
             L7Change::Detected(_) => self.l7_counters.detected += 1,
             L7Change::GaveUp => self.l7_counters.unknown += 1,
             L7Change::None => {}

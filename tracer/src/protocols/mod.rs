@@ -75,12 +75,13 @@ pub struct ProtocolConfig {
 
 /// What the first bytes of a direction say about the protocol and about
 /// which side this direction carries.
-pub fn detect(payload: &[u8], cfg: &ProtocolConfig) -> Option<(Side, Box<dyn ProtocolParser>)> {
+/// `from_start`: the connection was seen from its handshake.
+pub fn detect(payload: &[u8], cfg: &ProtocolConfig, from_start: bool) -> Option<(Side, Box<dyn ProtocolParser>)> {
     if http1::looks_like_request(payload) {
-        return Some((Side::Request, Box::new(http1::Http1::new(cfg.http.clone()))));
+        return Some((Side::Request, Box::new(http1::Http1::new(cfg.http.clone()).from_start(from_start))));
     }
     if http1::looks_like_response(payload) {
-        return Some((Side::Response, Box::new(http1::Http1::new(cfg.http.clone()))));
+        return Some((Side::Response, Box::new(http1::Http1::new(cfg.http.clone()).from_start(from_start))));
     }
     None
 }

@@ -2,6 +2,16 @@
 //! pairing between them. Requests queue in order (keep-alive, pipelining);
 //! each final response takes the oldest waiting request; 1xx responses are
 //! skipped; 101 and a successful CONNECT stop parsing the connection.
+//!
+//! A response can reach the agent before its request: the kernel reports a
+//! send when the syscall returns, so a client whose writer thread is
+//! preempted right after sending (the woken server often preempts it) is
+//! seen writing after its reader thread already read the answer (Java's
+//! HttpClient, Go's writeLoop/readLoop). A response that starts while no
+//! request waits is therefore held ([`Early`]) until the next request
+//! arrives — when no request byte went missing in between (its TCP
+//! sequence number follows the previous one) and soon enough — and paired
+//! with it; otherwise it is counted unpaired, as before.
 
 pub mod head;
 pub mod stream;
@@ -74,6 +84,20 @@ struct InFlight {
     timing: Timing,
 }
 
+/// Response segments held while their request is awaited, at most.
+const EARLY_SEGMENTS: usize = 4;
+const EARLY_BYTES: usize = 4096;
+/// How much later than its response a request may be reported.
+const EARLY_WAIT_NS: u64 = 500_000_000;
+
+/// Response segments that arrived while no request was waiting, copied
+/// (bounded), fed once their request arrived.
+#[derive(Default)]
+struct Early {
+    segments: Vec<(u64, u32, Option<u32>, u32, Vec<u8>)>,
+    bytes: usize,
+}
+
 /// Why a parser gave up on a connection for good.
 pub const STOP_UPGRADE: &str = "upgrade";
 pub const STOP_TUNNEL: &str = "connect_tunnel";
@@ -88,6 +112,14 @@ pub struct Http1 {
     receiving: bool,
     inflight: Option<InFlight>,
     stopped: Option<&'static str>,
+    early: Early,
+    /// Sequence number that follows the last request byte seen: a request
+    /// segment that does not start there follows bytes never reported.
+    req_next_seq: Option<u32>,
+    /// The connection was seen from its handshake: every byte it carried was
+    /// reported, so a response that no request preceded is early, not the
+    /// answer to a request sent before the agent started.
+    from_start: bool,
     /// Counters for the caller: requests dropped past max_pending, responses
     /// without a request, segments that were not HTTP.
     pub overflow: u64,
@@ -106,10 +138,92 @@ impl Http1 {
             receiving: false,
             inflight: None,
             stopped: None,
+            early: Early::default(),
+            req_next_seq: None,
+            from_start: false,
             overflow: 0,
             unpaired: 0,
             not_http: 0,
             events: Vec::new(),
+        }
+    }
+
+    /// A parser for a connection seen from its handshake.
+    pub fn from_start(mut self, from_start: bool) -> Self {
+        self.from_start = from_start;
+        self
+    }
+
+    fn feed_request(&mut self, seg: &Segment<'_>) {
+        let cfg = self.cfg.clone();
+        self.req.feed(
+            seg,
+            &cfg,
+            &mut |h| match h {
+                Head::Request(r) => request_framing(r),
+                Head::Response(_) => head::Framing::None,
+            },
+            &mut self.events,
+        );
+        self.on_request_events();
+    }
+
+    fn feed_response(&mut self, seg: &Segment<'_>, out: &mut Vec<Exchange>) {
+        let cfg = self.cfg.clone();
+        // The framing of a response depends on its request's method.
+        // Responses pair in order and interim ones take no request, so the
+        // n-th final response of this segment answers the n-th waiting
+        // request (pending is updated after the feed).
+        let pending = &self.pending;
+        let mut answered = 0;
+        self.resp.feed(
+            seg,
+            &cfg,
+            &mut |h| match h {
+                Head::Response(r) => {
+                    let method = pending.get(answered).map(|p| p.head.method.as_str());
+                    if !is_interim(r.status) {
+                        answered += 1;
+                    }
+                    response_framing(r, method)
+                }
+                Head::Request(_) => head::Framing::None,
+            },
+            &mut self.events,
+        );
+        self.on_response_events(out);
+    }
+
+    /// Hold a response segment that starts a message while no request
+    /// waits (and the ones that follow it), within bounds. False: feed it.
+    fn holds_early(&mut self, seg: &Segment<'_>) -> bool {
+        let captured = &seg.payload[..seg.payload.len().min(seg.bytes as usize)];
+        if self.early.segments.is_empty() {
+            let awaited = (self.from_start || self.req_next_seq.is_some())
+                && self.pending.is_empty()
+                && self.inflight.is_none()
+                && !self.resp.in_message()
+                && !self.req.in_message()
+                && !self.req.is_lost()
+                && head::starts_message(captured, false) == Some(true);
+            if !awaited {
+                return false;
+            }
+        }
+        if self.early.segments.len() >= EARLY_SEGMENTS || self.early.bytes + captured.len() > EARLY_BYTES {
+            return false;
+        }
+        self.early.bytes += captured.len();
+        self.early.segments.push((seg.ts_ns, seg.bytes, seg.seq, seg.tid, captured.to_vec()));
+        true
+    }
+
+    /// Feed the held response segments (paired if a request now waits).
+    fn replay_early(&mut self, out: &mut Vec<Exchange>) {
+        let early = std::mem::take(&mut self.early);
+        for (ts_ns, bytes, seq, tid, payload) in &early.segments {
+            let seg = Segment { ts_ns: *ts_ns, bytes: *bytes, payload, seq: *seq, tid: *tid };
+            self.feed_response(&seg, out);
         }
     }
 
@@ -224,48 +338,43 @@ impl ProtocolParser for Http1 {
         if self.stopped.is_some() {
             return;
         }
-        let cfg = self.cfg.clone();
         match side {
             Side::Request => {
-                self.req.feed(
-                    seg,
-                    &cfg,
-                    &mut |h| match h {
-                        Head::Request(r) => request_framing(r),
-                        Head::Response(_) => head::Framing::None,
-                    },
-                    &mut self.events,
-                );
-                self.on_request_events();
+                let follows = match (self.req_next_seq, seg.seq) {
+                    (Some(next), Some(seq)) => next == seq,
+                    _ => true,
+                };
+                self.req_next_seq = seg.seq.map(|s| s.wrapping_add(seg.bytes));
+                let held_since = self.early.segments.first().map(|e| e.0);
+                if held_since.is_some_and(|t| !follows || seg.ts_ns.saturating_sub(t) > EARLY_WAIT_NS) {
+                    self.replay_early(out); // not this request's response
+                }
+                let first = self.early.segments.first().map(|e| e.0);
+                self.feed_request(seg);
+                if let Some(first) = first.filter(|_| !self.pending.is_empty()) {
+                    // The request was reported after its response: it was
+                    // sent before the response's first byte was read.
+                    for p in &mut self.pending {
+                        p.timing.first_ns = p.timing.first_ns.min(first);
+                        if p.timing.last_ns != 0 {
+                            p.timing.last_ns = p.timing.last_ns.min(first);
+                        }
+                    }
+                    self.replay_early(out);
+                }
             }
             Side::Response => {
-                // The framing of a response depends on its request's method.
-                // Responses pair in order and interim ones take no request,
-                // so the n-th final response of this segment answers the
-                // n-th waiting request (pending is updated after the feed).
-                let pending = &self.pending;
-                let mut answered = 0;
-                self.resp.feed(
-                    seg,
-                    &cfg,
-                    &mut |h| match h {
-                        Head::Response(r) => {
-                            let method = pending.get(answered).map(|p| p.head.method.as_str());
-                            if !is_interim(r.status) {
-                                answered += 1;
-                            }
-                            response_framing(r, method)
-                        }
-                        Head::Request(_) => head::Framing::None,
-                    },
-                    &mut self.events,
-                );
-                self.on_response_events(out);
+                if self.holds_early(seg) {
+                    return;
+                }
+                self.replay_early(out); // held segments that cannot wait longer go first
+                self.feed_response(seg, out);
             }
         }
     }
 
     fn close(&mut self, out: &mut Vec<Exchange>) {
+        self.replay_early(out);
         self.req.close(&self.cfg, &mut self.events);
         self.on_request_events();
         self.resp.close(&self.cfg, &mut self.events);
@@ -312,6 +421,7 @@ impl Http1 {
         let inflight = self.inflight.as_ref().map_or(0, |f| text(&f.req.head));
         self.req.buffered()
             + self.resp.buffered()
+            + self.early.bytes
             + self.pending.iter().map(|p| text(&p.head)).sum::<usize>()
             + inflight
     }

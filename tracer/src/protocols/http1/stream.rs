@@ -91,6 +91,11 @@ impl Stream {
         !matches!(self.state, State::Start | State::Lost)
     }
 
+    /// Out of step: a message's bytes went missing.
+    pub fn is_lost(&self) -> bool {
+        self.state == State::Lost
+    }
+
     /// Bytes held between syscalls (a head that spans several).
     pub fn buffered(&self) -> usize {
         self.head.len()

@@ -596,3 +596,94 @@ fn final_response_before_the_request_body_ends() {
         "GET /next 200 | req 40..40 body 0 | resp 50..50 body 1",
     ]);
 }
+
+#[test]
+fn response_reported_before_its_request_still_pairs() {
+    // A client's writer thread reported its send after its reader thread
+    // read the answer (kernel reports sends when the syscall returns).
+    let r = run(&[
+        (Q, 10, &get("/a"), None),
+        (R, 20, &ok("a"), None),
+        (R, 40, b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n", None),
+        (R, 41, b"bb", None),
+        (Q, 45, &get("/b"), None),
+        (Q, 50, &get("/c"), None),
+        (R, 60, &ok("c"), None),
+    ]);
+    r.expect(&[
+        "GET /a 200 | req 10..10 body 0 | resp 20..20 body 1",
+        // Its start is not known: no later than its response's first byte.
+        "GET /b 200 | req 40..40 body 0 | resp 40..41 body 2",
+        "GET /c 200 | req 50..50 body 0 | resp 60..60 body 1",
+    ]);
+    assert_eq!((r.parser.unpaired, r.parser.buffered()), (0, 0));
+    // The first exchange of a connection seen from its handshake, response
+    // first; seen mid-stream, the response may answer a request sent before
+    // the agent started, so it is not paired.
+    let mut p = Http1::new(Arc::new(HttpConfig::default())).from_start(true);
+    let mut ex = Vec::new();
+    let (a, r): (&[u8], &[u8]) = (&get("/a"), &ok("a"));
+    p.feed(R, &Segment { ts_ns: 20, bytes: r.len() as u32, payload: r, seq: Some(9), tid: 2 }, &mut ex);
+    p.feed(Q, &Segment { ts_ns: 25, bytes: a.len() as u32, payload: a, seq: Some(1), tid: 1 }, &mut ex);
+    assert_eq!(ex.iter().map(line).collect::<Vec<_>>(), ["GET /a 200 | req 20..20 body 0 | resp 20..20 body 1"]);
+    let r = run(&[(R, 20, &ok("a"), None), (Q, 25, &get("/a"), None)]);
+    r.expect(&["GET /a - | req 25..25 body 0 | resp - | no_response"]);
+}
+
+#[test]
+fn response_without_a_request_is_not_given_the_wrong_one() {
+    // Unsolicited (a 408 before close): held, then counted at close.
+    let r = run(&[(Q, 10, &get("/a"), None), (R, 20, &ok("a"), None), (R, 30, &resp(408, ""), None)]);
+    r.expect(&["GET /a 200 | req 10..10 body 0 | resp 20..20 body 1"]);
+    assert_eq!((r.parser.unpaired, r.parser.buffered()), (1, 0));
+    // A request reported much later is not the one it answered.
+    let late = 30 + super::EARLY_WAIT_NS + 1;
+    let r = run(&[
+        (Q, 10, &get("/a"), None),
+        (R, 20, &ok("a"), None),
+        (R, 30, &ok("x"), None),
+        (Q, late, &get("/b"), None),
+    ]);
+    r.expect(&[
+        "GET /a 200 | req 10..10 body 0 | resp 20..20 body 1",
+        &format!("GET /b - | req {late}..{late} body 0 | resp - | no_response"),
+    ]);
+    assert_eq!(r.parser.unpaired, 1);
+    // A request whose bytes do not follow the last ones seen: another
+    // request went unreported, and the held response was its answer.
+    let mut p = Http1::new(Arc::new(HttpConfig::default()));
+    let mut ex = Vec::new();
+    let (a, b) = (get("/a"), get("/b"));
+    let seg = |ts_ns, payload: &'static [u8], seq| Segment {
+        ts_ns,
+        bytes: payload.len() as u32,
+        payload,
+        seq: Some(seq),
+        tid: 1,
+    };
+    let (a, b): (&'static [u8], &'static [u8]) = (a.leak(), b.leak());
+    p.feed(Q, &seg(10, a, 100), &mut ex);
+    p.feed(R, &seg(20, ok("a").leak(), 900), &mut ex);
+    p.feed(R, &seg(30, ok("lost").leak(), 950), &mut ex);
+    p.feed(Q, &seg(40, b, 100 + a.len() as u32 + 7), &mut ex);
+    p.feed(R, &seg(50, ok("b").leak(), 1000), &mut ex);
+    let lines: Vec<String> = ex.iter().map(line).collect();
+    assert_eq!(
+        lines,
+        ["GET /a 200 | req 10..10 body 0 | resp 20..20 body 1", "GET /b 200 | req 40..40 body 0 | resp 50..50 body 1"]
+    );
+    assert_eq!(p.unpaired, 1);
+}
+
+#[test]
+fn held_responses_are_bounded() {
+    // A server that streams responses nobody asked for: nothing grows.
+    let many: Vec<Vec<u8>> = (0..20).map(|i| ok(&"x".repeat(i * 100))).collect();
+    let mut segs: Vec<Seg<'_>> =
+        vec![(Q, 1, b"GET / HTTP/1.1\r\n\r\n", None), (R, 2, b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n", None)];
+    segs.extend(many.iter().enumerate().map(|(i, m)| (R, 10 + i as u64, &m[..], None)));
+    let r = open(&segs);
+    assert!(r.parser.buffered() <= super::EARLY_BYTES, "{}", r.parser.buffered());
+    assert_eq!(r.ex.len(), 1);
+    assert!(r.parser.unpaired >= 16, "{}", r.parser.unpaired);
+}
