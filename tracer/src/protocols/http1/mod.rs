@@ -94,8 +94,17 @@ const EARLY_WAIT_NS: u64 = 500_000_000;
 /// (bounded), fed once their request arrived.
 #[derive(Default)]
 struct Early {
-    segments: Vec<(u64, u32, Option<u32>, u32, Vec<u8>)>,
+    segments: Vec<HeldSegment>,
     bytes: usize,
+}
+
+/// A [`Segment`] that owns its captured bytes.
+struct HeldSegment {
+    ts_ns: u64,
+    bytes: u32,
+    seq: Option<u32>,
+    tid: u32,
+    payload: Vec<u8>,
 }
 
 /// Why a parser gave up on a connection for good.
@@ -214,15 +223,21 @@ impl Http1 {
             return false;
         }
         self.early.bytes += captured.len();
-        self.early.segments.push((seg.ts_ns, seg.bytes, seg.seq, seg.tid, captured.to_vec()));
+        self.early.segments.push(HeldSegment {
+            ts_ns: seg.ts_ns,
+            bytes: seg.bytes,
+            seq: seg.seq,
+            tid: seg.tid,
+            payload: captured.to_vec(),
+        });
         true
     }
 
     /// Feed the held response segments (paired if a request now waits).
     fn replay_early(&mut self, out: &mut Vec<Exchange>) {
         let early = std::mem::take(&mut self.early);
-        for (ts_ns, bytes, seq, tid, payload) in &early.segments {
-            let seg = Segment { ts_ns: *ts_ns, bytes: *bytes, payload, seq: *seq, tid: *tid };
+        for h in &early.segments {
+            let seg = Segment { ts_ns: h.ts_ns, bytes: h.bytes, payload: &h.payload, seq: h.seq, tid: h.tid };
             self.feed_response(&seg, out);
         }
     }
@@ -345,11 +360,11 @@ impl ProtocolParser for Http1 {
                     _ => true,
                 };
                 self.req_next_seq = seg.seq.map(|s| s.wrapping_add(seg.bytes));
-                let held_since = self.early.segments.first().map(|e| e.0);
+                let held_since = self.early.segments.first().map(|e| e.ts_ns);
                 if held_since.is_some_and(|t| !follows || seg.ts_ns.saturating_sub(t) > EARLY_WAIT_NS) {
                     self.replay_early(out); // not this request's response
                 }
-                let first = self.early.segments.first().map(|e| e.0);
+                let first = self.early.segments.first().map(|e| e.ts_ns);
                 self.feed_request(seg);
                 if let Some(first) = first.filter(|_| !self.pending.is_empty()) {
                     // The request was reported after its response: it was
