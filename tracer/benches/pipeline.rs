@@ -7,7 +7,7 @@
 //! - `conntrack+http`: the events through `Table::apply` + `take_calls` on a
 //!   fresh table per iteration: connection table, protocol detection, HTTP/1
 //!   framing and request/response pairing. The figure the target is about.
-//! - `spans`: the calls of that stream -> `Router::route` + `http_span`
+//! - `spans`: the calls of that stream -> `Describer::describe` + `chain::build::span`
 //!   (elements are spans).
 //! - `link_spans`: those spans through the linker (`chain::link`): held,
 //!   parents and trace ids resolved (peer-socket rule, both ends are in the
@@ -48,15 +48,17 @@ use tracer::{
         event::{Comm, Data, Direction, Event, StateChange, Task, TcpStats, Tuple},
     },
     chain::{
+        build::{kind_of, span},
         link::{LinkConfig, Linker},
-        route::{RouteConfig, Router},
-        span::{SpanConfig, http, http_span, kind_of},
     },
     clock::Clock,
     conntrack::{CallRecord, Table, TableConfig, listen::ListenLookup},
     export::otlp::Encoder,
     identity::Service,
-    protocols::{Info, ProtocolConfig},
+    protocols::{
+        Info, ProtocolConfig,
+        registry::{DescribeConfig, Describer},
+    },
 };
 use tracer_common::event::{
     AF_INET, ConnEvent, DATA_EGRESS, DATA_SEQ_VALID, DataEvent, EVENT_VERSION, EventHeader, EventKind, SockTuple,
@@ -434,17 +436,15 @@ fn benches(c: &mut Criterion) {
 
     let services =
         [CLIENT_PID, SERVER_PID].map(|pid| Arc::new(Service { name: format!("svc-{pid}"), ..Default::default() }));
-    let cfg = SpanConfig::default();
-    let mut router = Router::new(&RouteConfig::default()).expect("default routes");
+    let mut describer = Describer::new(&DescribeConfig::default()).expect("default routes");
     g.throughput(Throughput::Elements(calls.len() as u64));
     g.bench_function("spans", |b| {
         b.iter_custom(|n| {
             cpu_time(n, || {
                 for call in &calls {
-                    let Some(h) = http(call) else { continue };
                     let service = &services[usize::from(call.pid == Some(SERVER_PID))];
-                    let route = h.request.route_path().map(|p| router.route(&service.name, p).0);
-                    black_box(http_span(call, h, kind_of(call), route, service.clone(), &cfg));
+                    let d = describer.describe(&call.exchange.info, kind_of(call), &service.name);
+                    black_box(span(call, d, kind_of(call), service.clone()));
                 }
             })
         })
@@ -452,11 +452,10 @@ fn benches(c: &mut Criterion) {
 
     let spans: Vec<Arc<_>> = calls
         .iter()
-        .filter_map(|call| {
-            let h = http(call)?;
+        .map(|call| {
             let service = &services[usize::from(call.pid == Some(SERVER_PID))];
-            let route = h.request.route_path().map(|p| router.route(&service.name, p).0);
-            Some(Arc::new(http_span(call, h, kind_of(call), route, service.clone(), &cfg)))
+            let d = describer.describe(&call.exchange.info, kind_of(call), &service.name);
+            Arc::new(span(call, d, kind_of(call), service.clone()))
         })
         .collect();
     g.bench_function("link_spans", |b| {

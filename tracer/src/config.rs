@@ -8,14 +8,18 @@ use serde::Deserialize;
 use tracer_common::config::MAX_CAPTURE;
 
 use crate::{
-    chain::{
-        link::LinkConfig,
-        route::{RouteConfig, Router},
-        span::SpanConfig,
-    },
+    chain::link::LinkConfig,
     export::{lines::OutputFormat, otlp::OtlpConfig},
     k8s::K8sConfig,
-    protocols::{ProtocolConfig, http1::HttpConfig},
+    protocols::{
+        ProtocolConfig,
+        http1::{
+            HttpConfig,
+            route::{RouteConfig, Router},
+            span::HttpSpanConfig,
+        },
+        registry::DescribeConfig,
+    },
     store::StoreConfig,
     topology::TopologyConfig,
 };
@@ -201,8 +205,10 @@ impl HttpSection {
         }
     }
 
-    pub fn span_config(&self) -> SpanConfig {
-        SpanConfig { redact_query_values: self.redact_query_values }
+    pub fn describe_config(&self) -> DescribeConfig {
+        DescribeConfig {
+            http: HttpSpanConfig { redact_query_values: self.redact_query_values, routes: self.routes.clone() },
+        }
     }
 }
 

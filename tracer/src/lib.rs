@@ -17,6 +17,7 @@ pub mod probes;
 pub mod protocols;
 pub mod runtimes;
 pub mod sched;
+pub mod span;
 pub mod store;
 pub mod supervisor;
 pub mod telemetry;

@@ -140,8 +140,7 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<()> 
         "chain",
         chain::run(
             ChainConfig {
-                span: cfg.http.span_config(),
-                routes: cfg.http.routes.clone(),
+                describe: cfg.http.describe_config(),
                 link: cfg.chain.clone(),
                 sinks,
                 k8s: k8s.clone(),

@@ -375,10 +375,10 @@ fn page_shows_the_live_chain() {
 }
 
 /// Spans of one synthetic trace gateway -> svc-NN -> leaf-NN-MM (5 spans).
-fn synthetic_trace(t: u8, svc: usize, leaf: usize) -> Vec<tracer::chain::span::Span> {
+fn synthetic_trace(t: u8, svc: usize, leaf: usize) -> Vec<tracer::span::Span> {
     use tracer::{
-        chain::span::{Span, SpanKind, Status, Value},
         identity::Service,
+        span::{Span, SpanKind, Status, Value},
     };
     let now = tracer::clock::monotonic_ns() - 2_000_000_000 + u64::from(t) * 50_000_000;
     let mid = format!("svc-{svc:02}");
@@ -390,6 +390,7 @@ fn synthetic_trace(t: u8, svc: usize, leaf: usize) -> Vec<tracer::chain::span::S
         parent_span_id: (parent != 0).then_some([parent; 8]),
         kind,
         name: format!("GET /{own}/{{id}}"),
+        protocol: "http",
         start_ns: now + start * 1000,
         end_ns: now + end * 1000,
         response_first_ns: Some(now + end * 1000 - 500),

@@ -24,10 +24,10 @@
 use foldhash::{HashMap, HashMapExt};
 use std::{collections::VecDeque, hash::BuildHasher};
 
-use super::{
-    route::is_identifier,
-    span::{Span, SpanKind, Value},
-    threads::Id,
+use super::threads::Id;
+use crate::{
+    protocols::http1::route::is_identifier,
+    span::{Key, Span, SpanKind, Value},
 };
 
 /// Identifiers taken from one path at most.
@@ -97,7 +97,7 @@ impl Content {
     }
 
     fn tokens(&self, span: &Span) -> Vec<u64> {
-        let Some(Value::Str(path)) = span.attr("url.path") else { return Vec::new() };
+        let Some(Value::Str(path)) = span.attr(&Key::UrlPath) else { return Vec::new() };
         let mut out: Vec<u64> = Vec::new();
         for seg in path.split('/').filter(|s| is_identifier(s)) {
             let h = self.hasher.hash_one(seg);
@@ -114,8 +114,8 @@ impl Content {
     pub fn insert(&mut self, span: &Span, id: Id) {
         let Some(pid) = span.pid else { return };
         let served_until = match span.kind {
-            SpanKind::Server => span.response_first_ns.unwrap_or(span.end_ns),
-            SpanKind::Client => span.start_ns,
+            SpanKind::Server | SpanKind::Consumer => span.response_first_ns.unwrap_or(span.end_ns),
+            SpanKind::Client | SpanKind::Producer => span.start_ns,
         };
         let e = Entry { id, kind: span.kind, start: span.start_ns, served_until, held: true };
         let tokens = self.tokens(span);

@@ -35,10 +35,12 @@ use serde::Deserialize;
 
 use super::{
     content::{self, Content},
-    span::{Span, SpanId, SpanKind, TraceId},
     threads::{Id, Threads, Verdict},
 };
-use crate::identity::Service;
+use crate::{
+    identity::Service,
+    span::{Span, SpanId, SpanKind, TraceId},
+};
 
 /// `[chain]` config section.
 #[derive(Clone, Debug, Deserialize)]
@@ -76,8 +78,8 @@ impl PeerKey {
     pub fn of(span: &Span) -> Option<PeerKey> {
         let seq = span.request_seq?;
         Some(match span.kind {
-            SpanKind::Server => PeerKey { server: span.local, client: span.remote, seq },
-            SpanKind::Client => PeerKey { server: span.remote, client: span.local, seq },
+            SpanKind::Server | SpanKind::Consumer => PeerKey { server: span.local, client: span.remote, seq },
+            SpanKind::Client | SpanKind::Producer => PeerKey { server: span.remote, client: span.local, seq },
         })
     }
 
@@ -271,8 +273,8 @@ impl Linker {
         let id = self.first + self.held.len() as Id;
         if let Some(k) = key {
             span.span_id = match span.kind {
-                SpanKind::Client => k.client_span_id(),
-                SpanKind::Server => k.server_span_id(),
+                SpanKind::Client | SpanKind::Producer => k.client_span_id(),
+                SpanKind::Server | SpanKind::Consumer => k.server_span_id(),
             };
             let peer = match self.peers.entry(k) {
                 std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
@@ -282,11 +284,11 @@ impl Linker {
                 }
             };
             match span.kind {
-                SpanKind::Client => {
+                SpanKind::Client | SpanKind::Producer => {
                     peer.client = Some(id);
                     peer.client_service.get_or_insert_with(|| span.service.clone());
                 }
-                SpanKind::Server => {
+                SpanKind::Server | SpanKind::Consumer => {
                     peer.server_service.get_or_insert_with(|| span.service.clone());
                 }
             }
@@ -352,13 +354,13 @@ impl Linker {
             && let Some(peer) = self.peers.get_mut(&k)
         {
             match span.kind {
-                SpanKind::Client => {
+                SpanKind::Client | SpanKind::Producer => {
                     if peer.client == Some(id) {
                         peer.client = None;
                     }
                     span.peer_service = peer.server_service.clone();
                 }
-                SpanKind::Server => span.peer_service = peer.client_service.clone(),
+                SpanKind::Server | SpanKind::Consumer => span.peer_service = peer.client_service.clone(),
             }
         }
         if span.kind == SpanKind::Server {
@@ -392,7 +394,7 @@ impl Linker {
         let key = PeerKey::of(span);
         let (kind, own_trace, span_id) = (span.kind, span.trace_id, span.span_id);
         let (trace, parent) = match kind {
-            SpanKind::Server => match key {
+            SpanKind::Server | SpanKind::Consumer => match key {
                 Some(k) => match self.peers.get(&k).and_then(|p| p.client) {
                     // Rule 3: the client end is on this node.
                     Some(client) => {
@@ -415,7 +417,7 @@ impl Linker {
                 },
                 None => (own_trace, None),
             },
-            SpanKind::Client => match self.call_parent(id) {
+            SpanKind::Client | SpanKind::Producer => match self.call_parent(id) {
                 Some(server) => {
                     let parent_id = self.get(server).map_or([0; 8], |s| s.span_id);
                     (self.resolve(server, depth + 1).0, Some(parent_id))

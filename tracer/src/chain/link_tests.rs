@@ -1,7 +1,7 @@
 use std::sync::Arc;
 
 use super::*;
-use crate::{chain::span::Status, identity::Service};
+use crate::{identity::Service, span::Status};
 
 fn addr(s: &str) -> SocketAddr {
     s.parse().unwrap()
@@ -15,6 +15,7 @@ fn span(kind: SpanKind, local: &str, remote: &str, seq: u32, pid: u32, tid: u32,
         parent_span_id: None,
         kind,
         name: "GET /".into(),
+        protocol: "http",
         start_ns: start,
         end_ns: end,
         response_first_ns: Some(end - 1),
@@ -308,7 +309,7 @@ fn release_at(l: &mut Linker) -> Vec<Span> {
 }
 
 fn with_path(mut s: Span, path: &str) -> Span {
-    s.attributes.push(("url.path".into(), crate::chain::span::Value::Str(path.to_string().into())));
+    s.attributes.push(("url.path".into(), crate::span::Value::Str(path.to_string().into())));
     s
 }
 

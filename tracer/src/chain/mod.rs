@@ -1,34 +1,32 @@
-//! From exchanges to spans: kind, name, attributes, route and trace context
-//! (`span`), routes templated with bounded cardinality (`route`), service
-//! identity of each process (`crate::identity`). Connection and data records
-//! pass through to the output unchanged.
+//! From exchanges to spans: each protocol describes its exchange
+//! (`crate::protocols::registry`), `build` adds timing, ids and addresses,
+//! service identity of each process comes from `crate::identity`, and the
+//! linker (`link`, `threads`, `content`) puts spans into call chains.
+//! Connection and data records pass through to the output unchanged.
 
+pub mod build;
 pub mod content;
 pub mod link;
-pub mod route;
-pub mod span;
 pub mod threads;
 
 use std::sync::Arc;
 
 use tokio::sync::mpsc;
 
-use self::{
-    link::{LinkConfig, LinkCounters, Linker},
-    route::{RouteConfig, Router},
-    span::{SpanConfig, http_span, kind_of},
-};
+use self::link::{LinkConfig, LinkCounters, Linker};
 use crate::{
     conntrack::Record,
     export::{Item, Sink},
     identity::Identity,
+    protocols::registry::{DescribeConfig, Describer},
     runtimes::{ThreadModel, ThreadModels},
+    span::{Key, Value},
     telemetry::Telemetry,
 };
 
 pub struct ChainConfig {
-    pub span: SpanConfig,
-    pub routes: RouteConfig,
+    /// How protocols describe their spans (HTTP routes, query redaction).
+    pub describe: DescribeConfig,
     pub link: LinkConfig,
     /// Every released span and connection record also goes to these
     /// (OTLP, topology, store); they never block.
@@ -48,7 +46,7 @@ pub async fn run(
     to_export: Option<mpsc::Sender<Item>>,
     telemetry: Arc<Telemetry>,
 ) -> anyhow::Result<()> {
-    let mut router = Router::new(&cfg.routes)?;
+    let mut describer = Describer::new(&cfg.describe)?;
     let mut identity = Identity::new().with_k8s(cfg.k8s.clone()).with_starts(cfg.starts.clone());
     let mut linker = Linker::new(cfg.link.clone());
     let mut thread_models = ThreadModels::new();
@@ -88,26 +86,20 @@ pub async fn run(
                         }
                         Record::Data(d) => send(Item::Data(d)),
                         Record::Call(call) => {
-                            let Some(h) = span::http(&call) else { continue };
                             let service = match call.pid {
                                 Some(pid) => identity.service(pid, &call.comm),
                                 None => Arc::new(crate::identity::Service { name: call.comm.clone(), ..Default::default() }),
                             };
-                            // Targets that are not valid request targets make no route.
-                            let route = h.request.route_path().map(|path| {
-                                let (route, overflowed) = router.route(&service.name, path);
-                                if overflowed {
-                                    telemetry.http_route_overflow.inc();
-                                }
-                                route
-                            });
-                            let mut span = http_span(&call, h, kind_of(&call), route, service, &cfg.span);
+                            let kind = build::kind_of(&call);
+                            let d = describer.describe(&call.exchange.info, kind, &service.name);
+                            let kind = d.kind.unwrap_or(kind);
+                            let mut span = build::span(&call, d, kind, service);
                             // The process's comm, not the thread's (Java names its threads).
                             if let Some(c) = call.pid.and_then(|p| identity.process_comm(p)) { span.comm = c.to_string(); }
                             // In a cluster, a peer that is a pod or a Service is
                             // named (`checkout -> payments`, not an IP).
                             if let Some(name) = cfg.k8s.as_ref().and_then(|k| k.name_for_ip(span.remote.ip())) {
-                                span.attributes.push(("peer.service".into(), span::Value::Str(name.into())));
+                                span.attributes.push((Key::PeerService, Value::Str(name.into())));
                             }
                             if cfg.link.enabled {
                                 if let Some(pid) = span.pid
@@ -131,6 +123,10 @@ pub async fn run(
                 sink.span(&s);
             }
             send(Item::Span(s));
+        }
+        let overflowed = describer.take_route_overflow();
+        if overflowed > 0 {
+            telemetry.http_route_overflow.inc_by(overflowed);
         }
         telemetry.chain_held.set(linker.len() as i64);
         let c = std::mem::take(&mut linker.counters);

@@ -18,7 +18,7 @@
 use foldhash::{HashMap, HashMapExt};
 use std::collections::{BTreeMap, VecDeque};
 
-use super::span::{Span, SpanKind};
+use crate::span::{Span, SpanKind};
 
 pub type Id = u64;
 

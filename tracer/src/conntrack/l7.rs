@@ -8,7 +8,7 @@ use std::fmt;
 
 use crate::{
     capture::event::{Data, Direction},
-    protocols::{self, Exchange, ProtocolConfig, ProtocolParser, Segment, Side},
+    protocols::{self, ConnHints, Exchange, ProtocolConfig, ProtocolParser, Segment, Side},
 };
 
 /// Segments with payload looked at before a connection is classified as
@@ -71,14 +71,13 @@ impl L7 {
         }
     }
 
-    /// `from_start`: the connection was seen from its handshake.
-    pub fn on_data(&mut self, d: &Data, cfg: &ProtocolConfig, from_start: bool, out: &mut Vec<Exchange>) -> L7Change {
+    pub fn on_data(&mut self, d: &Data, cfg: &ProtocolConfig, hints: ConnHints, out: &mut Vec<Exchange>) -> L7Change {
         let mut change = L7Change::None;
         if let L7::Undetected(tries) = self {
             if d.payload.is_empty() {
                 return L7Change::None;
             }
-            match protocols::detect(&d.payload, cfg, from_start) {
+            match protocols::detect(&d.payload, cfg, hints) {
                 Some((side, parser)) => {
                     let request_dir = match (side, d.direction) {
                         (Side::Request, dir) => dir,

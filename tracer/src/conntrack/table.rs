@@ -17,7 +17,7 @@ use super::{
     listen::ListenLookup,
 };
 use crate::capture::event::{Accept, Comm, Data, Direction, Event, SockId, StateChange, TcpStats, Tuple};
-use crate::protocols::{Exchange, ProtocolConfig};
+use crate::protocols::{ConnHints, Exchange, ProtocolConfig};
 
 #[derive(Clone, Debug)]
 pub struct TableConfig {
@@ -547,7 +547,13 @@ impl<L: ListenLookup> Table<L> {
             c.open_emitted = true;
             out.push(record(c, ConnEventKind::Open, d.ts_ns, None));
         }
-        match c.l7.on_data(d, &self.protocols, c.seen_from == SeenFrom::Handshake, &mut self.exchanges) {
+        let server_port = match c.role {
+            Role::Client => Some(c.tuple.remote.port()),
+            Role::Server => Some(c.tuple.local.port()),
+            Role::Unknown => None,
+        };
+        let hints = ConnHints { from_start: c.seen_from == SeenFrom::Handshake, server_port };
+        match c.l7.on_data(d, &self.protocols, hints, &mut self.exchanges) {
             L7Change::Detected(_) => self.l7_counters.detected += 1,
             L7Change::GaveUp => self.l7_counters.unknown += 1,
             L7Change::None => {}

@@ -14,10 +14,10 @@ use serde::Serialize;
 
 use super::Item;
 use crate::{
-    chain::span::{Span, SpanKind, Status, Value, hex},
     clock::Clock,
     conntrack::{ConnRecord, DataRecord},
     printable::{escape, needs_escape},
+    span::{Span, SpanKind, Status, Value, hex},
 };
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Deserialize)]
@@ -184,6 +184,7 @@ impl<'a> JsonSpan<'a> {
                 let v = match v {
                     Value::Str(x) => serde_json::Value::from(x.as_ref()),
                     Value::Int(i) => serde_json::Value::from(*i),
+                    Value::Ip(ip) => serde_json::Value::from(ip.to_string()),
                     Value::StrArray(a) => serde_json::Value::from(a.clone()),
                 };
                 (k.to_string(), v)
@@ -211,15 +212,14 @@ impl<'a> JsonSpan<'a> {
 }
 
 fn span_text(time: &str, s: &Span) -> String {
-    let status = s.attr("http.response.status_code").map(|v| match v {
-        Value::Int(i) => i.to_string(),
-        _ => String::new(),
-    });
+    let status = s.status_text().map(|t| escape(&t).into_owned());
     format!(
         "{time} span {:<6} {:<20} {:<32} {} {:.2}ms{}",
         match s.kind {
             SpanKind::Server => "server",
             SpanKind::Client => "client",
+            SpanKind::Producer => "producer",
+            SpanKind::Consumer => "consumer",
         },
         escape(&s.service.name),
         escape(&s.name),

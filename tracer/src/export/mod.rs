@@ -7,9 +7,9 @@ pub mod otlp;
 use std::sync::Arc;
 
 use crate::{
-    chain::span::Span,
     conntrack::{ConnRecord, DataRecord},
     identity::Service,
+    span::Span,
 };
 
 /// A consumer of released spans and connection records. Implementations

@@ -6,6 +6,9 @@
 //! and bounded; bytes that are not the protocol are classified, never fatal.
 
 pub mod http1;
+pub mod registry;
+
+pub use registry::{Info, detect};
 
 use std::sync::Arc;
 
@@ -52,11 +55,6 @@ pub struct Exchange {
     pub info: Info,
 }
 
-#[derive(Clone, Debug, PartialEq)]
-pub enum Info {
-    Http(http1::HttpExchange),
-}
-
 pub trait ProtocolParser: Send {
     fn name(&self) -> &'static str;
     /// One segment of the request or response direction.
@@ -73,15 +71,11 @@ pub struct ProtocolConfig {
     pub http: Arc<http1::HttpConfig>,
 }
 
-/// What the first bytes of a direction say about the protocol and about
-/// which side this direction carries.
-/// `from_start`: the connection was seen from its handshake.
-pub fn detect(payload: &[u8], cfg: &ProtocolConfig, from_start: bool) -> Option<(Side, Box<dyn ProtocolParser>)> {
-    if http1::looks_like_request(payload) {
-        return Some((Side::Request, Box::new(http1::Http1::new(cfg.http.clone()).from_start(from_start))));
-    }
-    if http1::looks_like_response(payload) {
-        return Some((Side::Response, Box::new(http1::Http1::new(cfg.http.clone()).from_start(from_start))));
-    }
-    None
+/// What is known of a connection when its protocol is detected.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ConnHints {
+    /// Seen from its handshake (every byte it carried was reported).
+    pub from_start: bool,
+    /// The server's port (the remote one on a client socket).
+    pub server_port: Option<u16>,
 }

@@ -29,7 +29,7 @@
 //!    "status": "unset", "attributes": {"http.request.method": "GET", "http.response.status_code": 200, …}}]}
 //! ```
 
-use std::{borrow::Cow, sync::Arc, time::SystemTime};
+use std::{sync::Arc, time::SystemTime};
 
 use axum::{
     Json, Router,
@@ -44,7 +44,7 @@ use super::{
     Shared,
     traces::{Filter, Trace, peer_name},
 };
-use crate::chain::span::{Span, SpanKind, Status, TraceId, Value, hex};
+use crate::span::{Key, Span, SpanKind, Status, TraceId, Value, hex};
 
 /// Traces listed when the request names no limit, and the most it may ask.
 const DEFAULT_LIMIT: usize = 50;
@@ -260,7 +260,7 @@ impl Serialize for TraceDetail {
 }
 
 /// A span's attributes as one JSON object (later duplicates win).
-struct Attributes<'a>(&'a [(Cow<'static, str>, Value)]);
+struct Attributes<'a>(&'a [(Key, Value)]);
 
 impl Serialize for Attributes<'_> {
     fn serialize<S: Serializer>(&self, ser: S) -> Result<S::Ok, S::Error> {

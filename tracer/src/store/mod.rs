@@ -29,7 +29,7 @@ use serde::Deserialize;
 use tokio::sync::{mpsc, watch};
 
 use self::traces::{Limits, Traces};
-use crate::{chain::span::Span, clock::Clock, export::Sink, telemetry::Telemetry};
+use crate::{clock::Clock, export::Sink, span::Span, telemetry::Telemetry};
 
 /// `[store]`: how much recent history the embedded store keeps. The oldest
 /// trace is evicted whole when any cap is passed

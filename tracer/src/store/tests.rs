@@ -3,7 +3,9 @@
 //! trace assembly (root, tree order), the JSON answers, and the sink's drop
 //! accounting.
 
-use std::{borrow::Cow, sync::Arc};
+use std::sync::Arc;
+
+use crate::span::Key;
 
 use super::{
     api::{ListQuery, list_traces, parse_trace_id, trace_detail},
@@ -11,8 +13,8 @@ use super::{
     *,
 };
 use crate::{
-    chain::span::{SpanKind, Status, Value},
     identity::Service,
+    span::{SpanKind, Status, Value},
 };
 
 fn svc(name: &str) -> Arc<Service> {
@@ -27,17 +29,18 @@ fn span(t: u8, id: u8, parent: u8, kind: SpanKind, service: &str, start: u64, en
         parent_span_id: (parent != 0).then_some([parent; 8]),
         kind,
         name: format!("GET /{service}"),
+        protocol: "http",
         start_ns: start,
         end_ns: end,
         response_first_ns: Some(end - 1),
         status: Status::Unset,
         attributes: vec![
-            (Cow::Borrowed("http.route"), Value::Str(format!("/{service}").into())),
-            (Cow::Borrowed("server.address"), Value::Str("10.0.0.9".into())),
-            (Cow::Borrowed("server.port"), Value::Int(8080)),
-            (Cow::Borrowed("client.address"), Value::Str("10.0.0.1".into())),
-            (Cow::Borrowed("network.peer.address"), Value::Str("10.0.0.9".into())),
-            (Cow::Borrowed("network.peer.port"), Value::Int(8080)),
+            (Key::named("http.route"), Value::Str(format!("/{service}").into())),
+            (Key::named("server.address"), Value::Str("10.0.0.9".into())),
+            (Key::named("server.port"), Value::Int(8080)),
+            (Key::named("client.address"), Value::Str("10.0.0.1".into())),
+            (Key::named("network.peer.address"), Value::Str("10.0.0.9".into())),
+            (Key::named("network.peer.port"), Value::Int(8080)),
         ],
         service: svc(service),
         pid: Some(42),

@@ -7,7 +7,7 @@
 use foldhash::{HashMap, HashMapExt, HashSet};
 use std::{collections::VecDeque, sync::Arc};
 
-use crate::chain::span::{Span, SpanId, SpanKind, Status, TraceId, Value};
+use crate::span::{Key, Span, SpanId, SpanKind, Status, TraceId, Value};
 
 /// Caps of the store (from `StoreConfig`, each at least 1).
 #[derive(Clone, Copy, Debug)]
@@ -128,7 +128,7 @@ impl Filter {
             return false;
         }
         if let Some(r) = &self.route
-            && !any(&|s| s.name == *r || matches!(s.attr("http.route"), Some(Value::Str(v)) if v == r))
+            && !any(&|s| s.name == *r || s.attr(&Key::HttpRoute).is_some_and(|v| v.is_text(r)))
         {
             return false;
         }
@@ -146,8 +146,8 @@ impl Filter {
 /// span of service `server` whose peer is `client`.
 pub fn on_edge(s: &Span, client: Option<&str>, server: Option<&str>) -> bool {
     let (own, other) = match s.kind {
-        SpanKind::Client => (client, server),
-        SpanKind::Server => (server, client),
+        SpanKind::Client | SpanKind::Producer => (client, server),
+        SpanKind::Server | SpanKind::Consumer => (server, client),
     };
     own.is_none_or(|n| s.service.name == n) && other.is_none_or(|n| peer_is(s, n))
 }
@@ -167,14 +167,16 @@ pub fn peer_is(s: &Span, name: &str) -> bool {
         }
         _ => (name, None),
     };
-    let str_is = |k: &str, v: &str| matches!(s.attr(k), Some(Value::Str(x)) if x == v);
-    let int_is = |k: &str, v: Option<i64>| v.is_none_or(|v| matches!(s.attr(k), Some(Value::Int(x)) if *x == v));
+    let str_is = |k: Key, v: &str| s.attr(&k).is_some_and(|x| x.is_text(v));
+    let int_is = |k: Key, v: Option<i64>| v.is_none_or(|v| s.attr_int(&k) == Some(v));
     match s.kind {
-        SpanKind::Client => {
-            (str_is("server.address", host) && int_is("server.port", port))
-                || (str_is("network.peer.address", host) && int_is("network.peer.port", port))
+        SpanKind::Client | SpanKind::Producer => {
+            (str_is(Key::ServerAddress, host) && int_is(Key::ServerPort, port))
+                || (str_is(Key::NetworkPeerAddress, host) && int_is(Key::NetworkPeerPort, port))
         }
-        SpanKind::Server => port.is_none() && (str_is("client.address", host) || str_is("network.peer.address", host)),
+        SpanKind::Server | SpanKind::Consumer => {
+            port.is_none() && (str_is(Key::ClientAddress, host) || str_is(Key::NetworkPeerAddress, host))
+        }
     }
 }
 
@@ -184,20 +186,17 @@ pub fn peer_name(s: &Span) -> Option<String> {
     if let Some(p) = &s.peer_service {
         return Some(p.name.clone());
     }
-    let str_of = |k| match s.attr(k) {
-        Some(Value::Str(v)) => Some(v.to_string()),
-        _ => None,
-    };
+    let str_of = |k: Key| s.attr_text(&k).map(|v| v.into_owned());
     match s.kind {
-        SpanKind::Client => {
-            let host = str_of("server.address")?;
-            Some(match s.attr("server.port") {
-                Some(Value::Int(p)) if host.contains(':') => format!("[{host}]:{p}"),
-                Some(Value::Int(p)) => format!("{host}:{p}"),
+        SpanKind::Client | SpanKind::Producer => {
+            let host = str_of(Key::ServerAddress)?;
+            Some(match s.attr_int(&Key::ServerPort) {
+                Some(p) if host.contains(':') => format!("[{host}]:{p}"),
+                Some(p) => format!("{host}:{p}"),
                 _ => host,
             })
         }
-        SpanKind::Server => str_of("client.address"),
+        SpanKind::Server | SpanKind::Consumer => str_of(Key::ClientAddress),
     }
 }
 
@@ -206,17 +205,13 @@ pub fn peer_name(s: &Span) -> Option<String> {
 pub fn span_bytes(s: &Span) -> usize {
     let value = |v: &Value| match v {
         Value::Str(x) => x.len(),
-        Value::Int(_) => 0,
+        Value::Int(_) | Value::Ip(_) => 0,
         Value::StrArray(a) => a.iter().map(|x| x.len() + size_of::<String>()).sum(),
     };
     let attrs: usize = s
         .attributes
         .iter()
-        .map(|(k, v)| {
-            size_of::<(std::borrow::Cow<str>, Value)>()
-                + if let std::borrow::Cow::Owned(k) = k { k.len() } else { 0 }
-                + value(v)
-        })
+        .map(|(k, v)| size_of::<(Key, Value)>() + if let Key::Other(k) = k { k.len() } else { 0 } + value(v))
         .sum();
     size_of::<Span>() + size_of::<Arc<Span>>() + s.name.len() + s.comm.len() + attrs
 }

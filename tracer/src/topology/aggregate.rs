@@ -34,9 +34,9 @@ use super::{
     graph::{End, Graph},
     pair::{Done, Half, Pairs},
 };
-use crate::chain::{
-    link::PeerKey,
-    span::{Span, SpanKind, Status, Value},
+use crate::{
+    chain::link::PeerKey,
+    span::{Key, Span, SpanKind, Status, Value},
 };
 
 /// Server addresses and client tuples remembered for connection naming.
@@ -65,20 +65,22 @@ impl Aggregator {
         let error = s.status == Status::Error;
         let svc = s.service.name.as_str();
         match (s.kind, s.peer_service.as_ref().zip(PeerKey::of(s))) {
-            (SpanKind::Client, None) => {
+            (SpanKind::Client | SpanKind::Producer, None) => {
                 let server = virtual_server(s);
                 self.conns.learn_server(svc, s.remote, End::virtual_node(&server));
                 self.graph.request(now_ns, End::service(svc), End::virtual_node(&server), dur, dur, error);
             }
-            (SpanKind::Server, None) => {
+            (SpanKind::Server | SpanKind::Consumer, None) => {
                 self.conns.learn_listener(s.local, svc);
                 let client = virtual_client(s);
                 self.graph.request(now_ns, End::virtual_node(&client), End::service(svc), dur, dur, error);
             }
             (kind, Some((peer, key))) => {
                 match kind {
-                    SpanKind::Client => self.conns.learn_server(svc, s.remote, End::service(&peer.name)),
-                    SpanKind::Server => self.conns.learn_listener(s.local, svc),
+                    SpanKind::Client | SpanKind::Producer => {
+                        self.conns.learn_server(svc, s.remote, End::service(&peer.name))
+                    }
+                    SpanKind::Server | SpanKind::Consumer => self.conns.learn_listener(s.local, svc),
                 }
                 let half = Half { service: s.service.clone(), peer: Arc::clone(peer), duration_ns: dur, error };
                 self.pairs.offer(now_ns, key, kind, half, &mut self.done);
@@ -121,12 +123,12 @@ impl Aggregator {
                     let (cn, sn) = (End::service(&c.service.name), End::service(&s.service.name));
                     g.request(now_ns, cn, sn, c.duration_ns, s.duration_ns, c.error || s.error);
                 }
-                Done::Alone(SpanKind::Client, h) => {
+                Done::Alone(SpanKind::Client | SpanKind::Producer, h) => {
                     g.counters.unpaired_client += 1;
                     let (cn, sn) = (End::service(&h.service.name), End::service(&h.peer.name));
                     g.request(now_ns, cn, sn, h.duration_ns, h.duration_ns, h.error);
                 }
-                Done::Alone(SpanKind::Server, h) => {
+                Done::Alone(SpanKind::Server | SpanKind::Consumer, h) => {
                     g.counters.unpaired_server += 1;
                     let (cn, sn) = (End::service(&h.peer.name), End::service(&h.service.name));
                     g.request(now_ns, cn, sn, h.duration_ns, h.duration_ns, h.error);
@@ -145,7 +147,7 @@ impl Aggregator {
 /// The header stays in the span's `server.address`, as the HTTP
 /// conventions ask.
 pub fn virtual_server(s: &Span) -> String {
-    if let Some(Value::Str(name)) = s.attr("peer.service") {
+    if let Some(Value::Str(name)) = s.attr(&Key::PeerService) {
         return name.to_string();
     }
     s.remote.to_string()
@@ -154,11 +156,11 @@ pub fn virtual_server(s: &Span) -> String {
 /// Virtual client node of a SERVER span: `peer.service` (Kubernetes
 /// metadata), else `client.address`, else the peer IP.
 pub fn virtual_client(s: &Span) -> String {
-    if let Some(Value::Str(name)) = s.attr("peer.service") {
+    if let Some(Value::Str(name)) = s.attr(&Key::PeerService) {
         return name.to_string();
     }
-    match s.attr("client.address") {
-        Some(Value::Str(a)) => a.to_string(),
-        _ => s.remote.ip().to_string(),
+    match s.attr_text(&Key::ClientAddress) {
+        Some(a) => a.into_owned(),
+        None => s.remote.ip().to_string(),
     }
 }

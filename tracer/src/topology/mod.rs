@@ -40,11 +40,11 @@ pub use self::{
     window::Window,
 };
 use crate::{
-    chain::span::Span,
     clock::{Clock, monotonic_ns},
     conntrack::ConnRecord,
     export::{Sink, otlp::MetricsExporter},
     identity::Service,
+    span::Span,
     telemetry::Telemetry,
 };
 

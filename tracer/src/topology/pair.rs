@@ -12,7 +12,7 @@
 use foldhash::{HashMap, HashMapExt};
 use std::{collections::VecDeque, sync::Arc};
 
-use crate::{chain::link::PeerKey, chain::span::SpanKind, identity::Service};
+use crate::{chain::link::PeerKey, identity::Service, span::SpanKind};
 
 /// One side of a request.
 #[derive(Clone, Debug)]
@@ -70,8 +70,8 @@ impl Pairs {
     pub fn offer(&mut self, now_ns: u64, key: PeerKey, kind: SpanKind, half: Half, out: &mut Vec<Done>) {
         if let Some(p) = self.map.get_mut(&key) {
             let slot = match kind {
-                SpanKind::Client => &mut p.client,
-                SpanKind::Server => &mut p.server,
+                SpanKind::Client | SpanKind::Producer => &mut p.client,
+                SpanKind::Server | SpanKind::Consumer => &mut p.server,
             };
             if slot.is_some() {
                 // The same side twice (a retransmitted request seen again):
@@ -95,8 +95,8 @@ impl Pairs {
         }
         let deadline_ns = now_ns.saturating_add(self.timeout_ns);
         let (client, server) = match kind {
-            SpanKind::Client => (Some(half), None),
-            SpanKind::Server => (None, Some(half)),
+            SpanKind::Client | SpanKind::Producer => (Some(half), None),
+            SpanKind::Server | SpanKind::Consumer => (None, Some(half)),
         };
         self.map.insert(key, Pending { client, server, deadline_ns });
         self.order.push_back((deadline_ns, key));

@@ -2,7 +2,7 @@
 //! graph and windows out. What leaves (/metrics text, OTLP requests, the
 //! API, the sink and the task) is tested in `tests/output.rs`.
 
-use std::{borrow::Cow, net::SocketAddr, sync::Arc};
+use std::{net::SocketAddr, sync::Arc};
 
 use super::{
     aggregate::Aggregator,
@@ -12,11 +12,11 @@ use super::{
 };
 use crate::{
     capture::event::TcpStats,
-    chain::span::{SpanKind, Status, Value},
     conntrack::{
         CloseReason, Role,
         table::{ConnEventKind, SeenFrom},
     },
+    span::{Key, SpanKind, Status, Value},
 };
 
 const S: u64 = 1_000_000_000;
@@ -46,7 +46,7 @@ fn span(
     error: bool,
 ) -> Span {
     let (local, remote) = (addr(local), addr(remote));
-    let mut attributes: Vec<(Cow<'static, str>, Value)> = Vec::new();
+    let mut attributes: Vec<(Key, Value)> = Vec::new();
     let server = if kind == SpanKind::Client { remote } else { local };
     attributes.push(("server.address".into(), Value::Str(server.ip().to_string().into())));
     attributes.push(("server.port".into(), Value::Int(server.port().into())));
@@ -59,6 +59,7 @@ fn span(
         parent_span_id: None,
         kind,
         name: "GET /".into(),
+        protocol: "http",
         start_ns: T0,
         end_ns: T0 + dur_ms * MS,
         response_first_ns: None,
@@ -86,7 +87,7 @@ fn both(client: &str, server: &str, caddr: &str, saddr: &str, seq: u32, errors: 
 }
 
 fn set_attr(s: &mut Span, k: &'static str, v: Value) {
-    s.attributes.retain(|(key, _)| key != k);
+    s.attributes.retain(|(key, _)| key.as_str() != k);
     s.attributes.push((k.into(), v));
 }
 

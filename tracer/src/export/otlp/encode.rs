@@ -1,5 +1,5 @@
 //! Spans -> OTLP trace requests, with the official prost types of the
-//! `opentelemetry-proto` crate. In: a batch of `chain::span::Span`. Out:
+//! `opentelemetry-proto` crate. In: a batch of `span::Span`. Out:
 //! `ExportTraceServiceRequest`s, each under the request size limit, with one
 //! resource per traced service instance (service + pid) and this agent as
 //! the instrumentation scope.
@@ -17,8 +17,8 @@ use opentelemetry_proto::tonic::{
 use prost::Message as _;
 
 use crate::{
-    chain::span::{Span, SpanKind, Status, Value},
     clock::Clock,
+    span::{Span, SpanKind, Status, Value},
 };
 
 /// Name of this agent: instrumentation scope and `telemetry.distro.name`.
@@ -138,6 +138,8 @@ impl Encoder {
             kind: match s.kind {
                 SpanKind::Server => PKind::Server,
                 SpanKind::Client => PKind::Client,
+                SpanKind::Producer => PKind::Producer,
+                SpanKind::Consumer => PKind::Consumer,
             } as i32,
             start_time_unix_nano: nanos(s.start_ns),
             end_time_unix_nano: nanos(s.end_ns.max(s.start_ns)),
@@ -251,11 +253,12 @@ pub fn estimate_bytes(s: &Span) -> usize {
         .attributes
         .iter()
         .map(|(k, v)| {
-            k.len()
+            k.as_str().len()
                 + 16
                 + match v {
                     Value::Str(x) => x.len(),
                     Value::Int(_) => 8,
+                    Value::Ip(_) => 39,
                     Value::StrArray(xs) => xs.iter().map(|x| x.len() + 8).sum(),
                 }
         })
@@ -268,6 +271,7 @@ fn any(v: &Value) -> AnyValue {
         value: Some(match v {
             Value::Str(s) => any_value::Value::StringValue(s.to_string()),
             Value::Int(i) => any_value::Value::IntValue(*i),
+            Value::Ip(ip) => any_value::Value::StringValue(ip.to_string()),
             Value::StrArray(xs) => any_value::Value::ArrayValue(ArrayValue {
                 values: xs.iter().map(|x| AnyValue { value: Some(any_value::Value::StringValue(x.clone())) }).collect(),
             }),

@@ -1,11 +1,11 @@
 //! Span -> proto encoding, resource grouping, request splitting.
 
-use std::{borrow::Cow, time::Instant};
+use std::time::Instant;
 
 use opentelemetry_proto::tonic::common::v1::any_value::Value as AV;
 
 use super::*;
-use crate::identity::Service;
+use crate::{identity::Service, span::Key};
 
 pub(crate) fn test_span(service: &Arc<Service>, pid: u32, name: &str) -> Span {
     Span {
@@ -14,14 +14,15 @@ pub(crate) fn test_span(service: &Arc<Service>, pid: u32, name: &str) -> Span {
         parent_span_id: Some([9; 8]),
         kind: SpanKind::Server,
         name: name.into(),
+        protocol: "http",
         start_ns: 1_000_000_000,
         end_ns: 1_250_000_000,
         response_first_ns: Some(1_200_000_000),
         status: Status::Error,
         attributes: vec![
-            (Cow::Borrowed("http.request.method"), Value::Str("GET".into())),
-            (Cow::Borrowed("http.response.status_code"), Value::Int(500)),
-            (Cow::Owned("http.request.header.x-request-id".into()), Value::StrArray(vec!["r-1".into()])),
+            (Key::named("http.request.method"), Value::Str("GET".into())),
+            (Key::named("http.response.status_code"), Value::Int(500)),
+            (Key::named("http.request.header.x-request-id"), Value::StrArray(vec!["r-1".into()])),
         ],
         service: service.clone(),
         pid: Some(pid),
@@ -154,12 +155,12 @@ fn requests_stay_under_the_limit() {
     let mut spans = Vec::new();
     for i in 0..2000u32 {
         let mut sp = test_span(if i % 3 == 0 { &b } else { &a }, 1 + i % 5, "GET /x");
-        sp.attributes.push((Cow::Borrowed("url.path"), Value::Str("/p".repeat(1 + (i as usize % 50)).into())));
+        sp.attributes.push((Key::named("url.path"), Value::Str("/p".repeat(1 + (i as usize % 50)).into())));
         spans.push(Arc::new(sp));
     }
     // One span bigger than a whole request: dropped and counted, not sent.
     let mut huge = test_span(&a, 1, "huge");
-    huge.attributes.push((Cow::Borrowed("big"), Value::Str("x".repeat(max).into())));
+    huge.attributes.push((Key::named("big"), Value::Str("x".repeat(max).into())));
     spans.insert(1000, Arc::new(huge));
 
     let enc = e.encode(&spans);
@@ -184,9 +185,9 @@ fn estimate_bounds_the_encoded_size() {
     for i in 0..200usize {
         let mut sp = test_span(&svc("a"), 1, &"n".repeat(i * 7));
         sp.attributes.extend([
-            (Cow::Owned("k".repeat(i)), Value::Str("v".repeat(i * 13).into())),
-            (Cow::Borrowed("i"), Value::Int(-(i as i64) * 1_000_000_007)),
-            (Cow::Borrowed("a"), Value::StrArray((0..i % 9).map(|j| "x".repeat(j * 300)).collect())),
+            (Key::named(&"k".repeat(i)), Value::Str("v".repeat(i * 13).into())),
+            (Key::named("i"), Value::Int(-(i as i64) * 1_000_000_007)),
+            (Key::named("a"), Value::StrArray((0..i % 9).map(|j| "x".repeat(j * 300)).collect())),
         ]);
         let est = estimate_bytes(&sp);
         let real = field_len(e.span(&sp).encoded_len());
@@ -205,11 +206,11 @@ fn encode_throughput() {
         .map(|i| {
             let mut sp = test_span(&services[i % 20], (i % 20) as u32, "GET /items/{id}");
             sp.attributes.extend([
-                (Cow::Borrowed("url.path"), Value::Str(format!("/items/{i}").into())),
-                (Cow::Borrowed("server.address"), Value::Str("backend.default.svc".into())),
-                (Cow::Borrowed("server.port"), Value::Int(8080)),
-                (Cow::Borrowed("network.peer.address"), Value::Str("10.0.0.12".into())),
-                (Cow::Borrowed("user_agent.original"), Value::Str("curl/8.5.0".into())),
+                (Key::named("url.path"), Value::Str(format!("/items/{i}").into())),
+                (Key::named("server.address"), Value::Str("backend.default.svc".into())),
+                (Key::named("server.port"), Value::Int(8080)),
+                (Key::named("network.peer.address"), Value::Str("10.0.0.12".into())),
+                (Key::named("user_agent.original"), Value::Str("curl/8.5.0".into())),
             ]);
             Arc::new(sp)
         })

@@ -34,7 +34,7 @@ pub use retry::Delivery;
 use retry::{Backoff, Stop, deliver};
 use tokio::{sync::watch, time::Instant};
 
-use crate::{chain::span::Span, clock::Clock, telemetry::Telemetry};
+use crate::{clock::Clock, span::Span, telemetry::Telemetry};
 
 const TRACES: &str = "traces";
 

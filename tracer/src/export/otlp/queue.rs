@@ -19,7 +19,7 @@ use tokio::sync::Notify;
 
 use super::encode::estimate_bytes;
 use crate::{
-    chain::span::{Span, SpanKind},
+    span::{Span, SpanKind},
     telemetry::Telemetry,
 };
 

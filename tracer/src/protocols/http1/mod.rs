@@ -14,6 +14,8 @@
 //! with it; otherwise it is counted unpaired, as before.
 
 pub mod head;
+pub mod route;
+pub mod span;
 pub mod stream;
 pub mod wire;
 
@@ -26,7 +28,7 @@ use self::{
     head::{request_framing, response_framing},
     stream::{Stream, StreamEvent},
 };
-use super::{Exchange, Info, ProtocolParser, Segment, Side, Timing};
+use super::{ConnHints, Exchange, Info, ProtocolConfig, ProtocolParser, Segment, Side, Timing};
 
 /// `[http]` config section.
 #[derive(Clone, Debug, Deserialize)]
@@ -105,6 +107,21 @@ struct HeldSegment {
     seq: Option<u32>,
     tid: u32,
     payload: Vec<u8>,
+}
+
+/// Detection (the registry's): a request line or a status line.
+pub fn detect(payload: &[u8], _port_hint: bool) -> Option<Side> {
+    if looks_like_request(payload) {
+        Some(Side::Request)
+    } else if looks_like_response(payload) {
+        Some(Side::Response)
+    } else {
+        None
+    }
+}
+
+pub fn parser(cfg: &ProtocolConfig, hints: ConnHints) -> Box<dyn ProtocolParser> {
+    Box::new(Http1::new(cfg.http.clone()).from_start(hints.from_start))
 }
 
 /// Why a parser gave up on a connection for good.

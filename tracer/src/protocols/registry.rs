@@ -1,0 +1,95 @@
+//! The protocols the agent speaks, in one place: how each is detected from
+//! a connection's first bytes (with its well-known ports as a hint), the
+//! parser that frames and pairs it, the exchange it yields ([`Info`]) and
+//! how that exchange is described on a span. Adding a protocol: its folder
+//! under `protocols/`, a line in [`PROTOCOLS`], a variant of [`Info`] and
+//! its arm in [`Describer::describe`].
+
+use super::{ConnHints, ProtocolConfig, ProtocolParser, Side, http1};
+use crate::span::{Described, SpanKind};
+
+/// One protocol the agent can parse.
+pub struct Protocol {
+    pub name: &'static str,
+    /// Server ports the protocol is usually served on. A connection to one
+    /// of them is tried with this protocol first, and its detection may
+    /// accept weaker evidence (`port_hint`).
+    pub ports: &'static [u16],
+    /// Which side the first captured bytes of a direction are, if they are
+    /// this protocol. `port_hint`: the server port is one of `ports`.
+    pub detect: fn(payload: &[u8], port_hint: bool) -> Option<Side>,
+    pub parser: fn(cfg: &ProtocolConfig, hints: ConnHints) -> Box<dyn ProtocolParser>,
+}
+
+/// Every protocol, in detection order (distinctive signatures first).
+pub const PROTOCOLS: &[Protocol] =
+    &[Protocol { name: "http", ports: &[80, 8080], detect: http1::detect, parser: http1::parser }];
+
+/// The protocol of a connection from the first captured bytes of one of its
+/// directions: the parser, and which side those bytes are.
+pub fn detect(payload: &[u8], cfg: &ProtocolConfig, hints: ConnHints) -> Option<(Side, Box<dyn ProtocolParser>)> {
+    let hinted = |p: &Protocol| hints.server_port.is_some_and(|port| p.ports.contains(&port));
+    let by_port = PROTOCOLS.iter().filter(|p| hinted(p)).find_map(|p| Some((p, (p.detect)(payload, true)?)));
+    let found = by_port
+        .or_else(|| PROTOCOLS.iter().filter(|p| !hinted(p)).find_map(|p| Some((p, (p.detect)(payload, false)?))));
+    found.map(|(p, side)| (side, (p.parser)(cfg, hints)))
+}
+
+/// What one exchange carried, by protocol.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Info {
+    Http(http1::HttpExchange),
+}
+
+/// Settings of how each protocol describes its spans.
+#[derive(Clone, Debug, Default)]
+pub struct DescribeConfig {
+    pub http: http1::span::HttpSpanConfig,
+}
+
+/// What describing spans keeps between spans, per protocol (HTTP routes).
+pub struct Describer {
+    http: http1::span::HttpSpans,
+}
+
+impl Describer {
+    pub fn new(cfg: &DescribeConfig) -> anyhow::Result<Self> {
+        Ok(Describer { http: http1::span::HttpSpans::new(&cfg.http)? })
+    }
+
+    /// The protocol's part of the span of one exchange of `service`, seen
+    /// from the end `kind` (SERVER: the request came in).
+    pub fn describe(&mut self, info: &Info, kind: SpanKind, service: &str) -> Described {
+        match info {
+            Info::Http(h) => self.http.describe(h, kind, service),
+        }
+    }
+
+    /// HTTP routes replaced by the overflow route since the last call.
+    pub fn take_route_overflow(&mut self) -> u64 {
+        std::mem::take(&mut self.http.route_overflow)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn protocols_have_distinct_names() {
+        let mut names: Vec<_> = PROTOCOLS.iter().map(|p| p.name).collect();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), PROTOCOLS.len());
+    }
+
+    #[test]
+    fn detection_says_which_side() {
+        let cfg = ProtocolConfig::default();
+        let (side, p) = detect(b"GET / HTTP/1.1\r\n", &cfg, ConnHints::default()).unwrap();
+        assert_eq!((side, p.name()), (Side::Request, "http"));
+        let (side, _) = detect(b"HTTP/1.1 200 OK\r\n", &cfg, ConnHints::default()).unwrap();
+        assert_eq!(side, Side::Response);
+        assert!(detect(b"\x00\x01garbage", &cfg, ConnHints::default()).is_none());
+    }
+}
