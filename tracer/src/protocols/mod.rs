@@ -63,6 +63,38 @@ pub trait ProtocolParser: Send {
     fn close(&mut self, out: &mut Vec<Exchange>);
     /// Why parsing stopped for good on this connection (upgrade, tunnel).
     fn stopped(&self) -> Option<&'static str>;
+    /// What was dropped since the last call (the counts restart at zero).
+    fn take_counts(&mut self) -> ParserCounts {
+        ParserCounts::default()
+    }
+}
+
+/// What a parser dropped or could not read, by reason; summed per protocol
+/// by the connection table and exported on /metrics.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ParserCounts {
+    /// Responses that no request was waiting for.
+    pub unpaired: u64,
+    /// Requests dropped past the per-connection pending cap.
+    pub overflow: u64,
+    /// Messages or segments that were not the protocol (framing lost).
+    pub malformed: u64,
+    /// Entries evicted from a bounded per-connection cache (prepared statements).
+    pub evicted: u64,
+}
+
+impl ParserCounts {
+    pub fn add(&mut self, o: ParserCounts) {
+        self.unpaired += o.unpaired;
+        self.overflow += o.overflow;
+        self.malformed += o.malformed;
+        self.evicted += o.evicted;
+    }
+
+    /// Each count with its `reason` label.
+    pub fn by_reason(&self) -> [(&'static str, u64); 4] {
+        [("unpaired", self.unpaired), ("overflow", self.overflow), ("malformed", self.malformed), ("evicted", self.evicted)]
+    }
 }
 
 /// Protocol settings shared by every connection's parser.

@@ -28,7 +28,7 @@ use self::{
     head::{request_framing, response_framing},
     stream::{Stream, StreamEvent},
 };
-use super::{ConnHints, Exchange, Info, ProtocolConfig, ProtocolParser, Segment, Side, Timing};
+use super::{ConnHints, Exchange, Info, ParserCounts, ProtocolConfig, ProtocolParser, Segment, Side, Timing};
 
 /// `[http]` config section.
 #[derive(Clone, Debug, Deserialize)]
@@ -431,6 +431,15 @@ impl ProtocolParser for Http1 {
 
     fn stopped(&self) -> Option<&'static str> {
         self.stopped
+    }
+
+    fn take_counts(&mut self) -> ParserCounts {
+        ParserCounts {
+            unpaired: std::mem::take(&mut self.unpaired),
+            overflow: std::mem::take(&mut self.overflow),
+            malformed: std::mem::take(&mut self.not_http),
+            evicted: 0,
+        }
     }
 }
 
