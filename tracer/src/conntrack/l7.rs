@@ -8,7 +8,7 @@ use std::fmt;
 
 use crate::{
     capture::event::{Data, Direction},
-    protocols::{self, ConnHints, Exchange, ProtocolConfig, ProtocolParser, Segment, Side},
+    protocols::{self, ConnHints, Exchange, ParserCounts, ProtocolConfig, ProtocolParser, Segment, Side},
 };
 
 /// Segments with payload looked at before a connection is classified as
@@ -103,6 +103,14 @@ impl L7 {
             parser.feed(side, &seg, out);
         }
         change
+    }
+
+    /// The parser's drops since the last call, with its protocol.
+    pub fn take_counts(&mut self) -> Option<(&'static str, ParserCounts)> {
+        match self {
+            L7::Parsing { parser, .. } => Some((parser.name(), parser.take_counts())),
+            _ => None,
+        }
     }
 
     pub fn close(&mut self, out: &mut Vec<Exchange>) {

@@ -125,6 +125,13 @@ pub async fn run(
                 let l7 = table.take_l7_counters();
                 telemetry.l7_connections.get_or_create(&vec![("result", "detected")]).inc_by(l7.detected);
                 telemetry.l7_connections.get_or_create(&vec![("result", "unknown")]).inc_by(l7.unknown);
+                for (protocol, counts) in l7.parsers {
+                    for (reason, n) in counts.by_reason() {
+                        if n > 0 {
+                            telemetry.protocol_dropped.get_or_create(&vec![("protocol", protocol), ("reason", reason)]).inc_by(n);
+                        }
+                    }
+                }
                 idle.inc_by(table.expire(monotonic_ns()) as u64);
                 telemetry.connections_live.set(table.len() as i64);
             }

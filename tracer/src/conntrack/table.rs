@@ -17,7 +17,7 @@ use super::{
     listen::ListenLookup,
 };
 use crate::capture::event::{Accept, Comm, Data, Direction, Event, SockId, StateChange, TcpStats, Tuple};
-use crate::protocols::{ConnHints, Exchange, ProtocolConfig};
+use crate::protocols::{ConnHints, Exchange, ParserCounts, ProtocolConfig};
 
 #[derive(Clone, Debug)]
 pub struct TableConfig {
@@ -199,12 +199,28 @@ pub struct CallRecord {
 }
 
 /// Protocol-layer counters since the last `take_l7_counters`.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct L7Counters {
     /// Connections classified as a known protocol.
     pub detected: u64,
     /// Connections given up on (no known protocol in their first bytes).
     pub unknown: u64,
+    /// What each protocol's parsers dropped (a handful of protocols: a
+    /// short list beats a map).
+    pub parsers: Vec<(&'static str, ParserCounts)>,
+}
+
+impl L7Counters {
+    fn add(&mut self, l7: &mut L7) {
+        let Some((name, counts)) = l7.take_counts() else { return };
+        if counts == ParserCounts::default() {
+            return;
+        }
+        match self.parsers.iter_mut().find(|(n, _)| *n == name) {
+            Some((_, c)) => c.add(counts),
+            None => self.parsers.push((name, counts)),
+        }
+    }
 }
 
 impl Serialize for TcpStats {
@@ -364,6 +380,7 @@ impl<L: ListenLookup> Table<L> {
 
     fn report_close(&mut self, c: &mut Conn, z: Closing, out: &mut Vec<ConnRecord>) {
         c.l7.close(&mut self.exchanges);
+        self.l7_counters.add(&mut c.l7);
         Self::push_calls(&mut self.calls, c, &mut self.exchanges);
         let mut r = record(c, z.kind, z.ts_ns, Some(z.reason));
         r.sk_err = (z.sk_err != 0).then_some(z.sk_err);
@@ -558,6 +575,7 @@ impl<L: ListenLookup> Table<L> {
             L7Change::GaveUp => self.l7_counters.unknown += 1,
             L7Change::None => {}
         }
+        self.l7_counters.add(&mut c.l7);
         Self::push_calls(&mut self.calls, c, &mut self.exchanges);
         // Everything the kernel received has been read: the close is over.
         if let Some(z) = &c.closing

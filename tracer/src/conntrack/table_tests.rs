@@ -1010,3 +1010,23 @@ fn a_write_racing_a_reset_belongs_to_its_connection() {
     assert_eq!(out[0].local, s.local.to_string());
     assert!(t.is_empty());
 }
+
+// ---- parser drops ------------------------------------------------------------
+
+#[test]
+fn parser_drops_are_summed_per_protocol() {
+    let mut t = table();
+    let c = client_tuple();
+    established_client(&mut t, 1, 0, c);
+    apply_none(&mut t, http_data(2 * MS, 1, c, Direction::Egress, REQUEST));
+    apply_none(&mut t, http_data(3 * MS, 1, c, Direction::Ingress, RESPONSE));
+    // A second response that no request waits for, long after the first.
+    apply_none(&mut t, http_data(2 * SEC, 1, c, Direction::Ingress, RESPONSE));
+    apply_none(&mut t, http_data(3 * SEC, 1, c, Direction::Egress, REQUEST));
+    let l7 = t.take_l7_counters();
+    assert_eq!(l7.detected, 1);
+    assert_eq!(l7.parsers.len(), 1, "{l7:?}");
+    assert_eq!(l7.parsers[0].0, "http");
+    assert_eq!(l7.parsers[0].1.unpaired, 1, "{l7:?}");
+    assert!(t.take_l7_counters().parsers.is_empty(), "taken once");
+}

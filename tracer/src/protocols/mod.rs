@@ -93,7 +93,12 @@ impl ParserCounts {
 
     /// Each count with its `reason` label.
     pub fn by_reason(&self) -> [(&'static str, u64); 4] {
-        [("unpaired", self.unpaired), ("overflow", self.overflow), ("malformed", self.malformed), ("evicted", self.evicted)]
+        [
+            ("unpaired", self.unpaired),
+            ("overflow", self.overflow),
+            ("malformed", self.malformed),
+            ("evicted", self.evicted),
+        ]
     }
 }
 
