@@ -31,6 +31,8 @@ pub struct Config {
     pub conntrack: ConntrackConfig,
     pub api: ApiConfig,
     pub http: HttpSection,
+    /// Database and cache calls (PostgreSQL, MySQL/MariaDB, Redis).
+    pub database: DatabaseSection,
     pub chain: LinkConfig,
     /// OTLP export; OTEL_EXPORTER_OTLP_* environment variables apply first.
     pub otlp: OtlpConfig,
@@ -56,6 +58,7 @@ impl Default for Config {
             conntrack: ConntrackConfig::default(),
             api: ApiConfig::default(),
             http: HttpSection::default(),
+            database: DatabaseSection::default(),
             chain: LinkConfig::default(),
             otlp: OtlpConfig::default(),
             topology: TopologyConfig::default(),
@@ -205,14 +208,27 @@ impl HttpSection {
         }
     }
 
-    pub fn describe_config(&self) -> DescribeConfig {
-        DescribeConfig {
-            http: HttpSpanConfig { redact_query_values: self.redact_query_values, routes: self.routes.clone() },
-        }
+    pub fn span_config(&self) -> HttpSpanConfig {
+        HttpSpanConfig { redact_query_values: self.redact_query_values, routes: self.routes.clone() }
     }
 }
 
+/// `[database]`: how database and cache calls are described.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DatabaseSection {
+    /// Record db.query.text: the statement with every literal, number,
+    /// IN-list and VALUES row replaced by `?` (never the values, never Redis
+    /// arguments). Default: false (the operation and table are on every span).
+    pub query_text: bool,
+}
+
 impl Config {
+    /// How each protocol describes its spans.
+    pub fn describe_config(&self) -> DescribeConfig {
+        DescribeConfig { http: self.http.span_config(), db_query_text: self.database.query_text }
+    }
+
     /// Parse and validate: a bad value stops the agent here, naming its
     /// key, instead of failing a stage after start.
     pub fn from_file(path: &Path) -> Result<Config> {

@@ -49,6 +49,10 @@ struct RunArgs {
     /// every syscall a little; see `capture.accept_hook`).
     #[arg(long)]
     accept_hook: bool,
+    /// Record db.query.text on database spans (literal-free; see
+    /// `database.query_text`).
+    #[arg(long)]
+    db_query_text: bool,
     /// Watch only one network namespace: /var/run/netns/<name>,
     /// /proc/<pid>/ns/net, or an inode number.
     #[arg(long)]
@@ -87,6 +91,7 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
     }
     cfg.data_events |= args.data_events;
     cfg.capture.accept_hook |= args.accept_hook;
+    cfg.database.query_text |= args.db_query_text;
     if args.netns.is_some() {
         cfg.capture.netns = args.netns;
     }

@@ -140,7 +140,7 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<()> 
         "chain",
         chain::run(
             ChainConfig {
-                describe: cfg.http.describe_config(),
+                describe: cfg.describe_config(),
                 link: cfg.chain.clone(),
                 sinks,
                 k8s: k8s.clone(),

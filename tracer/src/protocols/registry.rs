@@ -45,6 +45,8 @@ pub enum Info {
 #[derive(Clone, Debug, Default)]
 pub struct DescribeConfig {
     pub http: http1::span::HttpSpanConfig,
+    /// Put the statement, reduced to a literal-free form, in db.query.text.
+    pub db_query_text: bool,
 }
 
 /// What describing spans keeps between spans, per protocol (HTTP routes).

@@ -64,6 +64,14 @@ impl Aggregator {
         let dur = s.end_ns.saturating_sub(s.start_ns);
         let error = s.status == Status::Error;
         let svc = s.service.name.as_str();
+        if let Some(system) = s.db_system() {
+            // The server end of a database call is the database.
+            match (s.kind.is_inbound(), &s.peer_service) {
+                (true, _) => self.graph.mark_db(End::service(svc), system),
+                (false, Some(peer)) => self.graph.mark_db(End::service(&peer.name), system),
+                (false, None) => self.graph.mark_db(End::virtual_node(&virtual_server(s)), system),
+            }
+        }
         match (s.kind, s.peer_service.as_ref().zip(PeerKey::of(s))) {
             (SpanKind::Client | SpanKind::Producer, None) => {
                 let server = virtual_server(s);

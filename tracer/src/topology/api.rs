@@ -10,6 +10,7 @@
 //!     "id": "frontend",               // = name, unique
 //!     "name": "frontend",
 //!     "kind": "service",              // "service" (traced process) | "virtual" (peer not traced: addr:port or addr)
+//!     "db_system": "postgresql",      // present when the node serves a database or cache (db.system.name of its calls)
 //!     "health": "ok",                 // "ok" | "degraded" | "failing" | "unknown" (nothing inbound), from inbound edges
 //!     "requests": 120, "errors": 3,   // inbound (this node as server)
 //!     "error_rate": 0.025, "rate_per_s": 0.4,
@@ -99,6 +100,9 @@ pub struct NodeView {
     pub id: String,
     pub name: String,
     pub kind: NodeKind,
+    /// The database or cache system the node serves (`db.system.name`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub db_system: Option<String>,
     pub health: Health,
     pub requests: u64,
     pub errors: u64,
@@ -207,6 +211,7 @@ pub fn snapshot(g: &Graph, w: Window, now_ns: u64) -> TopologyView {
                 id: name.to_string(),
                 name: name.to_string(),
                 kind: g.node_kind(name).unwrap_or(NodeKind::Virtual),
+                db_system: g.db_system(name).map(str::to_owned),
                 health: health(&s),
                 requests,
                 errors,

@@ -123,6 +123,15 @@ impl Edge {
 
 pub struct Node {
     pub kind: NodeKind,
+    /// The database or cache system the node serves (`db.system.name` of
+    /// the calls to it), so maps can draw it as one.
+    pub db_system: Option<Box<str>>,
+}
+
+impl Node {
+    fn of(kind: NodeKind) -> Node {
+        Node { kind, db_system: None }
+    }
 }
 
 /// Counters of the graph and its feeders (shown as tracer_topology_*).
@@ -250,8 +259,8 @@ impl Graph {
         if let Some(id) = self.ids.get(&(c.clone(), s.clone())) {
             return *id;
         }
-        self.nodes.entry(c.clone()).or_insert(Node { kind: ck });
-        self.nodes.entry(s.clone()).or_insert(Node { kind: sk });
+        self.nodes.entry(c.clone()).or_insert(Node::of(ck));
+        self.nodes.entry(s.clone()).or_insert(Node::of(sk));
         self.insert_edge(c, s, ck == NodeKind::Virtual || sk == NodeKind::Virtual, now_ns)
     }
 
@@ -275,7 +284,7 @@ impl Graph {
             return id;
         }
         let o: Arc<str> = Arc::from(OVERFLOW);
-        self.nodes.insert(o.clone(), Node { kind: NodeKind::Virtual });
+        self.nodes.insert(o.clone(), Node::of(NodeKind::Virtual));
         self.insert_edge(o.clone(), o, true, now_ns)
     }
 
@@ -325,6 +334,25 @@ impl Graph {
 
     pub fn edge_by_id(&self, id: EdgeId) -> Option<&Edge> {
         self.edges.get(&id)
+    }
+
+    /// `end` serves `system` (a database or cache): remembered on its node,
+    /// created within the cap if the request that makes its edge is still
+    /// waiting for its other span.
+    pub fn mark_db(&mut self, end: End, system: &str) {
+        if let Some(n) = self.nodes.get_mut(end.name) {
+            if n.db_system.as_deref() != Some(system) {
+                n.db_system = Some(system.into());
+            }
+            return;
+        }
+        if let Some((name, kind)) = self.node(end) {
+            self.nodes.insert(name, Node { kind, db_system: Some(system.into()) });
+        }
+    }
+
+    pub fn db_system(&self, name: &str) -> Option<&str> {
+        self.nodes.get(name).and_then(|n| n.db_system.as_deref())
     }
 
     pub fn node_kind(&self, name: &str) -> Option<NodeKind> {

@@ -443,3 +443,25 @@ fn server_ends_that_conntrack_marked_client_make_no_ephemeral_nodes() {
     let t = &a.graph.get("fuzz", "web").unwrap().tcp;
     assert_eq!(t.opened, 2, "each connection once, from the client's end");
 }
+
+#[test]
+fn database_servers_are_marked_with_their_system() {
+    let mut a = agg();
+    // Untraced database: the virtual node of the socket.
+    let mut c = span(SpanKind::Client, "orders", None, "127.0.0.1:40000", "10.0.0.5:5432", 1, 2, false);
+    set_attr(&mut c, "db.system.name", Value::Str("postgresql".into()));
+    a.span(T0, &c);
+    // Traced on this node: both spans name the server process.
+    let mut c = span(SpanKind::Client, "orders", Some("redis-server"), "127.0.0.1:40001", "127.0.0.1:6379", 2, 1, false);
+    set_attr(&mut c, "db.system.name", Value::Str("redis".into()));
+    let mut s = span(SpanKind::Server, "redis-server", Some("orders"), "127.0.0.1:6379", "127.0.0.1:40001", 2, 1, false);
+    set_attr(&mut s, "db.system.name", Value::Str("redis".into()));
+    a.span(T0, &c);
+    a.span(T0, &s);
+    assert_eq!(a.graph.get("orders", "redis-server").unwrap().requests, 1, "counted once");
+    let v = snapshot(&a.graph, Window::M1, T0 + S);
+    let system = |n: &str| v.nodes.iter().find(|x| x.name == n).and_then(|x| x.db_system.clone());
+    assert_eq!(system("10.0.0.5:5432").as_deref(), Some("postgresql"));
+    assert_eq!(system("redis-server").as_deref(), Some("redis"));
+    assert_eq!(system("orders"), None);
+}

@@ -326,12 +326,14 @@ class ServiceMap {
       const own = n.requests !== undefined ? n : inb;
       const h = health(own.requests || 0, own.errors || 0, 0);
       const virtual = n.kind === 'virtual';
-      item.g.setAttribute('class', `node ${h}${virtual ? ' virtual' : ''}`);
+      item.g.setAttribute('class', `node ${h}${virtual ? ' virtual' : ''}${n.db_system ? ' database' : ''}`);
       item.g.dataset.health = h;
       item.g.dataset.kind = n.kind || 'service';
+      if (n.db_system) item.g.dataset.dbSystem = n.db_system;
       const rate = inb.rate || (own.requests || 0) / windowSeconds;
       const out = outbound.get(id);
-      if (own.requests) item.figs.textContent = `${fmt.rate(rate)} · ${fmt.pct((own.errors || 0) / own.requests)} err`;
+      const system = n.db_system ? `${n.db_system} · ` : '';
+      if (own.requests) item.figs.textContent = `${system}${fmt.rate(rate)} · ${fmt.pct((own.errors || 0) / own.requests)} err`;
       else if (out) item.figs.textContent = `client · ${fmt.rate(out.rate)} out`;
       else item.figs.textContent = virtual ? 'not traced' : 'no requests';
       item.title.textContent = `${n.name || id}${virtual ? ' (virtual node)' : ''}\n${item.figs.textContent}`;
