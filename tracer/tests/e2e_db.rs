@@ -308,7 +308,7 @@ fn database_calls_are_children_of_the_request_and_edges_of_the_map() {
     let _svc = Proc(
         Command::new("python3")
             .arg(fixture("db_service.py"))
-            .args([port.to_string(), pg_port.to_string(), redis_port.to_string()])
+            .args([port.to_string(), pg_port.to_string(), redis_port.to_string(), SECRET.to_string()])
             .env("OTEL_SERVICE_NAME", "orders")
             .spawn()
             .unwrap(),
@@ -385,7 +385,7 @@ ts = [threading.Thread(target=client, args=(c,)) for c in range(20)]
                 .as_array()
                 .unwrap()
                 .iter()
-                .filter(|e| e["source"] == "orders" && nodes.contains(&e["target"].as_str().unwrap_or("")))
+                .filter(|e| e["client"] == "orders" && nodes.contains(&e["server"].as_str().unwrap_or("")))
                 .map(|e| e["requests"].as_u64().unwrap_or(0))
                 .sum()
         };
