@@ -188,7 +188,9 @@ fn redis_commands_are_spans_without_their_arguments() {
     let ops = ["SET", "GET", "INCR", "LPUSH", "MULTI", "EXEC"];
     let total: usize = ops.iter().map(|o| want(o)).sum();
     let spans = agent.wait_spans("redis client spans", total, |v| {
-        v["service"] == "rediscli" && attr(v, "db.system.name") == "redis" && ops.iter().any(|o| attr(v, "db.operation.name") == *o)
+        v["service"] == "rediscli"
+            && attr(v, "db.system.name") == "redis"
+            && ops.iter().any(|o| attr(v, "db.operation.name") == *o)
     });
     let client_ops = by_operation(&agent.spans(), "rediscli", "client");
     for op in ops {
@@ -197,7 +199,9 @@ fn redis_commands_are_spans_without_their_arguments() {
     assert_eq!(count(&client_ops, "AUTH"), 1, "one AUTH at connect");
     // The same calls seen by the server process.
     let server = agent.wait_spans("redis server spans", total, |v| {
-        v["kind"] == "server" && attr(v, "db.system.name") == "redis" && ops.iter().any(|o| attr(v, "db.operation.name") == *o)
+        v["kind"] == "server"
+            && attr(v, "db.system.name") == "redis"
+            && ops.iter().any(|o| attr(v, "db.operation.name") == *o)
     });
     assert_eq!(server.len(), total);
     for s in &spans {
@@ -300,7 +304,17 @@ fn database_calls_are_children_of_the_request_and_edges_of_the_map() {
     let _redis = redis_server(redis_port, "unused-password");
     // Redis without a password for the service.
     let st = Command::new("redis-cli")
-        .args(["-p", &redis_port.to_string(), "-a", "unused-password", "--no-auth-warning", "config", "set", "requirepass", ""])
+        .args([
+            "-p",
+            &redis_port.to_string(),
+            "-a",
+            "unused-password",
+            "--no-auth-warning",
+            "config",
+            "set",
+            "requirepass",
+            "",
+        ])
         .stdout(Stdio::null())
         .status()
         .unwrap();
@@ -331,7 +345,9 @@ ts = [threading.Thread(target=client, args=(c,)) for c in range(20)]
     assert!(st.success());
     let n = 200;
     let servers = agent.wait_spans("orders server spans", n, |v| {
-        v["service"] == "orders" && v["kind"] == "server" && attr(v, "url.path").as_str().is_some_and(|p| p.starts_with("/order/"))
+        v["service"] == "orders"
+            && v["kind"] == "server"
+            && attr(v, "url.path").as_str().is_some_and(|p| p.starts_with("/order/"))
     });
     let selects = agent.wait_spans("orders SELECT spans", n, |v| {
         v["service"] == "orders"

@@ -1,4 +1,5 @@
-//! `cargo xtask bench`: what the tracer costs a busy HTTP server.
+//! `cargo xtask bench`: what the tracer costs a busy HTTP server (or, with
+//! `--server redis`, redis-server under redis-benchmark, the same rounds).
 //!
 //! nginx (one worker, a 6-byte `return 200` on loopback) is loaded by wrk in
 //! rounds; each round is an untraced run then a traced run, back to back. The
@@ -42,10 +43,24 @@ use crate::{cmd::output, is_root, workspace_root};
 
 const NGINX: &str = "/usr/sbin/nginx";
 const WRK: &str = "/usr/bin/wrk";
+const REDIS_SERVER: &str = "/usr/bin/redis-server";
+const REDIS_BENCHMARK: &str = "/usr/bin/redis-benchmark";
+
+/// The server under load.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Server {
+    /// nginx (one worker) under wrk.
+    Nginx,
+    /// redis-server under redis-benchmark (SET and GET, no pipelining).
+    Redis,
+}
 const READY_TIMEOUT: Duration = Duration::from_secs(60);
 
 #[derive(clap::Args)]
 pub struct Args {
+    /// The server under load.
+    #[arg(long, value_enum, default_value = "nginx")]
+    server: Server,
     /// Rounds of (untraced run, traced run).
     #[arg(long, default_value_t = 3)]
     rounds: u32,
@@ -81,12 +96,19 @@ pub fn run(args: Args) -> Result<()> {
     if !is_root() {
         bail!("the bench loads the tracer's eBPF programs: run `sudo -E cargo xtask bench` (or as root)");
     }
-    for tool in [NGINX, WRK] {
+    let tools = match args.server {
+        Server::Nginx => [(NGINX, "nginx"), (WRK, "wrk")],
+        Server::Redis => [(REDIS_SERVER, "redis-server"), (REDIS_BENCHMARK, "redis-tools")],
+    };
+    for (tool, package) in tools {
         if !Path::new(tool).exists() {
-            bail!("{tool} not found: the bench needs nginx and wrk (apt-get install nginx wrk)");
+            bail!("{tool} not found: apt-get install {package} (or cargo xtask install)");
         }
     }
     let mut args = args;
+    if args.server == Server::Redis && args.rate.is_some() {
+        bail!("--rate applies to nginx only");
+    }
     if let Some(rate) = args.rate {
         if rate < 1000 {
             bail!("--rate must be at least 1000 requests/s (one connection each 1 ms)");
@@ -109,20 +131,27 @@ pub fn run(args: Args) -> Result<()> {
         fs::write(&script, "-- 1 ms between two requests of a connection\nfunction delay()\n  return 1\nend\n")
             .with_context(|| format!("writing {}", script.display()))?;
     }
-    let nginx = start_nginx(&dir)?;
-    let url = format!("http://127.0.0.1:{}/", nginx.port);
+    let server = match args.server {
+        Server::Nginx => start_nginx(&dir)?,
+        Server::Redis => start_redis(&dir)?,
+    };
+    let url = format!("http://127.0.0.1:{}/", server.port);
+    let load = |secs: u32| match args.server {
+        Server::Nginx => wrk(&args, &url, secs),
+        Server::Redis => redis_benchmark(&args, server.port, secs),
+    };
     eprintln!(
-        "bench: nginx (1 worker) on {url}; wrk -t{} -c{}; {} rounds of {} s untraced + {} s traced",
-        args.threads, args.connections, args.rounds, args.duration, args.duration
+        "bench: {:?} on port {}; {} connections; {} rounds of {} s untraced + {} s traced",
+        args.server, server.port, args.connections, args.rounds, args.duration, args.duration
     );
-    wrk(&args, &url, 2).context("warm-up run")?;
+    load(2).context("warm-up run")?;
 
     let mut rounds = Vec::new();
     for i in 1..=args.rounds {
-        let untraced = wrk(&args, &url, args.duration)?;
+        let untraced = load(args.duration)?;
         let mut agent = start_agent(&bin, &dir, i, &args.tracer_args)?;
         let cpu_before = cpu_ticks(agent.pid())?;
-        let traced = wrk(&args, &url, args.duration)?;
+        let traced = load(args.duration)?;
         let agent_cpu_s = (cpu_ticks(agent.pid())? - cpu_before) as f64 / ticks_per_s;
         let agent_rss_kib = peak_rss_kib(agent.pid())?;
         // Let the pipeline drain what is still in the ring buffer, so the
@@ -151,7 +180,7 @@ pub fn run(args: Args) -> Result<()> {
         );
         rounds.push(r);
     }
-    drop(nginx);
+    drop(server);
 
     let (text, json) = summarize(&args, &rounds, &figures);
     println!("{text}");
@@ -301,13 +330,14 @@ fn summarize(args: &Args, rounds: &[Round], figures: &[Figure]) -> (String, Stri
     let submitted: u64 = rounds.iter().map(|r| r.events.submitted + r.events.ringbuf_full).sum();
     let dropped: u64 = rounds.iter().map(|r| r.events.ringbuf_full + r.events.dropped_user).sum();
     let dropped_pct = dropped as f64 / submitted.max(1) as f64 * 100.0;
-    let Args { rounds: n, duration, connections, threads, rate, .. } = args;
-    let load = match rate {
-        Some(r) => format!("at ~{r} req/s offered"),
-        None => "as fast as nginx answers".to_string(),
+    let Args { rounds: n, duration, connections, threads, rate, server, .. } = args;
+    let load = match (server, rate) {
+        (Server::Redis, _) => format!("redis-server under redis-benchmark -c{connections} -t set,get"),
+        (Server::Nginx, Some(r)) => format!("nginx under wrk -t{threads} -c{connections} at ~{r} req/s offered"),
+        (Server::Nginx, None) => format!("nginx under wrk -t{threads} -c{connections} as fast as nginx answers"),
     };
     let mut text = format!(
-        "\nnginx under wrk -t{threads} -c{connections} {load}, {n} rounds x {duration} s; medians over rounds, ratios paired per round\n\
+        "\n{load}, {n} rounds x {duration} s; medians over rounds, ratios paired per round\n\
          \x20 untraced        {untraced_rps:>9.0} req/s   p99 {untraced_p99_ms:.3} ms\n\
          \x20 traced          {traced_rps:>9.0} req/s   p99 {traced_p99_ms:.3} ms\n\
          \x20 throughput      {throughput_ratio:.3} x untraced\n\
@@ -410,12 +440,88 @@ impl Drop for Guard {
     }
 }
 
-struct Nginx {
+/// The server under load, stopped when dropped.
+struct Target {
     port: u16,
     _guard: Guard,
 }
 
-fn start_nginx(dir: &Path) -> Result<Nginx> {
+/// redis-server on loopback, nothing written to disk.
+fn start_redis(dir: &Path) -> Result<Target> {
+    let port = free_port()?;
+    let log = dir.join("redis.log");
+    let child = Command::new(REDIS_SERVER)
+        .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+        .arg("--logfile")
+        .arg(&log)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .spawn()
+        .with_context(|| format!("starting {REDIS_SERVER}"))?;
+    let guard = Guard { name: "redis-server", child };
+    wait_listening(port, &log)?;
+    Ok(Target { port, _guard: guard })
+}
+
+fn wait_listening(port: u16, log: &Path) -> Result<()> {
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err() {
+        if Instant::now() > deadline {
+            bail!("nothing listened on {addr} within 10 s:\n{}", tail(log));
+        }
+        thread::sleep(Duration::from_millis(50));
+    }
+    Ok(())
+}
+
+/// redis-benchmark's SET and GET, about `secs` seconds in all (it runs a
+/// request count, not a duration: ~20k requests per second asked).
+fn redis_benchmark(args: &Args, port: u16, secs: u32) -> Result<Load> {
+    let per_test = u64::from(secs) * 10_000;
+    let start = Instant::now();
+    let out = output(Command::new(REDIS_BENCHMARK).args([
+        "-p",
+        &port.to_string(),
+        "-c",
+        &args.connections.to_string(),
+        "-n",
+        &per_test.to_string(),
+        "-t",
+        "set,get",
+        "--csv",
+    ]))?;
+    let wall_s = start.elapsed().as_secs_f64();
+    parse_redis_csv(&out, per_test, wall_s).with_context(|| format!("parsing redis-benchmark's output:\n{out}"))
+}
+
+/// `"test","rps","avg_latency_ms","min_latency_ms","p50_latency_ms","p95_latency_ms","p99_latency_ms",...`:
+/// one line per test, each of `per_test` requests. Throughput over the
+/// tests' summed durations (count / rps each), the worst p99.
+fn parse_redis_csv(out: &str, per_test: u64, wall_s: f64) -> Result<Load> {
+    let (mut tests, mut busy_s, mut p99_s) = (0u64, 0.0f64, 0.0f64);
+    for line in out.lines().filter(|l| !l.starts_with("\"test\"")) {
+        let f: Vec<&str> = line.split(',').map(|x| x.trim_matches('"')).collect();
+        if f.len() < 7 {
+            continue;
+        }
+        let rps: f64 = f[1].parse().with_context(|| format!("rps in {line}"))?;
+        let p99_ms: f64 = f[6].parse().with_context(|| format!("p99 in {line}"))?;
+        if rps <= 0.0 {
+            bail!("no throughput in {line}");
+        }
+        tests += 1;
+        busy_s += per_test as f64 / rps;
+        p99_s = p99_s.max(p99_ms / 1e3);
+    }
+    if tests == 0 {
+        bail!("no test lines");
+    }
+    let requests = tests * per_test;
+    Ok(Load { rps: requests as f64 / busy_s, p99_s, requests, wall_s })
+}
+
+fn start_nginx(dir: &Path) -> Result<Target> {
     let port = free_port()?;
     let d = dir.display();
     // Debian's nginx is built with logs and temp paths under /var: keep
@@ -463,7 +569,7 @@ http {{
         }
         thread::sleep(Duration::from_millis(50));
     }
-    Ok(Nginx { port, _guard: guard })
+    Ok(Target { port, _guard: guard })
 }
 
 struct Agent {
@@ -618,6 +724,17 @@ fn tail(path: &Path) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn reads_redis_benchmark_csv() {
+        let out = "\"test\",\"rps\",\"avg_latency_ms\",\"min_latency_ms\",\"p50_latency_ms\",\"p95_latency_ms\",\"p99_latency_ms\",\"max_latency_ms\"\n\
+                   \"SET\",\"100000.00\",\"0.150\",\"0.040\",\"0.143\",\"0.207\",\"0.311\",\"1.247\"\n\
+                   \"GET\",\"50000.00\",\"0.150\",\"0.040\",\"0.143\",\"0.207\",\"0.455\",\"1.247\"\n";
+        let l = parse_redis_csv(out, 100_000, 3.5).unwrap();
+        assert_eq!(l.requests, 200_000);
+        assert!((l.rps - 200_000.0 / 3.0).abs() < 1e-6, "{}", l.rps);
+        assert!((l.p99_s - 0.000455).abs() < 1e-12);
+    }
 
     #[test]
     fn reads_criterion_throughput() {

@@ -452,9 +452,11 @@ fn database_servers_are_marked_with_their_system() {
     set_attr(&mut c, "db.system.name", Value::Str("postgresql".into()));
     a.span(T0, &c);
     // Traced on this node: both spans name the server process.
-    let mut c = span(SpanKind::Client, "orders", Some("redis-server"), "127.0.0.1:40001", "127.0.0.1:6379", 2, 1, false);
+    let mut c =
+        span(SpanKind::Client, "orders", Some("redis-server"), "127.0.0.1:40001", "127.0.0.1:6379", 2, 1, false);
     set_attr(&mut c, "db.system.name", Value::Str("redis".into()));
-    let mut s = span(SpanKind::Server, "redis-server", Some("orders"), "127.0.0.1:6379", "127.0.0.1:40001", 2, 1, false);
+    let mut s =
+        span(SpanKind::Server, "redis-server", Some("orders"), "127.0.0.1:6379", "127.0.0.1:40001", 2, 1, false);
     set_attr(&mut s, "db.system.name", Value::Str("redis".into()));
     a.span(T0, &c);
     a.span(T0, &s);
