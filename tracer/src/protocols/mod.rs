@@ -5,7 +5,10 @@
 //! returns finished [`Exchange`]s. Parsers are pure (bytes in, exchanges out)
 //! and bounded; bytes that are not the protocol are classified, never fatal.
 
+#[cfg(test)]
+pub(crate) mod fixture;
 pub mod http1;
+pub mod redis;
 pub mod registry;
 
 pub use registry::{Info, detect};
@@ -81,6 +84,9 @@ pub struct ParserCounts {
     pub malformed: u64,
     /// Entries evicted from a bounded per-connection cache (prepared statements).
     pub evicted: u64,
+    /// Messages that answer no request (pub/sub deliveries, RESP3 pushes):
+    /// counted, not spans.
+    pub pushed: u64,
 }
 
 impl ParserCounts {
@@ -89,15 +95,17 @@ impl ParserCounts {
         self.overflow += o.overflow;
         self.malformed += o.malformed;
         self.evicted += o.evicted;
+        self.pushed += o.pushed;
     }
 
     /// Each count with its `reason` label.
-    pub fn by_reason(&self) -> [(&'static str, u64); 4] {
+    pub fn by_reason(&self) -> [(&'static str, u64); 5] {
         [
             ("unpaired", self.unpaired),
             ("overflow", self.overflow),
             ("malformed", self.malformed),
             ("evicted", self.evicted),
+            ("pushed", self.pushed),
         ]
     }
 }

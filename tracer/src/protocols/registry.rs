@@ -5,7 +5,7 @@
 //! under `protocols/`, a line in [`PROTOCOLS`], a variant of [`Info`] and
 //! its arm in [`Describer::describe`].
 
-use super::{ConnHints, ProtocolConfig, ProtocolParser, Side, http1};
+use super::{ConnHints, ProtocolConfig, ProtocolParser, Side, http1, redis};
 use crate::span::{Described, SpanKind};
 
 /// One protocol the agent can parse.
@@ -22,8 +22,10 @@ pub struct Protocol {
 }
 
 /// Every protocol, in detection order (distinctive signatures first).
-pub const PROTOCOLS: &[Protocol] =
-    &[Protocol { name: "http", ports: &[80, 8080], detect: http1::detect, parser: http1::parser }];
+pub const PROTOCOLS: &[Protocol] = &[
+    Protocol { name: "http", ports: &[80, 8080], detect: http1::detect, parser: http1::parser },
+    Protocol { name: "redis", ports: &[6379], detect: redis::detect, parser: redis::parser },
+];
 
 /// The protocol of a connection from the first captured bytes of one of its
 /// directions: the parser, and which side those bytes are.
@@ -37,8 +39,13 @@ pub fn detect(payload: &[u8], cfg: &ProtocolConfig, hints: ConnHints) -> Option<
 
 /// What one exchange carried, by protocol.
 #[derive(Clone, Debug, PartialEq)]
+#[expect(
+    clippy::large_enum_variant,
+    reason = "an exchange moves a few times per call; boxing HTTP's would add an allocation per HTTP call"
+)]
 pub enum Info {
     Http(http1::HttpExchange),
+    Redis(redis::RedisExchange),
 }
 
 /// Settings of how each protocol describes its spans.
@@ -64,6 +71,7 @@ impl Describer {
     pub fn describe(&mut self, info: &Info, kind: SpanKind, service: &str) -> Described {
         match info {
             Info::Http(h) => self.http.describe(h, kind, service),
+            Info::Redis(r) => redis::span::describe(r),
         }
     }
 

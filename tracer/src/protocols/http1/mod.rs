@@ -438,7 +438,7 @@ impl ProtocolParser for Http1 {
             unpaired: std::mem::take(&mut self.unpaired),
             overflow: std::mem::take(&mut self.overflow),
             malformed: std::mem::take(&mut self.not_http),
-            evicted: 0,
+            ..Default::default()
         }
     }
 }
