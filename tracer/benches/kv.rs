@@ -4,7 +4,7 @@
 //! connection, counted in events (syscalls) per second of one core's CPU
 //! time; the spans' describing is measured with them.
 //!
-//! `cargo bench -p tracer --bench protocols`
+//! `cargo bench -p tracer --bench kv`
 
 use std::{hint::black_box, time::Duration};
 
@@ -147,5 +147,5 @@ fn benches(c: &mut Criterion) {
     bench_parser(c, "redis", redis_stream(), || Box::new(Redis::new(true)));
 }
 
-criterion_group!(protocols, benches);
-criterion_main!(protocols);
+criterion_group!(kv, benches);
+criterion_main!(kv);
