@@ -7,6 +7,7 @@
 
 pub mod http1;
 pub mod registry;
+pub mod sql;
 
 pub use registry::{Info, detect};
 
