@@ -10,6 +10,7 @@ pub(crate) mod fixture;
 pub mod http1;
 pub mod redis;
 pub mod registry;
+pub mod sql;
 
 pub use registry::{Info, detect};
 

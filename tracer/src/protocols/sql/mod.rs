@@ -1,0 +1,155 @@
+//! SQL statements reduced to what may leave the node: from a statement's
+//! text (often cut at the capture limit) to a [`Statement`] with its
+//! operation, main table, an OpenTelemetry `db.query.summary` and a
+//! literal-free text. Shared by the database protocols (PostgreSQL, MySQL).
+//!
+//! The text is split by `sqlparser`'s tokenizer in the server's dialect,
+//! never by patterns over raw SQL, so a quote inside a comment or an
+//! escaped quote inside a string cannot shift what counts as a literal.
+//! Every literal (string of any quoting, number, dollar-quoted body, COPY
+//! payload) becomes `?`, a parenthesised list of values only (IN-lists,
+//! VALUES rows, function arguments) becomes `(?)` and a run of such rows one
+//! `(?)`; comments are dropped. When the tokenizer stops (the statement was
+//! cut inside a literal, or is not SQL) only the tokens before that point
+//! are used: the bytes of an unterminated literal are never read into any
+//! output.
+//!
+//! ```
+//! use tracer::protocols::sql::{Dialect, sanitize};
+//! let s = sanitize(b"SELECT * FROM users WHERE email = 'a@b.c' AND id IN (1, 2)", Dialect::Postgres, false);
+//! assert_eq!(s.summary, "SELECT users");
+//! assert_eq!(s.text, "SELECT * FROM users WHERE email = ? AND id IN (?)");
+//! ```
+
+mod shape;
+mod text;
+
+use sqlparser::{
+    dialect::{MySqlDialect, PostgreSqlDialect},
+    tokenizer::{Token, TokenWithSpan, Tokenizer},
+};
+
+/// Longest `text` kept (characters past it are cut, `truncated` set).
+pub const MAX_TEXT: usize = 2048;
+/// Longest `collection` kept; a longer name is not kept at all.
+pub const MAX_COLLECTION: usize = 128;
+/// Longest `operation` kept; a longer first word is not an operation.
+pub const MAX_OPERATION: usize = 32;
+/// Longest `summary`.
+pub const MAX_SUMMARY: usize = 255;
+/// Longest input read: the capture limit is far below; this bounds the
+/// tokenizer's work whatever a caller passes.
+pub const MAX_INPUT: usize = 64 * 1024;
+
+/// Which server's lexical rules apply (quotes, comments, escapes).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Dialect {
+    /// `"ident"`, `$tag$...$tag$`, `E'...'`, `--` and `/* */` comments.
+    Postgres,
+    /// `` `ident` ``, `"..."` and `'...'` strings with backslash escapes, `#` comments.
+    MySql,
+}
+
+/// A statement as it may be exported: nothing in it comes from a literal.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Statement {
+    /// The statement's first keyword, upper-case (`SELECT`, `INSERT`,
+    /// `BEGIN`); for `WITH ...` the main statement's. None: not SQL.
+    pub operation: Option<String>,
+    /// The main table (`schema.table` as written, quotes removed): the first
+    /// one after FROM for SELECT, the target of INSERT/UPDATE/DELETE/MERGE,
+    /// the table of TABLE DDL, TRUNCATE, COPY, LOCK. Printable, at most
+    /// [`MAX_COLLECTION`] bytes.
+    pub collection: Option<String>,
+    /// `db.query.summary`: operation and collection (`SELECT users`), the
+    /// operation alone, or empty when there is none.
+    pub summary: String,
+    /// The statement with literals collapsed and comments dropped,
+    /// whitespace runs as one space; at most [`MAX_TEXT`] bytes, printable.
+    pub text: String,
+    /// Statements in the text (`;`-separated, empty ones not counted); the
+    /// other fields describe the first.
+    pub statements: u32,
+    /// Not the whole statement: cut by the caller (`cut`), at an invalid
+    /// UTF-8 byte, where the tokenizer stopped, or at [`MAX_TEXT`].
+    pub truncated: bool,
+}
+
+impl Dialect {
+    fn tokenizer_dialect(self) -> &'static dyn sqlparser::dialect::Dialect {
+        match self {
+            Dialect::Postgres => &PostgreSqlDialect {},
+            Dialect::MySql => &MySqlDialect {},
+        }
+    }
+}
+
+/// The exportable form of a statement's text. `cut`: the caller knows the
+/// text is only a prefix (the capture limit, or a length field saying more
+/// followed); a literal or name the cut runs through is then dropped.
+pub fn sanitize(sql: &[u8], dialect: Dialect, cut: bool) -> Statement {
+    let mut truncated = cut || sql.len() > MAX_INPUT;
+    let sql = &sql[..sql.len().min(MAX_INPUT)];
+    let sql = match std::str::from_utf8(sql) {
+        Ok(s) => s,
+        Err(e) => {
+            truncated = true;
+            // Valid by construction; the fallback is never taken.
+            std::str::from_utf8(&sql[..e.valid_up_to()]).unwrap_or("")
+        }
+    };
+    let mut tokens: Vec<TokenWithSpan> = Vec::new();
+    let complete = Tokenizer::new(dialect.tokenizer_dialect(), sql)
+        .with_unescape(false)
+        .tokenize_with_location_into_buf(&mut tokens)
+        .is_ok();
+    truncated |= !complete;
+    let mut tokens: Vec<Token> = tokens.into_iter().map(|t| t.token).collect();
+    if truncated {
+        // The last token may be a word or number the cut ran through: it
+        // is not what the statement said.
+        drop_cut_tail(&mut tokens);
+    }
+    let (operation, collection) = shape::operation_and_collection(&tokens);
+    let (text, text_cut) = text::literal_free(&tokens);
+    let summary = summary(operation.as_deref(), collection.as_deref());
+    Statement {
+        operation,
+        collection,
+        summary,
+        text,
+        statements: shape::statements(&tokens),
+        truncated: truncated || text_cut,
+    }
+}
+
+/// Drop a trailing word (a cut name, or a keyword it makes look like one);
+/// a trailing number becomes `?` anyway.
+fn drop_cut_tail(tokens: &mut Vec<Token>) {
+    if matches!(tokens.last(), Some(Token::Word(_))) {
+        tokens.pop();
+    }
+}
+
+fn summary(operation: Option<&str>, collection: Option<&str>) -> String {
+    let mut s = String::new();
+    if let Some(op) = operation {
+        s.push_str(op);
+        if let Some(c) = collection {
+            s.push(' ');
+            s.push_str(c);
+        }
+    }
+    text::cut_at(&mut s, MAX_SUMMARY);
+    s
+}
+
+/// Printable: no control characters (a terminal or a log line shows it as it is).
+pub fn is_printable(s: &str) -> bool {
+    s.chars().all(|c| !c.is_control())
+}
+
+#[cfg(test)]
+mod tests;
+#[cfg(test)]
+mod tests_prop;
