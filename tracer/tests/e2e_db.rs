@@ -185,7 +185,7 @@ fn redis_commands_are_spans_without_their_arguments() {
     let _redis = redis_server(port, &password);
     let done = client("redis_client.py", &[&port.to_string(), &password, SECRET], "rediscli");
     let want = |k: &str| done[k].as_u64().unwrap() as usize;
-    let ops = ["SET", "GET", "INCR", "LPUSH", "MULTI", "EXEC"];
+    let ops = ["SET", "GET", "INCRBY", "LPUSH", "MULTI", "EXEC"];
     let total: usize = ops.iter().map(|o| want(o)).sum();
     let spans = agent.wait_spans("redis client spans", total, |v| {
         v["service"] == "rediscli"
