@@ -403,6 +403,7 @@ fn benches(c: &mut Criterion) {
     // The stream must parse cleanly, or the bench measures the resync path.
     let clean = |c: &CallRecord| match &c.exchange.info {
         Info::Http(h) => h.response.is_some() && !h.response_incomplete && h.response_body.is_some(),
+        _ => false, // the stream is HTTP only
     };
     assert_eq!(calls.len(), 2 * exchanges, "one call per exchange at each end");
     assert!(calls.iter().all(clean), "every exchange pairs with a complete response");

@@ -6,6 +6,7 @@
 //! and bounded; bytes that are not the protocol are classified, never fatal.
 
 pub mod http1;
+pub mod postgres;
 pub mod registry;
 pub mod sql;
 

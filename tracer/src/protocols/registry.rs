@@ -5,7 +5,7 @@
 //! under `protocols/`, a line in [`PROTOCOLS`], a variant of [`Info`] and
 //! its arm in [`Describer::describe`].
 
-use super::{ConnHints, ProtocolConfig, ProtocolParser, Side, http1};
+use super::{ConnHints, ProtocolConfig, ProtocolParser, Side, http1, postgres};
 use crate::span::{Described, SpanKind};
 
 /// One protocol the agent can parse.
@@ -22,8 +22,10 @@ pub struct Protocol {
 }
 
 /// Every protocol, in detection order (distinctive signatures first).
-pub const PROTOCOLS: &[Protocol] =
-    &[Protocol { name: "http", ports: &[80, 8080], detect: http1::detect, parser: http1::parser }];
+pub const PROTOCOLS: &[Protocol] = &[
+    Protocol { name: "http", ports: &[80, 8080], detect: http1::detect, parser: http1::parser },
+    Protocol { name: "postgresql", ports: &[5432], detect: postgres::detect, parser: postgres::parser },
+];
 
 /// The protocol of a connection from the first captured bytes of one of its
 /// directions: the parser, and which side those bytes are.
@@ -37,8 +39,10 @@ pub fn detect(payload: &[u8], cfg: &ProtocolConfig, hints: ConnHints) -> Option<
 
 /// What one exchange carried, by protocol.
 #[derive(Clone, Debug, PartialEq)]
+#[expect(clippy::large_enum_variant, reason = "most exchanges are HTTP; boxing it would allocate per exchange")]
 pub enum Info {
     Http(http1::HttpExchange),
+    Postgres(postgres::PgExchange),
 }
 
 /// Settings of how each protocol describes its spans.
@@ -52,11 +56,12 @@ pub struct DescribeConfig {
 /// What describing spans keeps between spans, per protocol (HTTP routes).
 pub struct Describer {
     http: http1::span::HttpSpans,
+    db_query_text: bool,
 }
 
 impl Describer {
     pub fn new(cfg: &DescribeConfig) -> anyhow::Result<Self> {
-        Ok(Describer { http: http1::span::HttpSpans::new(&cfg.http)? })
+        Ok(Describer { http: http1::span::HttpSpans::new(&cfg.http)?, db_query_text: cfg.db_query_text })
     }
 
     /// The protocol's part of the span of one exchange of `service`, seen
@@ -64,6 +69,7 @@ impl Describer {
     pub fn describe(&mut self, info: &Info, kind: SpanKind, service: &str) -> Described {
         match info {
             Info::Http(h) => self.http.describe(h, kind, service),
+            Info::Postgres(p) => postgres::span::describe(p, self.db_query_text),
         }
     }
 

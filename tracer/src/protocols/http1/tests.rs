@@ -77,7 +77,7 @@ fn run(segs: &[Seg<'_>]) -> Run {
 }
 
 pub(super) fn http(e: &Exchange) -> &super::HttpExchange {
-    let Info::Http(h) = &e.info;
+    let Info::Http(h) = &e.info else { panic!("not HTTP: {:?}", e.info) };
     h
 }
 
