@@ -30,7 +30,7 @@ use self::{
     frame::{Expect, Stream, be32},
     pairing::Pairing,
 };
-use super::{ConnHints, Exchange, ParserCounts, ProtocolConfig, ProtocolParser, Segment, Side, sql::Statement};
+use super::{ConnHints, Exchange, ParserCounts, ProtocolConfig, ProtocolParser, Segment, Side, Timing, sql::Statement};
 
 /// Startup-phase request codes.
 pub const SSL_REQUEST: u32 = 80_877_103;
@@ -176,12 +176,12 @@ impl ProtocolParser for Postgres {
                 }
             }
             Side::Response => {
-                pairing.response_last_ns = seg.ts_ns;
+                pairing.response_last = Timing { first_ns: seg.ts_ns, last_ns: seg.ts_ns, seq: seg.seq, tid: seg.tid };
                 let fed = resp.feed(seg, &mut |f| pairing.on_response(f, out));
                 pairing.counts.malformed += u64::from(fed.malformed);
                 if resp.is_lost() {
                     // A long result: resume at a write after the next call.
-                    pairing.response_framing_lost();
+                    pairing.response_framing_lost(pairing.response_last);
                     resp.may_resync = false;
                 } else {
                     pairing.response_lost = false;
@@ -191,8 +191,7 @@ impl ProtocolParser for Postgres {
     }
 
     fn close(&mut self, out: &mut Vec<Exchange>) {
-        let last = self.pairing.response_last_ns;
-        self.pairing.flush(last, out);
+        self.pairing.flush(None, out);
     }
 
     fn stopped(&self) -> Option<&'static str> {
@@ -220,5 +219,7 @@ impl Postgres {
 mod tests;
 #[cfg(test)]
 mod tests_prop;
+#[cfg(test)]
+mod tests_recorded;
 #[cfg(test)]
 mod wire;

@@ -30,6 +30,10 @@ struct Call {
     framing_lost: bool,
     sqlstate: Option<[u8; 5]>,
     copy_bytes: Option<u64>,
+    /// Taken to be an Execute because the end of its batch was not
+    /// captured; `executed`: its answer says it was one.
+    guessed: bool,
+    executed: bool,
 }
 
 impl Call {
@@ -45,6 +49,8 @@ impl Call {
             framing_lost: false,
             sqlstate: None,
             copy_bytes: None,
+            guessed: false,
+            executed: false,
         }
     }
 }
@@ -56,6 +62,10 @@ enum Entry {
     /// A Sync (or FunctionCall) answered by ReadyForQuery. With a call: the
     /// batch had a Parse and no Execute; an error in it is still a span.
     Sync(Option<Call>),
+    /// The Sync a batch whose end was not captured probably had: taken by
+    /// a ReadyForQuery, dropped by any other answer (the batch went on,
+    /// pipelined).
+    MaybeSync,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -80,10 +90,12 @@ pub(super) struct Pairing {
     /// the first was, and the statement the last Parse made.
     batch_start: Option<Timing>,
     batch_parse: Option<Arc<Statement>>,
+    /// The statement the batch's last Bind bound (known or not).
+    batch_bound: Option<Option<Arc<Statement>>>,
     /// The response side lost framing; the waiting calls end at the next call.
     pub response_lost: bool,
-    /// Return time of the last response segment.
-    pub response_last_ns: u64,
+    /// The last response segment (its return time as `last_ns`).
+    pub response_last: Timing,
     pub counts: ParserCounts,
 }
 
@@ -101,8 +113,9 @@ impl Pairing {
             unnamed_portal: None,
             batch_start: None,
             batch_parse: None,
+            batch_bound: None,
             response_lost: false,
-            response_last_ns: 0,
+            response_last: Timing::default(),
             counts: ParserCounts::default(),
         }
     }
@@ -124,40 +137,54 @@ impl Pairing {
     /// for ReadyForQuery, so the calls before it were answered in the bytes
     /// that could not be framed. The response side may then resume.
     fn new_call_sent(&mut self, resp: &mut Stream, out: &mut Vec<Exchange>) {
+        // The startup ended, whether its ReadyForQuery was framed or not.
+        self.phase = Phase::Ready;
         if !self.response_lost {
             return;
         }
-        self.flush(self.response_last_ns, out);
+        self.flush(Some(self.response_last), out);
         self.response_lost = false;
         resp.may_resync = true;
     }
 
-    /// Every waiting call ends, incomplete, at `last_ns`.
-    pub fn flush(&mut self, last_ns: u64, out: &mut Vec<Exchange>) {
+    /// Every waiting call ends, incomplete. `answered`: in the bytes that
+    /// could not be framed, up to that segment; None: the connection closed.
+    pub fn flush(&mut self, answered: Option<Timing>, out: &mut Vec<Exchange>) {
+        let last_ns = answered.map_or(self.response_last.last_ns, |t| t.last_ns);
         for e in std::mem::take(&mut self.pending) {
             // A batch without Execute that got no error is no span.
-            if let Entry::Call(c) = e {
+            if let Entry::Call(mut c) = e {
+                if let Some(t) = answered {
+                    c.response.get_or_insert(t);
+                }
                 finish(c, &self.database, last_ns, true, out);
             }
         }
     }
 
-    /// The response side lost framing inside the answer being read.
-    pub fn response_framing_lost(&mut self) {
+    /// The response side lost framing inside the answer being read, which
+    /// started in this segment at the latest.
+    pub fn response_framing_lost(&mut self, seg: Timing) {
         self.response_lost = true;
         if let Some(Entry::Call(c)) = self.pending.front_mut() {
             c.framing_lost = true;
+            c.response.get_or_insert(seg);
         }
     }
 
     /// The request side lost framing: the rest of an extended batch was not
     /// captured (a long Parse followed by Bind, Execute and Sync in one
-    /// write). It is taken to end with Execute and Sync, as drivers send it.
+    /// write). It is taken to end with Execute and Sync, as drivers send
+    /// it; an answer with no sign of an Execute (a prepare: Parse, Sync)
+    /// drops it.
     pub fn request_framing_lost(&mut self, ts_ns: u64) {
         if let Some(start) = self.batch_start.take() {
-            let statement = self.batch_parse.take();
-            self.push(Entry::Call(Call::new(true, statement, Timing { last_ns: ts_ns, ..start })));
-            self.push(Entry::Sync(None));
+            let parsed = self.batch_parse.take();
+            let statement = self.batch_bound.take().unwrap_or(parsed);
+            let mut call = Call::new(true, statement, Timing { last_ns: ts_ns, ..start });
+            call.guessed = true;
+            self.push(Entry::Call(call));
+            self.push(Entry::MaybeSync);
         }
     }
 
@@ -181,6 +208,7 @@ impl Pairing {
                 let statement = Arc::new(sql::sanitize(text, Dialect::Postgres, !whole));
                 self.batch_start = None;
                 self.batch_parse = None;
+                self.batch_bound = None;
                 self.push(Entry::Call(Call::new(false, Some(statement), f.timing)));
             }
             b'P' => {
@@ -202,6 +230,7 @@ impl Pairing {
                 let Some((portal, name)) = message::bind(f.body) else { return };
                 let statement =
                     if name.is_empty() { self.unnamed_statement.clone() } else { self.statements.get(name) };
+                self.batch_bound = Some(statement.clone());
                 if portal.is_empty() {
                     self.unnamed_portal = statement;
                 } else {
@@ -217,6 +246,7 @@ impl Pairing {
                 };
                 let start = self.batch_start.take().unwrap_or(f.timing);
                 self.batch_parse = None;
+                self.batch_bound = None;
                 self.push(Entry::Call(Call::new(true, statement, Timing { last_ns: f.timing.last_ns, ..start })));
             }
             b'D' | b'H' => self.start_batch(f, resp, out),
@@ -229,6 +259,7 @@ impl Pairing {
                 }
             }
             b'S' => {
+                self.batch_bound = None;
                 let parse = self.batch_parse.take();
                 let start = self.batch_start.take();
                 // No span unless an error answers it.
@@ -240,6 +271,8 @@ impl Pairing {
                 self.new_call_sent(resp, out);
                 self.push(Entry::Sync(None));
             }
+            // The client read every answer it wanted before leaving.
+            b'X' => self.new_call_sent(resp, out),
             b'd' | b'c' | b'f' => {
                 // COPY FROM STDIN data: the call being answered sends it.
                 if let Some(Entry::Call(c)) = self.pending.front_mut() {
@@ -249,7 +282,7 @@ impl Pairing {
                     c.request.last_ns = f.timing.last_ns;
                 }
             }
-            _ => {} // Terminate, password and SASL messages
+            _ => {} // password and SASL messages
         }
     }
 
@@ -279,10 +312,16 @@ impl Pairing {
             }
             return true;
         }
-        if matches!(f.tag, b'N' | b'A' | b'S') {
-            return true; // notices, notifications, parameter status: asynchronous
+        if f.tag == b'A' {
+            return true; // a notification: asynchronous
         }
         let end = f.timing.last_ns;
+        while matches!(self.pending.front(), Some(Entry::MaybeSync)) {
+            self.pending.pop_front();
+            if f.tag == b'Z' {
+                return true;
+            }
+        }
         let Some(head) = self.pending.front_mut() else {
             if matches!(f.tag, b'C' | b'E' | b'Z' | b'I' | b's') {
                 self.counts.unpaired += 1;
@@ -291,6 +330,7 @@ impl Pairing {
         };
         let call = match head {
             Entry::Call(c) => c,
+            Entry::MaybeSync => return true, // taken off above
             Entry::Sync(orphan) => {
                 match f.tag {
                     // The batch's Parse failed: a span for it.
@@ -310,6 +350,7 @@ impl Pairing {
             }
         };
         call.response.get_or_insert(f.timing);
+        call.executed |= matches!(f.tag, b'2' | b'D' | b'C' | b'I' | b's' | b'E' | b'G' | b'H');
         let extended = call.extended;
         match f.tag {
             b'T' => call.row_description = true,
@@ -342,9 +383,11 @@ impl Pairing {
                 // Executes answered without a completion (framing lost).
                 while let Some(e) = self.pending.pop_front() {
                     match e {
-                        Entry::Call(c) if c.response.is_some() => finish(c, &self.database, end, true, out),
+                        Entry::Call(c) if c.response.is_some() && (c.executed || !c.guessed) => {
+                            finish(c, &self.database, end, true, out)
+                        }
                         Entry::Call(_) => {}
-                        Entry::Sync(_) => break,
+                        Entry::Sync(_) | Entry::MaybeSync => break,
                     }
                 }
             }

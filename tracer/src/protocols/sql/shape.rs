@@ -161,7 +161,8 @@ fn collection(c: &mut Cursor<'_>, op: Keyword) -> Option<String> {
         Keyword::SELECT => {
             c.find_at_depth(&[Keyword::FROM])?;
             c.eat(Keyword::ONLY);
-            c.name()
+            // `FROM generate_series(1, 9)`: a function, not a table.
+            c.name().filter(|_| !matches!(c.peek(), Some(Token::LParen)))
         }
         Keyword::INSERT | Keyword::REPLACE => {
             skip_to(c, Keyword::INTO);
