@@ -256,7 +256,7 @@ impl Stream {
             Expect::Typed => typed_header(self.side, &self.buf),
             Expect::Untyped => {
                 let len = be32(&self.buf);
-                (8..=MAX_STARTUP_LEN).contains(&len).then_some((UNTYPED, len - 4))
+                (8..=MAX_STARTUP_LEN).contains(&len).then(|| (UNTYPED, len - 4))
             }
             Expect::Answer => None,
         }
@@ -287,7 +287,7 @@ fn typed_header(side: Side, p: &[u8]) -> Option<(u8, u32)> {
         Side::Response => BACKEND,
     };
     let len = be32(rest.get(..4)?);
-    (known.contains(&tag) && (4..=MAX_LEN).contains(&len)).then_some((tag, len - 4))
+    (known.contains(&tag) && (4..=MAX_LEN).contains(&len)).then(|| (tag, len - 4))
 }
 
 /// What follows a message of the request direction's startup phase: the

@@ -163,7 +163,9 @@ impl ProtocolParser for Postgres {
         let Postgres { req, resp, pairing, first_request } = self;
         match side {
             Side::Request => {
-                if std::mem::take(first_request) && looks_like_startup(seg.payload) {
+                // A typed message starts with its type, never 0; a
+                // startup-phase one with its length, below 2^24.
+                if std::mem::take(first_request) && seg.payload.first() == Some(&0) {
                     req.expect = Expect::Untyped;
                 }
                 let fed = req.feed(seg, &mut |f| {

@@ -151,4 +151,3 @@ fn recorded_session_with_a_small_capture_still_pairs() {
     let want: Vec<String> = expected(64).into_iter().map(|r| r.0).collect();
     assert_eq!(got, want);
 }
-
