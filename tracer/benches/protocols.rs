@@ -11,10 +11,14 @@
 //! - `postgres/prepared`: one long-lived connection of a pooled service:
 //!   Bind/Execute/Sync of two named prepared statements and their answers
 //!   (a row, or a CommandComplete), the hot path with no SQL to read.
-//! - `postgres/simple`: psycopg2-style simple queries, values inlined, each
-//!   statement text sanitized by the SQL tokenizer (the costly path).
-//! - `sql/sanitize`: `sql::sanitize` alone over those statements (elements
-//!   are statements).
+//! - `postgres/simple`: psycopg2-style simple queries, values inlined, every
+//!   text a new one: each read by the SQL tokenizer up to its table
+//!   (`db.query.text` off, the default).
+//! - `postgres/simple+text`: the same with `db.query.text` on: each text
+//!   reduced whole to its literal-free form (the costly path); the others
+//!   run with it off.
+//! - `sql/sanitize`, `sql/summarize`: those statements alone (elements are
+//!   statements).
 //!
 //! Run: `AYA_BUILD_SKIP=1 cargo bench -p tracer --bench protocols -- --noplot`.
 
@@ -170,9 +174,9 @@ fn simple(calls: usize) -> Conn {
 }
 
 /// Every connection through a fresh parser; exchanges out.
-fn run(conns: &[Conn], out: &mut Vec<Exchange>) {
+fn run(conns: &[Conn], query_text: bool, out: &mut Vec<Exchange>) {
     for conn in conns {
-        let mut p = Postgres::new();
+        let mut p = Postgres::new(query_text);
         for (i, s) in conn.iter().enumerate() {
             let seg = Segment {
                 ts_ns: i as u64,
@@ -191,21 +195,26 @@ fn run(conns: &[Conn], out: &mut Vec<Exchange>) {
 fn benches(c: &mut Criterion) {
     let session = recorded();
     let recorded: Vec<Conn> = (0..REPEAT).flat_map(|_| recorded_copy(&session)).collect();
-    let cases = [("recorded", recorded), ("prepared", vec![prepared(20_000)]), ("simple", vec![simple(20_000)])];
+    let cases = [
+        ("recorded", false, recorded),
+        ("prepared", false, vec![prepared(20_000)]),
+        ("simple", false, vec![simple(20_000)]),
+        ("simple+text", true, vec![simple(20_000)]),
+    ];
     let mut g = c.benchmark_group("postgres");
     g.sampling_mode(SamplingMode::Flat).sample_size(20);
     g.warm_up_time(Duration::from_secs(1)).measurement_time(Duration::from_secs(5));
-    for (name, conns) in &cases {
+    for (name, text, conns) in &cases {
         let events: usize = conns.iter().map(Vec::len).sum();
         let mut out = Vec::new();
-        run(conns, &mut out);
+        run(conns, *text, &mut out);
         eprintln!("postgres/{name}: {events} segments, {} exchanges", out.len());
         g.throughput(Throughput::Elements(events as u64));
         g.bench_function(*name, |b| {
             b.iter_custom(|n| {
                 cpu_time(n, || {
                     out.clear();
-                    run(black_box(conns), &mut out);
+                    run(black_box(conns), *text, &mut out);
                 })
             })
         });
@@ -215,15 +224,17 @@ fn benches(c: &mut Criterion) {
     let sqls = statements(1000);
     let mut g = c.benchmark_group("sql");
     g.throughput(Throughput::Elements(sqls.len() as u64));
-    g.bench_function("sanitize", |b| {
-        b.iter_custom(|n| {
-            cpu_time(n, || {
-                for s in &sqls {
-                    black_box(sql::sanitize(black_box(s.as_bytes()), Dialect::Postgres, false));
-                }
+    for (name, read) in [("sanitize", sql::sanitize as fn(&[u8], Dialect, bool) -> _), ("summarize", sql::summarize)] {
+        g.bench_function(name, |b| {
+            b.iter_custom(|n| {
+                cpu_time(n, || {
+                    for s in &sqls {
+                        black_box(read(black_box(s.as_bytes()), Dialect::Postgres, false));
+                    }
+                })
             })
-        })
-    });
+        });
+    }
     g.finish();
 }
 

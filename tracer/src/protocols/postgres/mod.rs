@@ -121,8 +121,8 @@ fn looks_like_startup(p: &[u8]) -> bool {
     }
 }
 
-pub fn parser(_cfg: &ProtocolConfig, _hints: ConnHints) -> Box<dyn ProtocolParser> {
-    Box::new(Postgres::new())
+pub fn parser(cfg: &ProtocolConfig, _hints: ConnHints) -> Box<dyn ProtocolParser> {
+    Box::new(Postgres::new(cfg.db_query_text))
 }
 
 pub struct Postgres {
@@ -134,19 +134,15 @@ pub struct Postgres {
     pairing: Pairing,
 }
 
-impl Default for Postgres {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
 impl Postgres {
-    pub fn new() -> Self {
+    /// `query_text`: reduce statements to their literal-free text for
+    /// `db.query.text` (else only operation, table and summary are read).
+    pub fn new(query_text: bool) -> Self {
         Postgres {
             req: Stream::new(Side::Request, Expect::Typed),
             resp: Stream::new(Side::Response, Expect::Typed),
             first_request: true,
-            pairing: Pairing::new(),
+            pairing: Pairing::new(query_text),
         }
     }
 }

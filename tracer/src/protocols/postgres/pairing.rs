@@ -92,6 +92,7 @@ pub(super) struct Pairing {
     batch_parse: Option<Arc<Statement>>,
     /// The statement the batch's last Bind bound (known or not).
     batch_bound: Option<Option<Arc<Statement>>>,
+    recent: Recent,
     /// The response side lost framing; the waiting calls end at the next call.
     pub response_lost: bool,
     /// The last response segment (its return time as `last_ns`).
@@ -100,8 +101,9 @@ pub(super) struct Pairing {
 }
 
 impl Pairing {
-    pub fn new() -> Self {
+    pub fn new(query_text: bool) -> Self {
         Pairing {
+            recent: Recent { query_text, slots: Default::default(), next: 0 },
             phase: Phase::Ready,
             awaiting_answer: None,
             stopped: None,
@@ -205,7 +207,7 @@ impl Pairing {
             b'Q' => {
                 self.new_call_sent(resp, out);
                 let (text, whole) = message::query(f.body, f.len);
-                let statement = Arc::new(sql::sanitize(text, Dialect::Postgres, !whole));
+                let statement = self.recent.statement(text, !whole);
                 self.batch_start = None;
                 self.batch_parse = None;
                 self.batch_bound = None;
@@ -217,7 +219,7 @@ impl Pairing {
                     self.batch_parse = None;
                     return;
                 };
-                let statement = Arc::new(sql::sanitize(text, Dialect::Postgres, !whole));
+                let statement = self.recent.statement(text, !whole);
                 if name.is_empty() {
                     self.unnamed_statement = Some(statement.clone());
                 } else {
@@ -400,6 +402,35 @@ impl Pairing {
         if let Some(Entry::Call(c)) = self.pending.pop_front() {
             finish(c, &self.database, end, false, out);
         }
+    }
+}
+
+/// Statements read lately, by a hash of their text: services send the
+/// same few texts again and again (an unnamed Parse of the same SQL per
+/// call, BEGIN and COMMIT, health checks), and reading one is most of what
+/// a call costs. Only the hash is kept, never the text (two texts of one
+/// 64-bit hash would share a statement: a chance of 2^-64 per look-up).
+struct Recent {
+    /// Reduce statements to their literal-free text (else: shape only).
+    query_text: bool,
+    slots: [Option<(u64, Arc<Statement>)>; RECENT],
+    next: usize,
+}
+
+const RECENT: usize = 16;
+
+impl Recent {
+    fn statement(&mut self, text: &[u8], cut: bool) -> Arc<Statement> {
+        use std::hash::BuildHasher;
+        let key = foldhash::fast::FixedState::with_seed(0x5157_4c20).hash_one((text, cut));
+        if let Some((_, s)) = self.slots.iter().flatten().find(|(k, _)| *k == key) {
+            return s.clone();
+        }
+        let read = if self.query_text { sql::sanitize } else { sql::summarize };
+        let s = Arc::new(read(text, Dialect::Postgres, cut));
+        self.slots[self.next] = Some((key, s.clone()));
+        self.next = (self.next + 1) % RECENT;
+        s
     }
 }
 

@@ -408,5 +408,21 @@ fn messages_split_anywhere_across_syscalls() {
 
 #[test]
 fn fresh_parser_holds_nothing() {
-    assert_eq!(Postgres::new().held(), (0, 0));
+    assert_eq!(Postgres::new(true).held(), (0, 0));
+}
+
+#[test]
+fn without_query_text_only_the_shape_is_read() {
+    let mut d = Driver::connected("shop");
+    d.parser = Postgres::new(false);
+    for _ in 0..2 {
+        d.req(&wire::query("SELECT id FROM users WHERE email = 'alice@example.com'"));
+        d.resp(&cat(&[wire::rows(1, b"1"), wire::ready()]));
+    }
+    let out = d.take();
+    let (a, b) = (pg(&out[0]).statement.clone().unwrap(), pg(&out[1]).statement.clone().unwrap());
+    assert_eq!((a.summary.as_str(), a.text.as_str()), ("SELECT users", ""));
+    // A text seen again is not read again.
+    assert!(std::sync::Arc::ptr_eq(&a, &b));
+    assert_no_secret(&out);
 }

@@ -63,7 +63,7 @@ proptest! {
         segs in vec((any::<bool>(), vec(any::<u8>(), 0..700), 0u32..5000), 0..60),
         capture in 1usize..800,
     ) {
-        let mut p = Postgres::new();
+        let mut p = Postgres::new(true);
         let mut out = Vec::new();
         for (i, (request, bytes, extra)) in segs.iter().enumerate() {
             let side = if *request { Side::Request } else { Side::Response };
@@ -92,7 +92,7 @@ proptest! {
             let len = read.len();
             read[at.index(len)] = *b;
         }
-        let mut p = Postgres::new();
+        let mut p = Postgres::new(true);
         let mut out = Vec::new();
         for (side, bytes) in conns.iter().flatten() {
             let seg = Segment { ts_ns: 1, bytes: bytes.len() as u32, payload: bytes, seq: None, tid: 1 };

@@ -34,7 +34,7 @@ pub(super) fn run(
 ) -> Vec<Exchange> {
     let mut out = Vec::new();
     for conn in conns {
-        let mut p = Postgres::new();
+        let mut p = Postgres::new(true);
         let mut seq = [0u32; 2];
         let mut ts = 0;
         for (side, bytes) in conn {

@@ -161,7 +161,7 @@ pub struct Driver {
 
 impl Driver {
     pub fn new() -> Self {
-        Driver { parser: Postgres::new(), capture: 512, ts: 1_000, seq: [1_000, 50_000], out: Vec::new() }
+        Driver { parser: Postgres::new(true), capture: 512, ts: 1_000, seq: [1_000, 50_000], out: Vec::new() }
     }
 
     /// One syscall moving `bytes` in direction `side`.
