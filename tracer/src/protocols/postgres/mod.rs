@@ -77,8 +77,8 @@ pub struct PgExchange {
 }
 
 /// Detection (the registry's): a startup message (protocol 3), SSLRequest,
-/// GSSENCRequest or CancelRequest; on the PostgreSQL port also a frontend
-/// message of a connection seen mid-stream.
+/// GSSENCRequest or CancelRequest; on the PostgreSQL port also a Query,
+/// Parse or Bind of a connection seen mid-stream.
 pub fn detect(p: &[u8], port_hint: bool) -> Option<Side> {
     if looks_like_startup(p) {
         return Some(Side::Request);
@@ -90,13 +90,12 @@ pub fn detect(p: &[u8], port_hint: bool) -> Option<Side> {
     let len = be32(rest.get(..4)?);
     let sane = (4..1 << 24).contains(&len);
     let body = &rest[4..];
+    // Only types no backend message has: the first bytes seen of a
+    // connection may be the server's (DataRow 'D', ErrorResponse 'E', ...).
     let ok = match tag {
         // The SQL starts with printable text.
-        b'Q' | b'P' => {
-            sane && body.iter().take(16).all(|&b| b == 0 || b == b'\t' || b == b'\n' || (b' '..0x7f).contains(&b))
-        }
-        b'B' | b'E' | b'D' | b'C' => sane && len <= 1 << 20,
-        b'S' | b'H' => len == 4,
+        b'Q' | b'P' => sane && body.iter().take(16).all(|&b| b == 0 || b == b'\t' || b == b'\n' || (b' '..0x7f).contains(&b)),
+        b'B' => sane && len <= 1 << 20,
         _ => false,
     };
     ok.then_some(Side::Request)
