@@ -205,6 +205,7 @@ impl HttpSection {
                 sensitive_headers: self.sensitive_headers.clone(),
                 max_pending: self.max_pending.max(1),
             }),
+            ..ProtocolConfig::default()
         }
     }
 
@@ -224,6 +225,12 @@ pub struct DatabaseSection {
 }
 
 impl Config {
+    /// What every connection's parser is told: HTTP's settings, and
+    /// whether statements are read whole for db.query.text.
+    pub fn protocol_config(&self) -> ProtocolConfig {
+        ProtocolConfig { db_query_text: self.database.query_text, ..self.http.protocol_config() }
+    }
+
     /// How each protocol describes its spans.
     pub fn describe_config(&self) -> DescribeConfig {
         DescribeConfig { http: self.http.span_config(), db_query_text: self.database.query_text }

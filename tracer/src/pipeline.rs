@@ -162,7 +162,7 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<()> 
         telemetry.clone(),
         // Data records only exist to be printed.
         cfg.data_events && cfg.output != OutputFormat::None,
-        cfg.http.protocol_config(),
+        cfg.protocol_config(),
     );
     let conntrack_task = sup.spawn("conntrack", async {
         conntrack.await;

@@ -8,6 +8,7 @@
 #[cfg(test)]
 pub(crate) mod fixture;
 pub mod http1;
+pub mod postgres;
 pub mod redis;
 pub mod registry;
 pub mod sql;
@@ -115,6 +116,10 @@ impl ParserCounts {
 #[derive(Clone, Debug, Default)]
 pub struct ProtocolConfig {
     pub http: Arc<http1::HttpConfig>,
+    /// Database parsers reduce each statement to its literal-free text
+    /// (`db.query.text`, off by default); off, they read only as much of
+    /// it as operation and table need.
+    pub db_query_text: bool,
 }
 
 /// What is known of a connection when its protocol is detected.

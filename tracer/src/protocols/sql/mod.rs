@@ -88,29 +88,10 @@ impl Dialect {
 /// text is only a prefix (the capture limit, or a length field saying more
 /// followed); a literal or name the cut runs through is then dropped.
 pub fn sanitize(sql: &[u8], dialect: Dialect, cut: bool) -> Statement {
-    let mut truncated = cut || sql.len() > MAX_INPUT;
-    let sql = &sql[..sql.len().min(MAX_INPUT)];
-    let sql = match std::str::from_utf8(sql) {
-        Ok(s) => s,
-        Err(e) => {
-            truncated = true;
-            // Valid by construction; the fallback is never taken.
-            std::str::from_utf8(&sql[..e.valid_up_to()]).unwrap_or("")
-        }
-    };
-    let mut tokens: Vec<TokenWithSpan> = Vec::new();
-    let complete = Tokenizer::new(dialect.tokenizer_dialect(), sql)
-        .with_unescape(false)
-        .tokenize_with_location_into_buf(&mut tokens)
-        .is_ok();
-    truncated |= !complete;
-    let mut tokens: Vec<Token> = tokens.into_iter().map(|t| t.token).collect();
-    if truncated {
-        // The last token may be a word or number the cut ran through: it
-        // is not what the statement said.
-        drop_cut_tail(&mut tokens);
-    }
-    let (operation, collection) = shape::operation_and_collection(&tokens);
+    let (sql, mut truncated) = valid_utf8(sql, cut);
+    let (tokens, stopped) = tokenize(sql, dialect, truncated);
+    truncated |= stopped;
+    let (operation, collection, _) = shape::operation_and_collection(&tokens);
     let (text, text_cut) = text::literal_free(&tokens);
     let summary = summary(operation.as_deref(), collection.as_deref());
     Statement {
@@ -121,6 +102,64 @@ pub fn sanitize(sql: &[u8], dialect: Dialect, cut: bool) -> Statement {
         statements: shape::statements(&tokens),
         truncated: truncated || text_cut,
     }
+}
+
+/// The statement's operation, collection and summary without its text
+/// (`text` is empty): what a span needs when `db.query.text` is off, for a
+/// fraction of [`sanitize`]'s work, since only the tokens up to the table
+/// name are read (a growing prefix of the text, until they are in it).
+/// `statements` counts those in the part read; `truncated` says only what
+/// the caller and the text's encoding said.
+pub fn summarize(sql: &[u8], dialect: Dialect, cut: bool) -> Statement {
+    let (sql, truncated) = valid_utf8(sql, cut);
+    let mut len = SUMMARY_PREFIX;
+    loop {
+        let whole = len >= sql.len();
+        let mut end = len.min(sql.len());
+        while !sql.is_char_boundary(end) {
+            end -= 1;
+        }
+        let (tokens, _) = tokenize(&sql[..end], dialect, truncated || !whole);
+        let (operation, collection, ran_out) = shape::operation_and_collection(&tokens);
+        if whole || !ran_out {
+            let summary = summary(operation.as_deref(), collection.as_deref());
+            let statements = shape::statements(&tokens);
+            return Statement { operation, collection, summary, text: String::new(), statements, truncated };
+        }
+        len *= 4;
+    }
+}
+
+/// First prefix [`summarize`] reads.
+const SUMMARY_PREFIX: usize = 96;
+
+/// The valid UTF-8 start of `sql` (at most [`MAX_INPUT`] bytes), and
+/// whether it is not all of the statement.
+fn valid_utf8(sql: &[u8], cut: bool) -> (&str, bool) {
+    let truncated = cut || sql.len() > MAX_INPUT;
+    let sql = &sql[..sql.len().min(MAX_INPUT)];
+    match std::str::from_utf8(sql) {
+        Ok(s) => (s, truncated),
+        // Valid by construction; the fallback is never taken.
+        Err(e) => (std::str::from_utf8(&sql[..e.valid_up_to()]).unwrap_or(""), true),
+    }
+}
+
+/// The tokens of `sql`, up to where the tokenizer stopped (true: it did,
+/// before the end). `cut`: the last token may be one the cut ran through.
+fn tokenize(sql: &str, dialect: Dialect, cut: bool) -> (Vec<Token>, bool) {
+    let mut tokens: Vec<TokenWithSpan> = Vec::new();
+    let complete = Tokenizer::new(dialect.tokenizer_dialect(), sql)
+        .with_unescape(false)
+        .tokenize_with_location_into_buf(&mut tokens)
+        .is_ok();
+    let mut tokens: Vec<Token> = tokens.into_iter().map(|t| t.token).collect();
+    if cut || !complete {
+        // The last token may be a word or number the cut ran through: it
+        // is not what the statement said.
+        drop_cut_tail(&mut tokens);
+    }
+    (tokens, !complete)
 }
 
 /// Drop a trailing word (a cut name, or a keyword it makes look like one);

@@ -91,6 +91,11 @@ impl<'t> Cursor<'t> {
         while let Some(Token::Word(w)) = self.peek().filter(|t| matches!(t, Token::Word(w) if is_name(w))) {
             self.pos += 1; // no whitespace inside a qualified name
             name.push_str(&w.value);
+            if matches!(self.tokens.get(self.pos), Some(Token::Period)) && self.pos + 1 == self.tokens.len() {
+                // `s.` and then the end of what was read: the name goes on.
+                self.pos = self.tokens.len();
+                return None;
+            }
             if !(matches!(self.tokens.get(self.pos), Some(Token::Period))
                 && matches!(self.tokens.get(self.pos + 1), Some(Token::Word(_))))
             {
@@ -124,9 +129,15 @@ fn is_name(w: &Word) -> bool {
             ))
 }
 
-/// The first statement's operation and main table.
-pub(super) fn operation_and_collection(tokens: &[Token]) -> (Option<String>, Option<String>) {
+/// The first statement's operation and main table, and whether they were
+/// looked for up to the last token (more tokens might have said more).
+pub(super) fn operation_and_collection(tokens: &[Token]) -> (Option<String>, Option<String>, bool) {
     let mut c = Cursor::new(tokens);
+    let (op, collection) = shape(&mut c);
+    (op, collection, c.pos >= c.tokens.len())
+}
+
+fn shape(c: &mut Cursor<'_>) -> (Option<String>, Option<String>) {
     while matches!(c.peek(), Some(Token::LParen)) {
         c.next(); // `(SELECT ...) UNION ...`
     }
@@ -152,7 +163,7 @@ pub(super) fn operation_and_collection(tokens: &[Token]) -> (Option<String>, Opt
             None => return (Some(operation), None),
         }
     }
-    let collection = collection(&mut c, keyword);
+    let collection = collection(c, keyword);
     (Some(operation), collection)
 }
 
@@ -161,7 +172,8 @@ fn collection(c: &mut Cursor<'_>, op: Keyword) -> Option<String> {
         Keyword::SELECT => {
             c.find_at_depth(&[Keyword::FROM])?;
             c.eat(Keyword::ONLY);
-            c.name()
+            // `FROM generate_series(1, 9)`: a function, not a table.
+            c.name().filter(|_| !matches!(c.peek(), Some(Token::LParen)))
         }
         Keyword::INSERT | Keyword::REPLACE => {
             skip_to(c, Keyword::INTO);

@@ -161,6 +161,7 @@ fn operations_and_tables() {
         ("SELECT (SELECT max(id) FROM inner_t) FROM outer_t", Some("SELECT"), Some("outer_t"), "SELECT outer_t"),
         ("SELECT * FROM (SELECT 1) AS s", Some("SELECT"), None, "SELECT"),
         ("SELECT now()", Some("SELECT"), None, "SELECT"),
+        ("SELECT * FROM generate_series(1, 9) AS g", Some("SELECT"), None, "SELECT"),
         ("DELETE FROM ONLY \"Quoted Name\" WHERE a = 1", Some("DELETE"), Some("Quoted Name"), "DELETE Quoted Name"),
         ("UPDATE ONLY s.t SET a = 1", Some("UPDATE"), Some("s.t"), "UPDATE s.t"),
         ("TRUNCATE TABLE big", Some("TRUNCATE"), Some("big"), "TRUNCATE big"),

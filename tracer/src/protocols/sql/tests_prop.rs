@@ -4,7 +4,7 @@
 
 use proptest::{collection::vec, prelude::*};
 
-use super::{Dialect, MAX_COLLECTION, MAX_OPERATION, MAX_SUMMARY, MAX_TEXT, Statement, sanitize};
+use super::{Dialect, MAX_COLLECTION, MAX_OPERATION, MAX_SUMMARY, MAX_TEXT, Statement, sanitize, summarize};
 
 /// Names use a-y and `_` only: a `z` or a digit in any output came from a
 /// literal or a comment.
@@ -115,9 +115,23 @@ proptest! {
     }
 
     #[test]
+    fn summarize_reads_the_same_shape(sql in statement(Dialect::Postgres), my in statement(Dialect::MySql), cut in any::<prop::sample::Index>()) {
+        for (sql, dialect) in [(sql, Dialect::Postgres), (my, Dialect::MySql)] {
+            for (text, is_cut) in [(sql.as_str(), false), (&sql[..cut.index(sql.len() + 1)], true)] {
+                let full = sanitize(text.as_bytes(), dialect, is_cut);
+                let short = summarize(text.as_bytes(), dialect, is_cut);
+                prop_assert_eq!((&full.operation, &full.collection, &full.summary), (&short.operation, &short.collection, &short.summary), "{:?}", text);
+                prop_assert!(short.text.is_empty());
+                assert_bounded(&short);
+            }
+        }
+    }
+
+    #[test]
     fn any_bytes_never_panic(bytes in vec(any::<u8>(), 0..600), dialect in prop_oneof![Just(Dialect::Postgres), Just(Dialect::MySql)]) {
         let s = sanitize(&bytes, dialect, false);
         assert_bounded(&s);
+        assert_bounded(&summarize(&bytes, dialect, false));
         prop_assert!(no_free_number(&s.text), "{:?} from {bytes:?}", s.text);
     }
 
