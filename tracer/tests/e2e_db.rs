@@ -354,8 +354,8 @@ ts = [threading.Thread(target=client, args=(c,)) for c in range(20)]
             && attr(v, "db.system.name") == "postgresql"
             && attr(v, "db.collection.name").as_str().is_some_and(|c| c.starts_with("items_"))
     });
-    let incrs = agent.wait_spans("orders INCR spans", n, |v| {
-        v["service"] == "orders" && attr(v, "db.system.name") == "redis" && attr(v, "db.operation.name") == "INCR"
+    let incrs = agent.wait_spans("orders INCRBY spans", n, |v| {
+        v["service"] == "orders" && attr(v, "db.system.name") == "redis" && attr(v, "db.operation.name") == "INCRBY"
     });
     let by_id: HashMap<&str, &Value> = servers.iter().map(|s| (s["span_id"].as_str().unwrap(), s)).collect();
     let key = |s: &Value| -> u64 { attr(s, "url.path").as_str().unwrap().rsplit('/').next().unwrap().parse().unwrap() };
@@ -408,9 +408,31 @@ ts = [threading.Thread(target=client, args=(c,)) for c in range(20)]
         let (pg, redis) = (edge("postgresql"), edge("redis"));
         (pg >= n as u64 + 1 && redis >= n as u64, (pg, redis, body))
     });
-    // CREATE TABLE at start (one statement per table) plus one SELECT per request.
-    assert_eq!(topo.0, n as u64 + 40, "postgres edge requests = calls made: {}", topo.2);
-    assert_eq!(topo.1, n as u64, "redis edge requests = calls made: {}", topo.2);
+    // CREATE TABLE at start (one statement per table), one SELECT per
+    // request, and what psycopg2 sends by itself: each is a CLIENT span.
+    let pg_calls: Vec<Value> = agent
+        .spans()
+        .into_iter()
+        .filter(|v| v["service"] == "orders" && v["kind"] == "client" && attr(v, "db.system.name") == "postgresql")
+        .collect();
+    let mut summaries: HashMap<String, u64> = HashMap::new();
+    for v in &pg_calls {
+        *summaries.entry(attr(v, "db.query.summary").as_str().unwrap_or("-").to_string()).or_default() += 1;
+    }
+    let creates = pg_calls
+        .iter()
+        .filter(|v| attr(v, "db.operation.name").as_str().is_some_and(|o| o.starts_with("CREATE")))
+        .count();
+    assert_eq!(creates, 40, "{summaries:?}");
+    assert_eq!(topo.0, pg_calls.len() as u64, "postgres edge requests = calls made ({summaries:?}): {}", topo.2);
+    // One INCRBY per request, and redis-py's CLIENT SETINFO on each new
+    // connection of its pool.
+    let redis_calls = agent
+        .spans()
+        .iter()
+        .filter(|v| v["service"] == "orders" && v["kind"] == "client" && attr(v, "db.system.name") == "redis")
+        .count();
+    assert_eq!(topo.1, redis_calls as u64, "redis edge requests = calls made: {}", topo.2);
 
     let exported = wait_until("spans at the receiver", Duration::from_secs(15), || {
         let text: String = rx.requests().iter().map(|r| r.to_string()).collect();
