@@ -5,7 +5,7 @@
 //! under `protocols/`, a line in [`PROTOCOLS`], a variant of [`Info`] and
 //! its arm in [`Describer::describe`].
 
-use super::{ConnHints, ProtocolConfig, ProtocolParser, Side, http1, redis};
+use super::{ConnHints, ProtocolConfig, ProtocolParser, Side, http1, mysql, redis};
 use crate::span::{Described, SpanKind};
 
 /// One protocol the agent can parse.
@@ -25,6 +25,7 @@ pub struct Protocol {
 pub const PROTOCOLS: &[Protocol] = &[
     Protocol { name: "http", ports: &[80, 8080], detect: http1::detect, parser: http1::parser },
     Protocol { name: "redis", ports: &[6379], detect: redis::detect, parser: redis::parser },
+    Protocol { name: "mysql", ports: &[3306], detect: mysql::detect, parser: mysql::parser },
 ];
 
 /// The protocol of a connection from the first captured bytes of one of its
@@ -46,6 +47,7 @@ pub fn detect(payload: &[u8], cfg: &ProtocolConfig, hints: ConnHints) -> Option<
 pub enum Info {
     Http(http1::HttpExchange),
     Redis(redis::RedisExchange),
+    Mysql(mysql::MysqlExchange),
 }
 
 /// Settings of how each protocol describes its spans.
@@ -59,11 +61,12 @@ pub struct DescribeConfig {
 /// What describing spans keeps between spans, per protocol (HTTP routes).
 pub struct Describer {
     http: http1::span::HttpSpans,
+    db_query_text: bool,
 }
 
 impl Describer {
     pub fn new(cfg: &DescribeConfig) -> anyhow::Result<Self> {
-        Ok(Describer { http: http1::span::HttpSpans::new(&cfg.http)? })
+        Ok(Describer { http: http1::span::HttpSpans::new(&cfg.http)?, db_query_text: cfg.db_query_text })
     }
 
     /// The protocol's part of the span of one exchange of `service`, seen
@@ -72,6 +75,7 @@ impl Describer {
         match info {
             Info::Http(h) => self.http.describe(h, kind, service),
             Info::Redis(r) => redis::span::describe(r),
+            Info::Mysql(m) => mysql::span::describe(m, self.db_query_text),
         }
     }
 
