@@ -9,7 +9,7 @@
 use std::{hint::black_box, time::Duration};
 
 use criterion::{Criterion, SamplingMode, Throughput, criterion_group, criterion_main};
-use tracer::protocols::{Exchange, ProtocolParser, Segment, Side, redis::Redis};
+use tracer::protocols::{Exchange, ProtocolParser, Segment, Side, mysql::Mysql, redis::Redis};
 
 /// One syscall of the stream: side, bytes moved, the captured prefix.
 struct Syscall {
@@ -87,6 +87,73 @@ fn redis_stream() -> (Vec<Syscall>, usize) {
     (s, exchanges)
 }
 
+fn mysql_pkt(seq: u8, payload: &[u8]) -> Vec<u8> {
+    let n = payload.len() as u32;
+    [&n.to_le_bytes()[..3], &[seq], payload].concat()
+}
+
+/// Column count, definitions, EOF, `rows` text rows, EOF.
+fn mysql_rows(cols: usize, rows: usize) -> Vec<u8> {
+    let def = b"\x03def\x04shop\x06orders\x06orders\x02id\x02id\x0c?\x00\x0b\x00\x00\x00\x03\x00\x00\x00\x00\x00";
+    let mut seq = 1;
+    let mut v = mysql_pkt(seq, &[cols as u8]);
+    for _ in 0..cols {
+        seq += 1;
+        v.extend(mysql_pkt(seq, def));
+    }
+    seq += 1;
+    v.extend(mysql_pkt(seq, &[0xfe, 0, 0, 2, 0]));
+    for r in 0..rows {
+        seq += 1;
+        v.extend(mysql_pkt(seq, format!("\x04{r:04}\x05alice").as_bytes()));
+    }
+    v.extend(mysql_pkt(seq + 1, &[0xfe, 0, 0, 2, 0]));
+    v
+}
+
+/// Per connection: the handshake, a prepared SELECT executed 200 times
+/// (3 rows each), a repeated query, and one distinct INSERT in ten (the
+/// statements the SQL sanitizer reduces anew).
+fn mysql_stream() -> (Vec<Syscall>, usize) {
+    let ok = mysql_pkt(1, &[0, 1, 0, 2, 0, 0, 0]);
+    let mut greeting =
+        b"\n5.5.5-10.11.19-MariaDB-0+deb12u1\x00\x04\x00\x00\x00abcdefgh\x00\xfe\xf7\x08\x02\x00\xff\x81\x15".to_vec();
+    greeting.extend_from_slice(&[0; 10]);
+    greeting.extend_from_slice(b"ijklmnopqrst\x00mysql_native_password\x00");
+    let mut login = 0x000a_a205u32.to_le_bytes().to_vec();
+    login.extend_from_slice(&[0, 0, 0, 1, 45]);
+    login.extend_from_slice(&[0; 23]);
+    login.extend_from_slice(b"app\x00\x14aaaaaaaaaaaaaaaaaaaa shop\x00mysql_native_password\x00");
+    let mut s = vec![
+        syscall(Side::Response, mysql_pkt(0, &greeting)),
+        syscall(Side::Request, mysql_pkt(1, &login)),
+        syscall(Side::Response, mysql_pkt(2, &[0, 0, 0, 2, 0, 0, 0])),
+    ];
+    let prepare = [&[0x16][..], b"SELECT id, name FROM orders WHERE id = ? AND customer = ?"].concat();
+    s.push(syscall(Side::Request, mysql_pkt(0, &prepare)));
+    s.push(syscall(Side::Response, mysql_pkt(1, &[0, 1, 0, 0, 0, 2, 0, 2, 0, 0, 0, 0])));
+    let mut exchanges = 1;
+    for i in 0..200u32 {
+        let mut exec = vec![0x17, 1, 0, 0, 0, 0, 1, 0, 0, 0, 0, 1, 3, 0, 0xfe, 0, 8];
+        exec.extend_from_slice(&i.to_le_bytes());
+        exec.extend_from_slice(&[0; 4]);
+        exec.extend_from_slice(b"\x05alice");
+        s.push(syscall(Side::Request, mysql_pkt(0, &exec)));
+        s.push(syscall(Side::Response, mysql_rows(2, 3)));
+        s.push(syscall(Side::Request, mysql_pkt(0, b"\x03SELECT id FROM orders WHERE status = 'open' LIMIT 10")));
+        s.push(syscall(Side::Response, mysql_rows(1, 3)));
+        exchanges += 2;
+        if i % 10 == 0 {
+            let insert =
+                format!("\x03INSERT INTO orders (id, customer, total) VALUES ({i}, 'customer-{i}', {})", i * 7);
+            s.push(syscall(Side::Request, mysql_pkt(0, insert.as_bytes())));
+            s.push(syscall(Side::Response, ok.clone()));
+            exchanges += 1;
+        }
+    }
+    (s, exchanges)
+}
+
 /// Feed the stream to `conns` fresh parsers (one per connection), as the
 /// connection table would: exchanges collected, then dropped.
 fn run(stream: &[Syscall], mut parser: impl FnMut() -> Box<dyn ProtocolParser>, sink: &mut Vec<Exchange>) {
@@ -145,6 +212,7 @@ fn bench_parser(
 
 fn benches(c: &mut Criterion) {
     bench_parser(c, "redis", redis_stream(), || Box::new(Redis::new(true)));
+    bench_parser(c, "mysql", mysql_stream(), || Box::new(Mysql::new()));
 }
 
 criterion_group!(kv, benches);

@@ -5,7 +5,7 @@
 //! under `protocols/`, a line in [`PROTOCOLS`], a variant of [`Info`] and
 //! its arm in [`Describer::describe`].
 
-use super::{ConnHints, ProtocolConfig, ProtocolParser, Side, http1, postgres, redis};
+use super::{ConnHints, ProtocolConfig, ProtocolParser, Side, http1, mysql, postgres, redis};
 use crate::span::{Described, SpanKind};
 
 /// One protocol the agent can parse.
@@ -26,6 +26,7 @@ pub const PROTOCOLS: &[Protocol] = &[
     Protocol { name: "http", ports: &[80, 8080], detect: http1::detect, parser: http1::parser },
     Protocol { name: "postgresql", ports: &[5432], detect: postgres::detect, parser: postgres::parser },
     Protocol { name: "redis", ports: &[6379], detect: redis::detect, parser: redis::parser },
+    Protocol { name: "mysql", ports: &[3306], detect: mysql::detect, parser: mysql::parser },
 ];
 
 /// The protocol of a connection from the first captured bytes of one of its
@@ -48,6 +49,7 @@ pub enum Info {
     Http(http1::HttpExchange),
     Redis(redis::RedisExchange),
     Postgres(postgres::PgExchange),
+    Mysql(mysql::MysqlExchange),
 }
 
 /// Settings of how each protocol describes its spans.
@@ -76,6 +78,7 @@ impl Describer {
             Info::Http(h) => self.http.describe(h, kind, service),
             Info::Postgres(p) => postgres::span::describe(p, self.db_query_text),
             Info::Redis(r) => redis::span::describe(r),
+            Info::Mysql(m) => mysql::span::describe(m, self.db_query_text),
         }
     }
 
