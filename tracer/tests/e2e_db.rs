@@ -262,24 +262,34 @@ fn mariadb_queries_and_prepared_statements_are_literal_free_spans() {
     let _db = mariadb(port);
     let done = client("mysql_client.py", &[&port.to_string(), "shop", SECRET, NUMBER], "mysqlcli");
     let want = |k: &str| done[k].as_u64().unwrap() as usize;
-    let queries = want("query") + want("prepared");
-    let spans = agent.wait_spans("mariadb client spans", queries, |v| {
+    // The text protocol's SELECT and every execution of the prepared one.
+    let selects = 1 + want("prepared");
+    agent.wait_spans("mariadb SELECT orders client spans", selects, |v| {
         v["service"] == "mysqlcli"
             && v["kind"] == "client"
-            && attr(v, "db.system.name") == "mariadb"
-            && attr(v, "db.collection.name").is_string()
+            && attr(v, "db.operation.name") == "SELECT"
+            && attr(v, "db.collection.name") == "orders"
     });
-    let ops = by_operation(&agent.spans(), "mysqlcli", "client");
+    let spans: Vec<Value> = agent
+        .spans()
+        .into_iter()
+        .filter(|v| v["service"] == "mysqlcli" && v["kind"] == "client" && attr(v, "db.system.name") == "mariadb")
+        .collect();
+    let ops = by_operation(&spans, "mysqlcli", "client");
     assert_eq!(count(&ops, "INSERT"), 10, "{:?}", ops.keys());
     for s in &ops["INSERT"] {
         assert_eq!(attr(s, "db.collection.name"), "orders", "{s}");
         assert_eq!(attr(s, "db.namespace"), "shop", "USE shop names the database: {s}");
+        let text = attr(s, "db.query.text").as_str().expect("db.query.text when enabled");
+        assert!(text.starts_with("INSERT INTO orders"), "{text}");
     }
-    let prepared: Vec<&Value> = spans
-        .iter()
-        .filter(|s| attr(s, "db.operation.name") == "SELECT" && attr(s, "db.collection.name") == "orders")
-        .collect();
-    assert!(prepared.len() > want("prepared"), "executions of the prepared SELECT named from PREPARE");
+    let prepared: Vec<&Value> = ops["SELECT"].iter().filter(|s| attr(s, "db.collection.name") == "orders").collect();
+    assert_eq!(prepared.len(), selects, "executions of the prepared SELECT named from its PREPARE");
+    for s in &prepared {
+        assert_eq!(attr(s, "db.namespace"), "shop", "the handshake's schema: {s}");
+        assert_eq!(s["name"], "SELECT orders");
+    }
+    assert_eq!(count(&ops, "PREPARE"), 1, "{:?}", ops.keys());
     let failed: Vec<&Value> = spans.iter().filter(|s| s["status"] == "error").collect();
     assert_eq!(failed.len(), want("errors"), "{failed:#?}");
     assert_eq!(attr(failed[0], "db.response.status_code"), "1146", "ER_NO_SUCH_TABLE");

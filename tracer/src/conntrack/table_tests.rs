@@ -1030,3 +1030,21 @@ fn parser_drops_are_summed_per_protocol() {
     assert_eq!(l7.parsers[0].1.unpaired, 1, "{l7:?}");
     assert!(t.take_l7_counters().parsers.is_empty(), "taken once");
 }
+
+#[test]
+fn a_message_start_split_over_reads_is_detected_and_parsed_whole() {
+    let mut t = table();
+    let c = client_tuple();
+    established_client(&mut t, 1, 0, c);
+    // The request line arrives over two writes, neither recognisable alone.
+    apply_none(&mut t, http_data(2 * MS, 1, c, Direction::Egress, b"GE"));
+    apply_none(&mut t, http_data(2 * MS + 1, 1, c, Direction::Egress, b"T /split HTTP/1.1\r\nHost: x\r\n\r\n"));
+    apply_none(&mut t, http_data(3 * MS, 1, c, Direction::Ingress, RESPONSE));
+    let l7 = t.take_l7_counters();
+    assert_eq!((l7.detected, l7.unknown), (1, 0));
+    let calls: Vec<_> = t.take_calls().collect();
+    assert_eq!(calls.len(), 1, "{calls:#?}");
+    let crate::protocols::Info::Http(h) = &calls[0].exchange.info else { panic!("not HTTP") };
+    assert_eq!(h.request.target, "/split");
+    assert_eq!(calls[0].exchange.request.first_ns, 2 * MS, "the request starts at its first byte");
+}
