@@ -111,7 +111,7 @@ impl Telemetry {
         );
         registry.register(
             "protocol_dropped",
-            "Messages protocol parsers could not use, by protocol and reason: unpaired (a response no request waited for), overflow (past the per-connection pending cap), malformed (not the protocol: framing lost), evicted (a bounded per-connection cache was full)",
+            "Messages protocol parsers could not use, by protocol and reason: unpaired (a response no request waited for), overflow (past the per-connection pending cap), malformed (not the protocol: framing lost), evicted (a bounded per-connection cache was full), pushed (messages that answer no request: pub/sub deliveries, RESP3 pushes)",
             t.protocol_dropped.clone(),
         );
         registry.register(
