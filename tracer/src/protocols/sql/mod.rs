@@ -131,7 +131,7 @@ pub fn summarize(sql: &[u8], dialect: Dialect, cut: bool) -> Statement {
 }
 
 /// First prefix [`summarize`] reads.
-const SUMMARY_PREFIX: usize = 96;
+const SUMMARY_PREFIX: usize = 48;
 
 /// The valid UTF-8 start of `sql` (at most [`MAX_INPUT`] bytes), and
 /// whether it is not all of the statement.
