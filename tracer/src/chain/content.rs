@@ -8,7 +8,9 @@
 //! - only high-entropy identifiers count (numbers of 6+ digits, UUIDs, hex of
 //!   8+, long base64-like tokens, mixed codes, e-mails; the route
 //!   templater's `{id}` values minus short numbers and dates), so that an id
-//!   is unlikely to appear in an unrelated request;
+//!   is unlikely to appear in an unrelated request, and the whole request
+//!   target (path and query) when it has two segments or a query: what a
+//!   reverse proxy repeats upstream;
 //! - the id is in exactly one of the process's requests in flight (read,
 //!   response not started) when the call was written, and
 //! - in exactly one of the process's calls written while that request was in
@@ -30,8 +32,10 @@ use crate::{
     span::{Key, Span, SpanKind, Value},
 };
 
-/// Identifiers taken from one path at most.
+/// Identifiers taken from one path at most (plus its whole target).
 const MAX_TOKENS: usize = 4;
+/// Keeps a whole target's hash apart from a segment's.
+const TARGET_TOKEN: u8 = 0;
 /// How long a released span's tokens still count for ambiguity.
 const RETAIN_NS: u64 = 5_000_000_000;
 /// Entries of released spans remembered at most.
@@ -107,6 +111,16 @@ impl Content {
             if out.len() == MAX_TOKENS {
                 break;
             }
+        }
+        // The whole target, as a proxy repeats it upstream (nginx, any
+        // reverse proxy): evidence when it is specific (two segments or a
+        // query), under the same uniqueness conditions as an identifier.
+        let query = match span.attr(&Key::UrlQuery) {
+            Some(Value::Str(q)) => q.as_ref(),
+            _ => "",
+        };
+        if path.split('/').filter(|s| !s.is_empty()).count() >= 2 || !query.is_empty() {
+            out.push(self.hasher.hash_one((TARGET_TOKEN, path.as_ref(), query)));
         }
         out
     }

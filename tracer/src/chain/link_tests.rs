@@ -369,7 +369,7 @@ fn shared_or_repeated_ids_link_nothing() {
 #[test]
 fn short_numbers_are_not_identifiers() {
     let a = with_path(span(SpanKind::Server, "127.0.0.1:80", "127.0.0.1:40000", 1, 2, 20, 10, 100), "/items/42");
-    let call = with_path(span(SpanKind::Client, "127.0.0.1:50000", "127.0.0.1:8000", 3, 2, 21, 30, 80), "/items/42");
+    let call = with_path(span(SpanKind::Client, "127.0.0.1:50000", "127.0.0.1:8000", 3, 2, 21, 30, 80), "/stock/42");
     let mut l = Linker::new(LinkConfig::default());
     l.mark_multiplexed(2);
     let mut out = vec![];
@@ -377,4 +377,39 @@ fn short_numbers_are_not_identifiers() {
         l.insert(s, &mut out);
     }
     assert!(release_at(&mut l).iter().all(|s| s.kind != SpanKind::Client || s.parent_span_id.is_none()));
+}
+
+/// A reverse proxy on one event loop (nginx): each upstream call repeats its
+/// request's whole target; two requests in flight with the same target link
+/// neither of their calls.
+#[test]
+fn a_proxied_target_links_its_call_unless_shared() {
+    let mut l = Linker::new(LinkConfig::default());
+    l.mark_multiplexed(2);
+    let mut out = vec![];
+    let a = with_path(span(SpanKind::Server, "127.0.0.1:80", "127.0.0.1:40000", 1, 2, 20, 10, 100), "/items/m6p0-3-17");
+    let b = with_path(span(SpanKind::Server, "127.0.0.1:80", "127.0.0.1:40001", 2, 2, 20, 12, 100), "/items/m6p0-3-18");
+    let b_call =
+        with_path(span(SpanKind::Client, "127.0.0.1:50000", "127.0.0.1:8000", 3, 2, 20, 30, 80), "/items/m6p0-3-18");
+    let a_call =
+        with_path(span(SpanKind::Client, "127.0.0.1:50001", "127.0.0.1:8000", 4, 2, 20, 31, 81), "/items/m6p0-3-17");
+    for s in [b_call, a_call, a, b] {
+        l.insert(s, &mut out);
+    }
+    let v = release_at(&mut l);
+    let by_seq = |seq| v.iter().find(|s| s.request_seq == Some(seq)).unwrap();
+    assert_eq!(by_seq(3).parent_span_id, Some(by_seq(2).span_id));
+    assert_eq!(by_seq(4).parent_span_id, Some(by_seq(1).span_id));
+
+    let mut l = Linker::new(LinkConfig::default());
+    l.mark_multiplexed(2);
+    let a = with_path(span(SpanKind::Server, "127.0.0.1:80", "127.0.0.1:40000", 1, 2, 20, 10, 100), "/items/list");
+    let b = with_path(span(SpanKind::Server, "127.0.0.1:80", "127.0.0.1:40001", 2, 2, 20, 12, 100), "/items/list");
+    let c1 = with_path(span(SpanKind::Client, "127.0.0.1:50000", "127.0.0.1:8000", 3, 2, 20, 30, 80), "/items/list");
+    let c2 = with_path(span(SpanKind::Client, "127.0.0.1:50001", "127.0.0.1:8000", 4, 2, 20, 31, 81), "/items/list");
+    for s in [c1, c2, a, b] {
+        l.insert(s, &mut out);
+    }
+    let v = release_at(&mut l);
+    assert!(v.iter().all(|s| s.kind != SpanKind::Client || s.parent_span_id.is_none()), "{v:#?}");
 }
