@@ -94,7 +94,9 @@ pub fn detect(p: &[u8], port_hint: bool) -> Option<Side> {
     // connection may be the server's (DataRow 'D', ErrorResponse 'E', ...).
     let ok = match tag {
         // The SQL starts with printable text.
-        b'Q' | b'P' => sane && body.iter().take(16).all(|&b| b == 0 || b == b'\t' || b == b'\n' || (b' '..0x7f).contains(&b)),
+        b'Q' | b'P' => {
+            sane && body.iter().take(16).all(|&b| b == 0 || b == b'\t' || b == b'\n' || (b' '..0x7f).contains(&b))
+        }
         b'B' => sane && len <= 1 << 20,
         _ => false,
     };
