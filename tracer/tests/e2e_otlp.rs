@@ -229,7 +229,9 @@ fn spans_arrive_complete_over_grpc_http_and_gzip() {
         }
         // The traceparent curl sent: its client span is a child of the given parent.
         let curl_spans: Vec<&RxSpan> = got.iter().filter(|s| s.resource["service.name"] == "curl").collect();
-        assert_eq!(curl_spans.len(), 2);
+        let seen: Vec<String> =
+            printed.iter().map(|v| format!("{} {} {} pid {}", v["service"], v["kind"], v["name"], v["pid"])).collect();
+        assert_eq!(curl_spans.len(), 2, "printed: {seen:#?}");
         for s in &curl_spans {
             assert_eq!((s.span["traceId"].as_str(), s.span["parentSpanId"].as_str()), (Some(TRACE), Some(PARENT)));
             assert_eq!(s.span["kind"], "SPAN_KIND_CLIENT");
