@@ -6,6 +6,9 @@
 //!
 //! `cargo bench -p tracer --bench kv`
 
+mod common;
+use common::cpu_time;
+
 use std::{hint::black_box, time::Duration};
 
 use criterion::{Criterion, SamplingMode, Throughput, criterion_group, criterion_main};
@@ -20,21 +23,6 @@ struct Syscall {
 
 const CAPTURE: usize = 512;
 const CONNS: usize = 64;
-
-fn thread_cpu() -> Duration {
-    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
-    // SAFETY: a valid clock id and a valid pointer to write to.
-    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
-    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
-}
-
-fn cpu_time(iters: u64, mut f: impl FnMut()) -> Duration {
-    let start = thread_cpu();
-    for _ in 0..iters {
-        f();
-    }
-    thread_cpu() - start
-}
 
 fn syscall(side: Side, b: Vec<u8>) -> Syscall {
     let bytes = b.len() as u32;

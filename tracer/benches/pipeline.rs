@@ -33,6 +33,9 @@
 //! Run: `AYA_BUILD_SKIP=1 cargo bench -p tracer --bench pipeline -- --noplot`,
 //! or `cargo xtask bench`, which runs it before the nginx rounds.
 
+mod common;
+use common::{cpu_time, thread_cpu};
+
 use std::{
     hint::black_box,
     net::{IpAddr, SocketAddr},
@@ -79,24 +82,6 @@ const READ_BUF: usize = 16 * 1024;
 const SERVER_PORT: u16 = 8080;
 const CLIENT_PID: u32 = 4200;
 const SERVER_PID: u32 = 700;
-
-/// This thread's CPU time (CLOCK_THREAD_CPUTIME_ID).
-fn thread_cpu() -> Duration {
-    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
-    // SAFETY: a valid clock id and a valid pointer to write to.
-    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
-    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
-}
-
-/// `f` run `iters` times, timed in CPU time of this thread rather than wall
-/// time: the figure is per core, and other work on a busy machine does not count.
-fn cpu_time(iters: u64, mut f: impl FnMut()) -> Duration {
-    let start = thread_cpu();
-    for _ in 0..iters {
-        f();
-    }
-    thread_cpu() - start
-}
 
 /// Only the server's port listens (asked for connections seen mid-stream).
 struct Listening;

@@ -22,6 +22,9 @@
 //!
 //! Run: `AYA_BUILD_SKIP=1 cargo bench -p tracer --bench protocols -- --noplot`.
 
+mod common;
+use common::cpu_time;
+
 use std::{hint::black_box, time::Duration};
 
 use criterion::{Criterion, SamplingMode, Throughput, criterion_group, criterion_main};
@@ -37,21 +40,6 @@ static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 const CAPTURE: usize = 512;
 const REPEAT: usize = 50;
 const SESSION: &str = include_str!("../src/protocols/postgres/fixtures/psycopg.txt");
-
-fn thread_cpu() -> Duration {
-    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
-    // SAFETY: a valid clock id and a valid pointer to write to.
-    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
-    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
-}
-
-fn cpu_time(iters: u64, mut f: impl FnMut()) -> Duration {
-    let start = thread_cpu();
-    for _ in 0..iters {
-        f();
-    }
-    thread_cpu() - start
-}
 
 /// One syscall: direction, bytes moved, sequence number of the first.
 struct Seg {
