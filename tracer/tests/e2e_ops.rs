@@ -166,6 +166,10 @@ fn metrics_negotiated_linted_and_scraped_by_prometheus() {
     );
     wait_listening(&format!("127.0.0.1:{prom_port}"), None);
     let prom: SocketAddr = format!("127.0.0.1:{prom_port}").parse().unwrap();
+    // Prometheus listens before its TSDB is open and answers 503 until then.
+    wait_until("Prometheus ready (/-/ready)", Duration::from_secs(60), || {
+        (http_get(prom, "/-/ready").is_ok_and(|(status, _)| status == 200), ())
+    });
     let api = |path: &str| -> Value {
         let (status, body) = http_get(prom, path).expect("GET Prometheus API");
         assert_eq!(status, 200, "{path}: {body}");
