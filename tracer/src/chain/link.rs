@@ -35,7 +35,7 @@ use serde::Deserialize;
 
 use super::{
     content::{self, Content},
-    threads::{Id, Threads, Verdict},
+    threads::{self, Id, Threads, Verdict},
 };
 use crate::{
     identity::Service,
@@ -462,9 +462,9 @@ impl Linker {
     /// its request, if it was alone there from its first byte to the call.
     fn thread_parent(&mut self, id: Id) -> Option<Id> {
         let c = self.get(id)?;
-        let (pid, tid, call) = (c.pid?, c.request_tid, c.start_ns);
+        let (pid, task, call) = (c.pid?, threads::request_task(c), c.start_ns);
         let verdict =
-            self.threads.parent(pid, tid, call, |sid| self.get(sid).map(|s| s.response_first_ns.unwrap_or(s.end_ns)));
+            self.threads.parent(pid, task, call, |sid| self.get(sid).map(|s| s.response_first_ns.unwrap_or(s.end_ns)));
         match verdict {
             Verdict::Parent(sid) => Some(sid),
             Verdict::None => None,

@@ -9,9 +9,14 @@
 //! Go linker since 1.13 writes, stripped or not (`.go.buildinfo`, read by
 //! `go version`), or the Go build-id note.
 //!
+//! Go processes are also probed for goroutine identity (`go`), which makes
+//! goroutines the evidence instead of threads.
+//!
 //! Runtimes that cannot be told from the executable (tokio, Netty, other
 //! multi-threaded event loops) are caught from what their spans show
 //! (`chain::link`'s per-process evidence).
+
+pub mod go;
 
 use foldhash::{HashMap, HashMapExt};
 use std::{

@@ -1,0 +1,235 @@
+//! What the Go probes need from one Go executable: its Go version (from
+//! `.go.buildinfo`), the offset of `runtime.g.goid` and of
+//! `net/http.transportRequest.Request` (from DWARF, else a table per Go
+//! version), and the file offsets of the net/http functions the hand-off
+//! uprobes attach to (from the symbol table). Pure reading; no probes.
+
+use std::{fs, path::Path};
+
+use anyhow::{Context as _, Result, bail};
+use gimli::{EndianSlice, RunTimeEndian};
+use object::{Object, ObjectSection, ObjectSymbol};
+
+/// A net/http function a hand-off uprobe attaches to at its entry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Hook {
+    /// Program name in the eBPF object.
+    pub program: &'static str,
+    /// The function's symbol.
+    pub symbol: &'static str,
+}
+
+/// Every hand-off hook, in attach order (`tracer-ebpf` `probes::go`).
+pub const HOOKS: [Hook; 4] = [
+    Hook { program: "go_persistconn_roundtrip", symbol: "net/http.(*persistConn).roundTrip" },
+    Hook { program: "go_request_write", symbol: "net/http.(*Request).write" },
+    Hook { program: "go_start_background_read", symbol: "net/http.(*connReader).startBackgroundRead" },
+    Hook { program: "go_background_read", symbol: "net/http.(*connReader).backgroundRead" },
+];
+
+/// What was read from one Go executable.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GoBinary {
+    /// `go1.19.8`, when `.go.buildinfo` says.
+    pub version: Option<String>,
+    pub goid_offset: u32,
+    /// Where the goid offset came from: "dwarf" or "version table".
+    pub goid_from: &'static str,
+    pub treq_request_offset: u32,
+    /// File offset of each hook's function, in [`HOOKS`] order (None: not in
+    /// the symbol table, e.g. stripped, or net/http not linked in).
+    pub hooks: [Option<u64>; 4],
+}
+
+/// Read what the probes need from the Go executable at `path`. An error says
+/// why it cannot be probed (no goid offset known).
+pub fn read(path: &Path) -> Result<GoBinary> {
+    let data = fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    let elf = object::File::parse(&*data).context("parsing the ELF file")?;
+    if elf.architecture() != object::Architecture::X86_64 {
+        bail!("goroutine ids are read on linux/amd64 only");
+    }
+    let version = elf.section_by_name(".go.buildinfo").and_then(|s| s.data().ok()).and_then(buildinfo_version);
+    let dwarf = dwarf_offsets(&elf).unwrap_or_default();
+    let (goid_offset, goid_from) = match (dwarf.goid, version.as_deref().and_then(goid_offset_for)) {
+        (Some(o), _) => (o, "dwarf"),
+        (None, Some(o)) => (o, "version table"),
+        (None, None) => bail!(
+            "no DWARF runtime.g and no known goid offset for Go version {}",
+            version.as_deref().unwrap_or("unknown")
+        ),
+    };
+    let mut hooks = [None; 4];
+    for sym in elf.symbols() {
+        let Ok(name) = sym.name() else { continue };
+        let Some(i) = HOOKS.iter().position(|h| h.symbol == name) else { continue };
+        hooks[i] = file_offset(&elf, &sym);
+    }
+    Ok(GoBinary {
+        version,
+        goid_offset,
+        goid_from,
+        // The embedded *Request is transportRequest's first field in every
+        // Go release so far.
+        treq_request_offset: dwarf.treq_request.unwrap_or(0),
+        hooks,
+    })
+}
+
+/// The file offset of a function symbol (its virtual address within its
+/// section, moved to the section's place in the file).
+fn file_offset(elf: &object::File<'_>, sym: &object::Symbol<'_, '_>) -> Option<u64> {
+    let section = elf.section_by_index(sym.section_index()?).ok()?;
+    let (file_start, _) = section.file_range()?;
+    Some(sym.address().checked_sub(section.address())? + file_start)
+}
+
+/// The Go version recorded in `.go.buildinfo` (Go 1.18+ layout: a 32-byte
+/// header with flag 2, then the version as a varint-prefixed string).
+pub fn buildinfo_version(b: &[u8]) -> Option<String> {
+    if b.len() < 32 || &b[..14] != b"\xff Go buildinf:" || b[15] & 2 == 0 {
+        return None;
+    }
+    let (len, n) = uvarint(&b[32..])?;
+    let s = b.get(32 + n..32 + n + usize::try_from(len).ok()?)?;
+    std::str::from_utf8(s).ok().filter(|v| v.starts_with("go")).map(str::to_owned)
+}
+
+fn uvarint(b: &[u8]) -> Option<(u64, usize)> {
+    let mut v = 0u64;
+    for (i, byte) in b.iter().enumerate().take(10) {
+        v |= u64::from(byte & 0x7f) << (7 * i);
+        if byte & 0x80 == 0 {
+            return Some((v, i + 1));
+        }
+    }
+    None
+}
+
+/// `runtime.g.goid` by Go release, for binaries without DWARF: 152 from Go
+/// 1.17 (the register ABI) to 1.22; Go 1.23 added `syscallbp` before it.
+pub fn goid_offset_for(version: &str) -> Option<u32> {
+    let minor: u32 = version.strip_prefix("go1.")?.split(|c: char| !c.is_ascii_digit()).next()?.parse().ok()?;
+    match minor {
+        17..=22 => Some(152),
+        23..=25 => Some(160),
+        _ => None,
+    }
+}
+
+#[derive(Default)]
+struct DwarfOffsets {
+    goid: Option<u32>,
+    treq_request: Option<u32>,
+}
+
+/// Member offsets from the binary's DWARF (Go writes it unless linked with
+/// `-w`; compressed sections are read as well).
+fn dwarf_offsets(elf: &object::File<'_>) -> Result<DwarfOffsets> {
+    let load = |id: gimli::SectionId| -> Result<std::borrow::Cow<'_, [u8]>, gimli::Error> {
+        Ok(match elf.section_by_name(id.name()) {
+            Some(s) => s.uncompressed_data().unwrap_or_default(),
+            None => std::borrow::Cow::Borrowed(&[]),
+        })
+    };
+    let sections = gimli::DwarfSections::load(load)?;
+    let endian = if elf.is_little_endian() { RunTimeEndian::Little } else { RunTimeEndian::Big };
+    let dwarf = sections.borrow(|s| EndianSlice::new(s, endian));
+    let mut out = DwarfOffsets::default();
+    let mut units = dwarf.units();
+    while let Some(header) = units.next()? {
+        let unit = dwarf.unit(header)?;
+        let mut entries = unit.entries();
+        // (which struct we are in, its depth)
+        let mut inside: Option<(u8, isize)> = None;
+        let mut depth = 0isize;
+        while let Some((delta, e)) = entries.next_dfs()? {
+            depth += delta;
+            if inside.is_some_and(|(_, d)| depth <= d) {
+                inside = None;
+            }
+            let name = || -> Option<String> {
+                let v = e.attr_value(gimli::DW_AT_name).ok()??;
+                Some(dwarf.attr_string(&unit, v).ok()?.to_string_lossy().into_owned())
+            };
+            match e.tag() {
+                gimli::DW_TAG_structure_type => {
+                    inside = match name().as_deref() {
+                        Some("runtime.g") if out.goid.is_none() => Some((0, depth)),
+                        Some("net/http.transportRequest") if out.treq_request.is_none() => Some((1, depth)),
+                        _ => None,
+                    };
+                }
+                gimli::DW_TAG_member if let Some((which, _)) = inside => {
+                    let want = if which == 0 { "goid" } else { "Request" };
+                    if name().as_deref() == Some(want)
+                        && let Some(gimli::AttributeValue::Udata(off)) =
+                            e.attr_value(gimli::DW_AT_data_member_location).ok().flatten()
+                    {
+                        let off = u32::try_from(off).ok();
+                        if which == 0 { out.goid = off } else { out.treq_request = off }
+                    }
+                }
+                _ => {}
+            }
+            if out.goid.is_some() && out.treq_request.is_some() {
+                return Ok(out);
+            }
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn versions_map_to_goid_offsets() {
+        assert_eq!(goid_offset_for("go1.19.8"), Some(152));
+        assert_eq!(goid_offset_for("go1.22"), Some(152));
+        assert_eq!(goid_offset_for("go1.23.4"), Some(160));
+        assert_eq!(goid_offset_for("go1.16"), None);
+        assert_eq!(goid_offset_for("go2.0"), None);
+        assert_eq!(goid_offset_for("devel +abc"), None);
+    }
+
+    #[test]
+    fn buildinfo_header_and_version() {
+        let mut b = b"\xff Go buildinf:\x08\x02".to_vec();
+        b.resize(32, 0);
+        b.push(8);
+        b.extend_from_slice(b"go1.19.8");
+        b.extend_from_slice(&[0; 8]);
+        assert_eq!(buildinfo_version(&b).as_deref(), Some("go1.19.8"));
+        b[15] = 0;
+        assert_eq!(buildinfo_version(&b), None, "pre-1.18 layout (pointers) is not read");
+        assert_eq!(buildinfo_version(b"short"), None);
+    }
+
+    /// Against a Go binary built by the tests (skipped without `go`).
+    #[test]
+    fn reads_a_real_go_binary() {
+        let out = std::env::temp_dir().join(format!("tracer-go-binary-test-{}", std::process::id()));
+        let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/middles/middle.go");
+        let built = std::process::Command::new("go")
+            .args(["build", "-o"])
+            .arg(&out)
+            .arg(&src)
+            .env("CGO_ENABLED", "0")
+            .env("GO111MODULE", "off")
+            .env("GOCACHE", std::env::temp_dir().join("tracer-go-cache"))
+            .status();
+        let Ok(st) = built else {
+            eprintln!("no go toolchain: skipped");
+            return;
+        };
+        assert!(st.success());
+        let b = read(&out).expect("a Go binary");
+        let _ = fs::remove_file(&out);
+        assert_eq!(b.goid_from, "dwarf");
+        assert_eq!(Some(b.goid_offset), b.version.as_deref().and_then(goid_offset_for), "{b:?}");
+        assert_eq!(b.treq_request_offset, 0);
+        assert!(b.hooks.iter().all(Option::is_some), "{b:?}");
+    }
+}
