@@ -56,7 +56,8 @@ fn running_goid(p: &GoProc) -> Option<u64> {
     if fsbase == 0 {
         return None;
     }
-    let g: u64 = unsafe { bpf_probe_read_user(fsbase.wrapping_add(p.g_tls_offset as i64 as u64) as *const u64) }.ok()?;
+    let g: u64 =
+        unsafe { bpf_probe_read_user(fsbase.wrapping_add(p.g_tls_offset as i64 as u64) as *const u64) }.ok()?;
     if g == 0 {
         return None;
     }

@@ -221,7 +221,8 @@ fn on_goroutine(mut s: Span, request: u64, response: u64) -> Span {
 fn go_calls_link_by_goroutine_across_threads() {
     let a = on_goroutine(span(SpanKind::Server, "127.0.0.1:80", "127.0.0.1:40000", 1, 2, 20, 10, 100), 100, 100);
     let b = on_goroutine(span(SpanKind::Server, "127.0.0.1:80", "127.0.0.1:40001", 2, 2, 21, 12, 100), 101, 101);
-    let mut b_call = on_goroutine(span(SpanKind::Client, "127.0.0.1:50000", "127.0.0.1:8000", 3, 2, 20, 30, 80), 101, 8);
+    let mut b_call =
+        on_goroutine(span(SpanKind::Client, "127.0.0.1:50000", "127.0.0.1:8000", 3, 2, 20, 30, 80), 101, 8);
     b_call.response_tid = Some(22);
     let mut l = Linker::new(LinkConfig::default());
     l.mark_multiplexed(2);

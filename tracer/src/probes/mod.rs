@@ -133,10 +133,8 @@ impl Probes {
     /// Attach the entry uprobe `program` at `offset` in the executable at
     /// `target` (every process running it), loading the program first.
     pub fn attach_uprobe(&mut self, program: &str, target: &Path, offset: u64) -> Result<UProbeLinkId> {
-        let prog = self
-            .ebpf
-            .program_mut(program)
-            .ok_or_else(|| anyhow!("probe {program} is missing from the eBPF object"))?;
+        let prog =
+            self.ebpf.program_mut(program).ok_or_else(|| anyhow!("probe {program} is missing from the eBPF object"))?;
         let p: &mut UProbe = prog.try_into()?;
         if p.fd().is_err() {
             p.load().map_err(|e| anyhow!("probe {program}: the kernel refused to load it: {e}"))?;

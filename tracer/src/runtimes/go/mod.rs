@@ -44,7 +44,11 @@ enum Binary {
     NotGo,
     /// Go, but not probed (no goid offset known: the reason, logged once).
     Unusable,
-    Go { info: GoBinary, links: Vec<(&'static str, UProbeLinkId)>, pids: HashSet<u32> },
+    Go {
+        info: GoBinary,
+        links: Vec<(&'static str, UProbeLinkId)>,
+        pids: HashSet<u32>,
+    },
 }
 
 struct Tracked {
@@ -142,9 +146,11 @@ impl State {
             let b = if !is_go_executable(&exe.to_string_lossy()) {
                 Binary::NotGo
             } else {
+                let began = Instant::now();
                 match binary::read(&exe) {
                     Ok(info) => {
-                        tracing::info!(pid, version = ?info.version, goid_offset = info.goid_offset, from = info.goid_from, "Go executable");
+                        let ms = began.elapsed().as_millis();
+                        tracing::info!(pid, version = ?info.version, goid_offset = info.goid_offset, from = info.goid_from, read_ms = ms, "Go executable");
                         Binary::Go { info, links: Vec::new(), pids: HashSet::new() }
                     }
                     Err(e) => {
@@ -175,7 +181,11 @@ impl State {
             let mut probes = self.probes.lock().expect("probes lock");
             for (hook, offset) in HOOKS.iter().zip(info.hooks) {
                 let Some(offset) = offset else {
-                    tracing::info!(pid, symbol = hook.symbol, "not in the symbol table: its hand-offs are not followed");
+                    tracing::info!(
+                        pid,
+                        symbol = hook.symbol,
+                        "not in the symbol table: its hand-offs are not followed"
+                    );
                     count(&self.telemetry, "uprobe_skipped");
                     continue;
                 };
