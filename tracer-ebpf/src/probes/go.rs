@@ -72,14 +72,14 @@ pub fn data_goid(pid: u32) -> u64 {
     if config::go() == 0 {
         return 0;
     }
-    let Some(p) = (unsafe { GO_PROCS.get(&pid) }) else {
+    let Some(p) = (unsafe { GO_PROCS.get(pid) }) else {
         return 0;
     };
     let Some(goid) = running_goid(p) else {
         maps::count(Counter::GoGoidReadFailed);
         return 0;
     };
-    match unsafe { GO_ACTING.get(&GoKey { pid, _pad: 0, value: goid }) } {
+    match unsafe { GO_ACTING.get(GoKey { pid, _pad: 0, value: goid }) } {
         Some(owner) => *owner,
         None => goid,
     }
@@ -89,7 +89,7 @@ pub fn data_goid(pid: u32) -> u64 {
 #[inline(always)]
 fn current() -> Option<(u32, GoProc, u64)> {
     let pid = (bpf_get_current_pid_tgid() >> 32) as u32;
-    let p = *unsafe { GO_PROCS.get(&pid) }?;
+    let p = *unsafe { GO_PROCS.get(pid) }?;
     let goid = running_goid(&p)?;
     Some((pid, p, goid))
 }
@@ -108,14 +108,14 @@ fn own(pid: u32, ptr: u64, goid: u64) {
 fn act_for(pid: u32, ptr: u64, goid: u64) {
     let key = GoKey { pid, _pad: 0, value: ptr };
     let me = GoKey { pid, _pad: 0, value: goid };
-    match unsafe { GO_OWNERS.get(&key) }.copied() {
+    match unsafe { GO_OWNERS.get(key) }.copied() {
         Some(owner) => {
-            let _ = GO_OWNERS.remove(&key);
+            let _ = GO_OWNERS.remove(key);
             let _ = GO_ACTING.insert(me, owner, 0);
         }
         None => {
             maps::count(Counter::GoHandoffMissed);
-            let _ = GO_ACTING.remove(&me);
+            let _ = GO_ACTING.remove(me);
         }
     }
 }
