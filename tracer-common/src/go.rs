@@ -1,21 +1,22 @@
 //! Go goroutine identity, user -> kernel: which processes are Go and where
-//! their goroutine id lives, and the maps the net/http uprobes keep of
-//! hand-offs between goroutines (tracer-ebpf `probes::go`).
+//! their goroutine id lives, and the maps the net/http uprobes keep of the
+//! client's hand-off to its connection's writeLoop (tracer-ebpf
+//! `probes::go`).
 
 /// Hash map pid -> [`GoProc`], written by the agent for every Go process it
 /// probes; the data probe reads goroutine ids only for these pids.
 pub const GO_PROCS: &str = "GO_PROCS";
-/// LRU map [`GoKey`] (pid, object pointer) -> goroutine id: who handed an
-/// object (a *http.Request to the writeLoop, a *connReader to the
-/// background read goroutine) to another goroutine.
-pub const GO_OWNERS: &str = "GO_OWNERS";
-/// LRU map [`GoKey`] (pid, goroutine id) -> goroutine id: the goroutine a
-/// helper goroutine is working for (the last hand-off it took).
-pub const GO_ACTING: &str = "GO_ACTING";
+/// LRU map [`GoKey`] (pid, goroutine id) -> *persistConn: the goroutines
+/// that are a net/http client connection's writeLoop (set once per
+/// connection, when its writeLoop starts).
+pub const GO_WRITERS: &str = "GO_WRITERS";
+/// LRU map [`GoKey`] (pid, *persistConn) -> goroutine id: the goroutine whose
+/// request the connection carries now (set by each RoundTrip on it).
+pub const GO_CALLERS: &str = "GO_CALLERS";
 
 pub const GO_PROCS_MAX: u32 = 4096;
-pub const GO_OWNERS_MAX: u32 = 65536;
-pub const GO_ACTING_MAX: u32 = 65536;
+pub const GO_WRITERS_MAX: u32 = 65536;
+pub const GO_CALLERS_MAX: u32 = 65536;
 
 /// Where a Go process keeps what the probes read (offsets from the binary's
 /// DWARF, or the table of its Go version).
@@ -27,13 +28,11 @@ pub struct GoProc {
     /// The running g's pointer relative to the thread's TLS base
     /// (linux/amd64: -8).
     pub g_tls_offset: i32,
-    /// net/http.transportRequest.Request (the embedded *Request).
-    pub treq_request_offset: u32,
-    pub _pad: u32,
+    pub _pad: [u32; 2],
 }
 
-/// A key of [`GO_OWNERS`] and [`GO_ACTING`]: pointers and goroutine ids are
-/// per process.
+/// A key of [`GO_WRITERS`] and [`GO_CALLERS`]: pointers and goroutine ids
+/// are per process.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct GoKey {

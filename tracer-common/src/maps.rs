@@ -29,9 +29,9 @@ pub enum Counter {
     /// A Go process's goroutine id could not be read (TLS or g unreadable):
     /// its data event carries none.
     GoGoidReadFailed = 5,
-    /// A net/http hand-off whose owner was not in `GO_OWNERS` (evicted, or
-    /// the hand-off began before the agent attached): no goroutine is
-    /// credited with the write but the writer itself.
+    /// A net/http writeLoop wrote for a connection with no caller in
+    /// `GO_CALLERS` (evicted, or its request sent before the agent
+    /// attached): the write is credited to the writeLoop itself.
     GoHandoffMissed = 6,
 }
 

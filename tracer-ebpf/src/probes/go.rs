@@ -1,26 +1,29 @@
-//! Go goroutine identity: the goroutine id of a data event, and the hand-offs
-//! inside net/http that move a request's bytes to another goroutine.
+//! Go goroutine identity: the goroutine id of a data event, and the client
+//! hand-off inside net/http that moves a call's bytes to another goroutine.
 //!
 //! Goroutine id: for a pid in `GO_PROCS` the running g is read from the
 //! thread's TLS (linux/amd64: `*(fs_base - 8)`, fs_base from
 //! task_struct.thread.fsbase) and its id at `g + goid_offset` (offsets from
 //! the binary's DWARF, written by the agent).
 //!
-//! Hand-offs, by entry uprobes on the Go binary (Go moves stacks, so no
-//! uretprobes; the register ABI of Go 1.17+ on amd64 passes arguments in
-//! RAX, RBX, RCX...):
+//! Hand-off, by entry uprobes on the Go binary (Go moves stacks, so no
+//! uretprobes; the register ABI of Go 1.17+ on amd64 passes the receiver in
+//! RAX). A net/http client request is written by its connection's writeLoop
+//! goroutine, not by the caller:
 //!
-//! - `net/http.(*persistConn).roundTrip(pc, treq)`, run by the caller:
-//!   treq.Request -> the caller's goroutine (`GO_OWNERS`);
-//! - `net/http.(*Request).write(r, ...)`, run by the connection's writeLoop
-//!   goroutine: the writeLoop now works for r's owner (`GO_ACTING`) until its
-//!   next request; r unknown: for nobody (its own id);
-//! - `net/http.(*connReader).startBackgroundRead(cr)`, run by the conn.serve
-//!   goroutine, and `backgroundRead(cr)`, run by the goroutine it starts:
-//!   that goroutine's 1-byte read (the first byte of the next request on a
-//!   keep-alive connection) belongs to conn.serve's goroutine.
+//! - `net/http.(*persistConn).writeLoop(pc)`, once per connection, on the
+//!   writeLoop goroutine: that goroutine writes for pc (`GO_WRITERS`);
+//! - `net/http.(*persistConn).roundTrip(pc, req)`, per call, on the caller's
+//!   goroutine: pc carries this caller's request now (`GO_CALLERS`). HTTP/1
+//!   sends one request at a time on a connection, and the Transport reuses
+//!   one only after its last request was written, so the writeLoop's next
+//!   write is this caller's.
 //!
-//! A data event carries the goroutine a helper works for, else its own.
+//! A data event of a writeLoop carries its connection's caller; anything
+//! unknown (a connection opened before the agent attached, an evicted
+//! entry) leaves the writer's own id, which links nothing. The server side
+//! needs no hook: conn.serve's goroutine reads the request, runs the
+//! handler and writes the response.
 
 use aya_ebpf::{
     helpers::{bpf_get_current_pid_tgid, bpf_get_current_task_btf, bpf_probe_read_kernel, bpf_probe_read_user},
@@ -29,7 +32,7 @@ use aya_ebpf::{
     programs::ProbeContext,
 };
 use tracer_common::{
-    go::{GO_ACTING_MAX, GO_OWNERS_MAX, GO_PROCS_MAX, GoKey, GoProc},
+    go::{GO_CALLERS_MAX, GO_PROCS_MAX, GO_WRITERS_MAX, GoKey, GoProc},
     maps::Counter,
 };
 
@@ -38,11 +41,11 @@ use crate::{config, maps};
 #[map(name = "GO_PROCS")]
 static GO_PROCS: HashMap<u32, GoProc> = HashMap::with_max_entries(GO_PROCS_MAX, 0);
 
-#[map(name = "GO_OWNERS")]
-static GO_OWNERS: LruHashMap<GoKey, u64> = LruHashMap::with_max_entries(GO_OWNERS_MAX, 0);
+#[map(name = "GO_WRITERS")]
+static GO_WRITERS: LruHashMap<GoKey, u64> = LruHashMap::with_max_entries(GO_WRITERS_MAX, 0);
 
-#[map(name = "GO_ACTING")]
-static GO_ACTING: LruHashMap<GoKey, u64> = LruHashMap::with_max_entries(GO_ACTING_MAX, 0);
+#[map(name = "GO_CALLERS")]
+static GO_CALLERS: LruHashMap<GoKey, u64> = LruHashMap::with_max_entries(GO_CALLERS_MAX, 0);
 
 /// The running goroutine's id, read through the thread's TLS.
 #[inline(always)]
@@ -79,81 +82,43 @@ pub fn data_goid(pid: u32) -> u64 {
         maps::count(Counter::GoGoidReadFailed);
         return 0;
     };
-    match unsafe { GO_ACTING.get(GoKey { pid, _pad: 0, value: goid }) } {
-        Some(owner) => *owner,
-        None => goid,
+    let Some(pc) = (unsafe { GO_WRITERS.get(GoKey { pid, _pad: 0, value: goid }) }).copied() else {
+        return goid;
+    };
+    match unsafe { GO_CALLERS.get(GoKey { pid, _pad: 0, value: pc }) } {
+        Some(caller) => *caller,
+        None => {
+            maps::count(Counter::GoHandoffMissed);
+            goid
+        }
     }
 }
 
-/// The probed Go process running this uprobe and its goroutine.
+/// The probed Go process running this uprobe, its goroutine, and the
+/// receiver (RAX).
 #[inline(always)]
-fn current() -> Option<(u32, GoProc, u64)> {
+fn current(ctx: &ProbeContext) -> Option<(u32, u64, u64)> {
     let pid = (bpf_get_current_pid_tgid() >> 32) as u32;
     let p = *unsafe { GO_PROCS.get(pid) }?;
     let goid = running_goid(&p)?;
-    Some((pid, p, goid))
+    Some((pid, goid, unsafe { (*ctx.regs).rax }))
 }
 
-/// The object `ptr` of `pid` was handed off by goroutine `goid`.
-#[inline(always)]
-fn own(pid: u32, ptr: u64, goid: u64) {
-    if ptr != 0 {
-        let _ = GO_OWNERS.insert(GoKey { pid, _pad: 0, value: ptr }, goid, 0);
+// net/http.(*persistConn).writeLoop(pc *persistConn): RAX = pc.
+#[uprobe]
+pub fn go_writeloop(ctx: ProbeContext) -> u32 {
+    if let Some((pid, goid, pc)) = current(&ctx) {
+        let _ = GO_WRITERS.insert(GoKey { pid, _pad: 0, value: goid }, pc, 0);
     }
-}
-
-/// The running goroutine `goid` now works for whoever handed off `ptr`
-/// (taken: one hand-off, one taker), or for nobody if that is unknown.
-#[inline(always)]
-fn act_for(pid: u32, ptr: u64, goid: u64) {
-    let key = GoKey { pid, _pad: 0, value: ptr };
-    let me = GoKey { pid, _pad: 0, value: goid };
-    match unsafe { GO_OWNERS.get(key) }.copied() {
-        Some(owner) => {
-            let _ = GO_OWNERS.remove(key);
-            let _ = GO_ACTING.insert(me, owner, 0);
-        }
-        None => {
-            maps::count(Counter::GoHandoffMissed);
-            let _ = GO_ACTING.remove(me);
-        }
-    }
+    0
 }
 
 // net/http.(*persistConn).roundTrip(pc *persistConn, req *transportRequest)
-//   RAX = pc, RBX = req; req.Request (*Request) at treq_request_offset.
+//   (resp *Response, err error): RAX = pc.
 #[uprobe]
 pub fn go_persistconn_roundtrip(ctx: ProbeContext) -> u32 {
-    let Some((pid, p, goid)) = current() else { return 0 };
-    let treq = unsafe { (*ctx.regs).rbx };
-    if let Ok(req) = unsafe { bpf_probe_read_user((treq + p.treq_request_offset as u64) as *const u64) } {
-        own(pid, req, goid);
+    if let Some((pid, goid, pc)) = current(&ctx) {
+        let _ = GO_CALLERS.insert(GoKey { pid, _pad: 0, value: pc }, goid, 0);
     }
-    0
-}
-
-// net/http.(*Request).write(r *Request, w io.Writer, usingProxy bool,
-//   extraHeaders Header, waitForContinue func() bool) error
-//   RAX = r.
-#[uprobe]
-pub fn go_request_write(ctx: ProbeContext) -> u32 {
-    let Some((pid, _, goid)) = current() else { return 0 };
-    act_for(pid, unsafe { (*ctx.regs).rax }, goid);
-    0
-}
-
-// net/http.(*connReader).startBackgroundRead(cr *connReader): RAX = cr.
-#[uprobe]
-pub fn go_start_background_read(ctx: ProbeContext) -> u32 {
-    let Some((pid, _, goid)) = current() else { return 0 };
-    own(pid, unsafe { (*ctx.regs).rax }, goid);
-    0
-}
-
-// net/http.(*connReader).backgroundRead(cr *connReader): RAX = cr.
-#[uprobe]
-pub fn go_background_read(ctx: ProbeContext) -> u32 {
-    let Some((pid, _, goid)) = current() else { return 0 };
-    act_for(pid, unsafe { (*ctx.regs).rax }, goid);
     0
 }

@@ -462,7 +462,7 @@ impl Linker {
     /// its request, if it was alone there from its first byte to the call.
     fn thread_parent(&mut self, id: Id) -> Option<Id> {
         let c = self.get(id)?;
-        let (pid, task, call) = (c.pid?, threads::request_task(c), c.start_ns);
+        let (pid, task, call) = (c.pid?, threads::task(c), c.start_ns);
         let verdict =
             self.threads.parent(pid, task, call, |sid| self.get(sid).map(|s| s.response_first_ns.unwrap_or(s.end_ns)));
         match verdict {

@@ -236,6 +236,23 @@ fn go_calls_link_by_goroutine_across_threads() {
     assert_eq!((l.counters.thread_links, l.counters.multiplexed), (1, 0));
 }
 
+/// net/http's background-read goroutine (50) read the request's first byte;
+/// conn.serve's goroutine (100) ran the handler and answered: the request is
+/// keyed on the goroutine that answered it.
+#[test]
+fn go_request_is_keyed_on_the_goroutine_that_answered() {
+    let a = on_goroutine(span(SpanKind::Server, "127.0.0.1:80", "127.0.0.1:40000", 1, 2, 20, 10, 100), 50, 100);
+    let call = on_goroutine(span(SpanKind::Client, "127.0.0.1:50000", "127.0.0.1:8000", 3, 2, 21, 30, 80), 100, 9);
+    let mut l = Linker::new(LinkConfig::default());
+    l.mark_multiplexed(2);
+    let mut out = vec![];
+    for s in [call, a] {
+        l.insert(s, &mut out);
+    }
+    let v = release_all(&mut l);
+    assert_eq!(find(&v, SpanKind::Client, 2).parent_span_id, Some(find(&v, SpanKind::Server, 2).span_id));
+}
+
 /// Goroutine ids are no thread ids: goroutine 20 is not thread 20, and a Go
 /// span without a goroutine (unreadable, or a hand-off missed) is keyed by
 /// its thread, which in a multiplexed process links nothing.

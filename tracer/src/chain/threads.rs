@@ -11,7 +11,7 @@
 //! first such span on, the process is never linked by thread.
 //!
 //! In a Go process probed for goroutine ids (`crate::runtimes::go`) the
-//! rule keys on the goroutine instead: the one that read the request
+//! rule keys on the goroutine instead: the one that answered the request
 //! (net/http's conn.serve goroutine, which runs the handler) and the
 //! goroutines that work for it (the client's writeLoop after a hand-off,
 //! credited in the kernel). Goroutines are not multiplexed, so a Go process
@@ -36,9 +36,17 @@ pub type Id = u64;
 pub type Task = u64;
 const GOROUTINE: Task = 1 << 63;
 
-/// The thread or goroutine that moved a span's request.
-pub fn request_task(span: &Span) -> Task {
-    match span.request_goid {
+/// What a span is keyed on: its request's thread; in Go, the goroutine
+/// that wrote a call (credited to its caller after the writeLoop
+/// hand-off), and for a request served, the goroutine that answered it
+/// (conn.serve's, which ran the handler; its first byte may have been read
+/// by net/http's background-read goroutine).
+pub fn task(span: &Span) -> Task {
+    let goid = match span.kind {
+        SpanKind::Server if span.response_goid != 0 => span.response_goid,
+        _ => span.request_goid,
+    };
+    match goid {
         0 => Task::from(span.request_tid),
         g => GOROUTINE | g,
     }
@@ -134,7 +142,7 @@ impl Threads {
         if span.kind != SpanKind::Server {
             return;
         }
-        let log = self.logs.entry((pid, request_task(span))).or_default();
+        let log = self.logs.entry((pid, task(span))).or_default();
         log.requests.insert((span.start_ns, id), Served { end: span.end_ns, held: true });
         log.held += 1;
         log.latest_end = log.latest_end.max(span.end_ns);
@@ -156,7 +164,7 @@ impl Threads {
         // Goroutines are what a Go process's spans are keyed on: a response
         // read by another goroutine (the client's readLoop) is how net/http
         // works, not a sign of anything.
-        if self.is_multiplexed(pid) || span.request_goid != 0 {
+        if self.is_multiplexed(pid) || span.request_goid != 0 || span.response_goid != 0 {
             return;
         }
         // Work moved between threads within one exchange.
@@ -198,7 +206,7 @@ impl Threads {
     /// A SERVER span left the linker; its interval is still remembered.
     pub fn release(&mut self, span: &Span, id: Id) {
         let Some(pid) = span.pid else { return };
-        if let Some(log) = self.logs.get_mut(&(pid, request_task(span)))
+        if let Some(log) = self.logs.get_mut(&(pid, task(span)))
             && let Some(s) = log.requests.get_mut(&(span.start_ns, id))
             && s.held
         {

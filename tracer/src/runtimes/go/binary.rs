@@ -19,11 +19,9 @@ pub struct Hook {
 }
 
 /// Every hand-off hook, in attach order (`tracer-ebpf` `probes::go`).
-pub const HOOKS: [Hook; 4] = [
+pub const HOOKS: [Hook; 2] = [
+    Hook { program: "go_writeloop", symbol: "net/http.(*persistConn).writeLoop" },
     Hook { program: "go_persistconn_roundtrip", symbol: "net/http.(*persistConn).roundTrip" },
-    Hook { program: "go_request_write", symbol: "net/http.(*Request).write" },
-    Hook { program: "go_start_background_read", symbol: "net/http.(*connReader).startBackgroundRead" },
-    Hook { program: "go_background_read", symbol: "net/http.(*connReader).backgroundRead" },
 ];
 
 /// What was read from one Go executable.
@@ -34,10 +32,9 @@ pub struct GoBinary {
     pub goid_offset: u32,
     /// Where the goid offset came from: "dwarf" or "version table".
     pub goid_from: &'static str,
-    pub treq_request_offset: u32,
     /// File offset of each hook's function, in [`HOOKS`] order (None: not in
     /// the symbol table, e.g. stripped, or net/http not linked in).
-    pub hooks: [Option<u64>; 4],
+    pub hooks: [Option<u64>; HOOKS.len()],
 }
 
 /// Read what the probes need from the Go executable at `path`. An error says
@@ -61,21 +58,13 @@ pub fn read(path: &Path) -> Result<GoBinary> {
             version.as_deref().unwrap_or("unknown")
         ),
     };
-    let mut hooks = [None; 4];
+    let mut hooks = [None; HOOKS.len()];
     for sym in elf.symbols() {
         let Ok(name) = sym.name() else { continue };
         let Some(i) = HOOKS.iter().position(|h| h.symbol == name) else { continue };
         hooks[i] = file_offset(&elf, &sym);
     }
-    Ok(GoBinary {
-        version,
-        goid_offset,
-        goid_from,
-        // The embedded *Request is transportRequest's first field in every
-        // Go release so far (1.0 to 1.25).
-        treq_request_offset: 0,
-        hooks,
-    })
+    Ok(GoBinary { version, goid_offset, goid_from, hooks })
 }
 
 /// The file offset of a function symbol (its virtual address within its
@@ -224,7 +213,6 @@ mod tests {
         let _ = fs::remove_file(&out);
         assert_eq!(b.goid_from, "dwarf");
         assert_eq!(Some(b.goid_offset), b.version.as_deref().and_then(goid_offset_for), "{b:?}");
-        assert_eq!(b.treq_request_offset, 0);
         assert!(b.hooks.iter().all(Option::is_some), "{b:?}");
     }
 }

@@ -163,12 +163,7 @@ impl State {
             self.binaries.insert(file, b);
         }
         let Some(Binary::Go { info, links, pids }) = self.binaries.get_mut(&file) else { return };
-        let p = GoProc {
-            goid_offset: info.goid_offset,
-            g_tls_offset: -8,
-            treq_request_offset: info.treq_request_offset,
-            _pad: 0,
-        };
+        let p = GoProc { goid_offset: info.goid_offset, g_tls_offset: -8, _pad: [0; 2] };
         if self.procs.insert(pid, p, 0).is_err() {
             // Full (GO_PROCS_MAX) or refused: its calls stay unlinked.
             count(&self.telemetry, "procs_full");
