@@ -62,7 +62,7 @@ pub fn read(path: &Path) -> Result<GoBinary> {
     for sym in elf.symbols() {
         let Ok(name) = sym.name() else { continue };
         let Some(i) = HOOKS.iter().position(|h| h.symbol == name) else { continue };
-        hooks[i] = file_offset(&elf, &sym);
+        hooks[i] = file_offset(&elf, &sym).map(|o| o + probe_point(&elf, &sym));
     }
     Ok(GoBinary { version, goid_offset, goid_from, hooks })
 }
@@ -73,6 +73,34 @@ fn file_offset(elf: &object::File<'_>, sym: &object::Symbol<'_, '_>) -> Option<u
     let section = elf.section_by_index(sym.section_index()?).ok()?;
     let (file_start, _) = section.file_range()?;
     Some(sym.address().checked_sub(section.address())? + file_start)
+}
+
+/// Where in a function its entry probe goes: on the stack check's
+/// conditional jump (`jbe` to morestack) when the prologue has one in its
+/// first bytes, else at the first byte. The kernel emulates a conditional
+/// branch under a uprobe; any other instruction is single-stepped out of
+/// line, a second trap per hit. The arguments are still in their registers
+/// there (the prologue only compared the stack pointer), and after a stack
+/// growth the function restarts from its first byte, so the probe still
+/// fires once per call, or twice (harmless: it only records).
+fn probe_point(elf: &object::File<'_>, sym: &object::Symbol<'_, '_>) -> u64 {
+    let code = sym
+        .section_index()
+        .and_then(|i| elf.section_by_index(i).ok())
+        .and_then(|s| s.data_range(sym.address(), 24).ok().flatten());
+    code.map_or(0, stack_check_jump)
+}
+
+/// Offset of the first `jbe rel32` / `jbe rel8` after a `cmp ..., [r14+16]`
+/// (Go's stack check against g.stackguard0) in `code`, else 0.
+pub fn stack_check_jump(code: &[u8]) -> u64 {
+    // cmp rsp, [r14+0x10] (49 3b 66 10) or cmp r12, [r14+0x10] (4d 3b 66 10).
+    let Some(cmp) = code.windows(4).position(|w| matches!(w, [0x49 | 0x4d, 0x3b, 0x66, 0x10])) else { return 0 };
+    let at = cmp + 4;
+    match code.get(at..at + 2) {
+        Some([0x0f, 0x86]) | Some([0x76, _]) => at as u64,
+        _ => 0,
+    }
 }
 
 /// The Go version recorded in `.go.buildinfo` (Go 1.18+ layout: a 32-byte
@@ -173,6 +201,18 @@ mod tests {
         assert_eq!(goid_offset_for("go1.16"), None);
         assert_eq!(goid_offset_for("go2.0"), None);
         assert_eq!(goid_offset_for("devel +abc"), None);
+    }
+
+    #[test]
+    fn probes_go_on_the_stack_check_jump() {
+        // lea r12,[rsp-0x230]; cmp r12,[r14+0x10]; jbe ...; sub rsp,...
+        let big = [0x4c, 0x8d, 0xa4, 0x24, 0xd0, 0xfd, 0xff, 0xff, 0x4d, 0x3b, 0x66, 0x10, 0x0f, 0x86, 0xc3, 0x0e];
+        assert_eq!(stack_check_jump(&big), 12);
+        // cmp rsp,[r14+0x10]; jbe rel8; push rbp
+        assert_eq!(stack_check_jump(&[0x49, 0x3b, 0x66, 0x10, 0x76, 0x20, 0x55]), 4);
+        // No stack check (NOSPLIT), or something else after the compare.
+        assert_eq!(stack_check_jump(&[0x55, 0x48, 0x89, 0xe5]), 0);
+        assert_eq!(stack_check_jump(&[0x49, 0x3b, 0x66, 0x10, 0x90]), 0);
     }
 
     #[test]
