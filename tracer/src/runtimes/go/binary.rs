@@ -1,7 +1,8 @@
 //! What the Go probes need from one Go executable: its Go version (from
 //! `.go.buildinfo`), the offset of `runtime.g.goid` (from DWARF, else a
-//! table per Go version), and the file offsets of the net/http functions the hand-off
-//! uprobes attach to (from the symbol table). Pure reading; no probes.
+//! table per Go version), and the file offsets of the net/http functions the
+//! hand-off uprobes attach to (from the symbol table, else the pclntab).
+//! Pure reading; no probes.
 
 use std::{fs, path::Path};
 
@@ -32,9 +33,11 @@ pub struct GoBinary {
     pub goid_offset: u32,
     /// Where the goid offset came from: "dwarf" or "version table".
     pub goid_from: &'static str,
-    /// File offset of each hook's function, in [`HOOKS`] order (None: not in
-    /// the symbol table, e.g. stripped, or net/http not linked in).
+    /// File offset of each hook's probe point, in [`HOOKS`] order (None:
+    /// net/http's client not linked in).
     pub hooks: [Option<u64>; HOOKS.len()],
+    /// Where the functions were found: "symbols", "pclntab" or "none".
+    pub hooks_from: &'static str,
 }
 
 /// Read what the probes need from the Go executable at `path`. An error says
@@ -58,41 +61,44 @@ pub fn read(path: &Path) -> Result<GoBinary> {
             version.as_deref().unwrap_or("unknown")
         ),
     };
-    let mut hooks = [None; HOOKS.len()];
-    for sym in elf.symbols() {
-        let Ok(name) = sym.name() else { continue };
-        let Some(i) = HOOKS.iter().position(|h| h.symbol == name) else { continue };
-        hooks[i] = file_offset(&elf, &sym).map(|o| o + probe_point(&elf, &sym));
-    }
-    Ok(GoBinary { version, goid_offset, goid_from, hooks })
+    let (addresses, hooks_from) = hook_addresses(&elf);
+    let text = elf.section_by_name(".text");
+    let hooks = addresses.map(|a| {
+        let (a, text) = (a?, text.as_ref()?);
+        let (file_start, _) = text.file_range()?;
+        let code = text.data_range(a, 24).ok().flatten()?;
+        Some(a.checked_sub(text.address())? + file_start + stack_check_jump(code))
+    });
+    Ok(GoBinary { version, goid_offset, goid_from, hooks, hooks_from })
 }
 
-/// The file offset of a function symbol (its virtual address within its
-/// section, moved to the section's place in the file).
-fn file_offset(elf: &object::File<'_>, sym: &object::Symbol<'_, '_>) -> Option<u64> {
-    let section = elf.section_by_index(sym.section_index()?).ok()?;
-    let (file_start, _) = section.file_range()?;
-    Some(sym.address().checked_sub(section.address())? + file_start)
+/// Entry address of each hook's function: from the symbol table, else (a
+/// stripped binary) from the pclntab.
+fn hook_addresses(elf: &object::File<'_>) -> ([Option<u64>; HOOKS.len()], &'static str) {
+    let mut found = [None; HOOKS.len()];
+    for sym in elf.symbols() {
+        let Ok(name) = sym.name() else { continue };
+        if let Some(i) = HOOKS.iter().position(|h| h.symbol == name) {
+            found[i] = Some(sym.address());
+        }
+    }
+    if found.iter().any(Option::is_some) {
+        return (found, "symbols");
+    }
+    let text_start = elf.section_by_name(".text").map_or(0, |s| s.address());
+    let Some(tab) = elf.section_by_name(".gopclntab").and_then(|s| s.data().ok()) else { return (found, "none") };
+    (super::pclntab::entries(tab, text_start, &HOOKS.map(|h| h.symbol)), "pclntab")
 }
 
 /// Where in a function its entry probe goes: on the stack check's
-/// conditional jump (`jbe` to morestack) when the prologue has one in its
-/// first bytes, else at the first byte. The kernel emulates a conditional
+/// conditional jump (`jbe` to morestack, after a `cmp ..., [r14+16]`
+/// against g.stackguard0) when the prologue has one in `code`, its first
+/// bytes; else at the first byte (0). The kernel emulates a conditional
 /// branch under a uprobe; any other instruction is single-stepped out of
 /// line, a second trap per hit. The arguments are still in their registers
 /// there (the prologue only compared the stack pointer), and after a stack
-/// growth the function restarts from its first byte, so the probe still
-/// fires once per call, or twice (harmless: it only records).
-fn probe_point(elf: &object::File<'_>, sym: &object::Symbol<'_, '_>) -> u64 {
-    let code = sym
-        .section_index()
-        .and_then(|i| elf.section_by_index(i).ok())
-        .and_then(|s| s.data_range(sym.address(), 24).ok().flatten());
-    code.map_or(0, stack_check_jump)
-}
-
-/// Offset of the first `jbe rel32` / `jbe rel8` after a `cmp ..., [r14+16]`
-/// (Go's stack check against g.stackguard0) in `code`, else 0.
+/// growth the function restarts from its first byte, so the probe fires
+/// once per call, or twice (harmless: it only records).
 pub fn stack_check_jump(code: &[u8]) -> u64 {
     // cmp rsp, [r14+0x10] (49 3b 66 10) or cmp r12, [r14+0x10] (4d 3b 66 10).
     let Some(cmp) = code.windows(4).position(|w| matches!(w, [0x49 | 0x4d, 0x3b, 0x66, 0x10])) else { return 0 };
@@ -250,9 +256,25 @@ mod tests {
         let b = read(&out).expect("a Go binary");
         eprintln!("read in {:?}", t.elapsed());
         assert_eq!(read(&out).expect("again"), b, "the same every time");
-        let _ = fs::remove_file(&out);
-        assert_eq!(b.goid_from, "dwarf");
+        assert_eq!((b.goid_from, b.hooks_from), ("dwarf", "symbols"));
         assert_eq!(Some(b.goid_offset), b.version.as_deref().and_then(goid_offset_for), "{b:?}");
         assert!(b.hooks.iter().all(Option::is_some), "{b:?}");
+        // Stripped (no symbols, no DWARF): the version table and the pclntab
+        // give the same offsets.
+        let st = std::process::Command::new("go")
+            .args(["build", "-ldflags=-s -w", "-o"])
+            .arg(&out)
+            .arg(&src)
+            .env("CGO_ENABLED", "0")
+            .env("GO111MODULE", "off")
+            .env("GOCACHE", std::env::temp_dir().join("tracer-go-cache"))
+            .status()
+            .unwrap();
+        assert!(st.success());
+        let s = read(&out).expect("a stripped Go binary");
+        let _ = fs::remove_file(&out);
+        assert_eq!((s.goid_from, s.hooks_from), ("version table", "pclntab"));
+        assert_eq!(s.goid_offset, b.goid_offset);
+        assert_eq!(s.hooks, b.hooks, "the pclntab names the same functions as the symbol table");
     }
 }

@@ -10,6 +10,7 @@
 //! them later). Out: the kernel maps and the `tracer_runtime_go_*` metrics.
 
 pub mod binary;
+pub mod pclntab;
 
 use std::{
     collections::{HashMap, HashSet},
@@ -150,7 +151,7 @@ impl State {
                 match binary::read(&exe) {
                     Ok(info) => {
                         let ms = began.elapsed().as_millis();
-                        tracing::info!(pid, version = ?info.version, goid_offset = info.goid_offset, from = info.goid_from, read_ms = ms, "Go executable");
+                        tracing::info!(pid, version = ?info.version, goid_offset = info.goid_offset, from = info.goid_from, hooks_from = info.hooks_from, read_ms = ms, "Go executable");
                         Binary::Go { info, links: Vec::new(), pids: HashSet::new() }
                     }
                     Err(e) => {
@@ -179,7 +180,7 @@ impl State {
                     tracing::info!(
                         pid,
                         symbol = hook.symbol,
-                        "not in the symbol table: its hand-offs are not followed"
+                        "not found (neither symbols nor pclntab): its hand-offs are not followed"
                     );
                     count(&self.telemetry, "uprobe_skipped");
                     continue;
