@@ -36,7 +36,7 @@ pub struct GoBinary {
     /// File offset of each hook's probe point, in [`HOOKS`] order (None:
     /// net/http's client not linked in).
     pub hooks: [Option<u64>; HOOKS.len()],
-    /// Where the functions were found: "symbols", "pclntab" or "none".
+    /// Where the functions were found: "symbols", "pclntab", or why not.
     pub hooks_from: &'static str,
 }
 
@@ -61,7 +61,15 @@ pub fn read(path: &Path) -> Result<GoBinary> {
             version.as_deref().unwrap_or("unknown")
         ),
     };
-    let (addresses, hooks_from) = hook_addresses(&elf);
+    // The hooks read their argument from the register ABI (Go 1.17+): on an
+    // older or unknown release RAX is no argument, and a wrong pointer
+    // could pair a writeLoop with another connection's caller.
+    let register_abi = version.as_deref().and_then(go_minor).is_some_and(|m| m >= 17);
+    let (addresses, hooks_from) = if register_abi {
+        hook_addresses(&elf)
+    } else {
+        ([None; HOOKS.len()], "none (Go release unknown or before 1.17)")
+    };
     let text = elf.section_by_name(".text");
     let hooks = addresses.map(|a| {
         let (a, text) = (a?, text.as_ref()?);
@@ -131,11 +139,15 @@ fn uvarint(b: &[u8]) -> Option<(u64, usize)> {
     None
 }
 
+/// 19 of `go1.19.8`.
+fn go_minor(version: &str) -> Option<u32> {
+    version.strip_prefix("go1.")?.split(|c: char| !c.is_ascii_digit()).next()?.parse().ok()
+}
+
 /// `runtime.g.goid` by Go release, for binaries without DWARF: 152 from Go
 /// 1.17 (the register ABI) to 1.22; Go 1.23 added `syscallbp` before it.
 pub fn goid_offset_for(version: &str) -> Option<u32> {
-    let minor: u32 = version.strip_prefix("go1.")?.split(|c: char| !c.is_ascii_digit()).next()?.parse().ok()?;
-    match minor {
+    match go_minor(version)? {
         17..=22 => Some(152),
         23..=25 => Some(160),
         _ => None,
