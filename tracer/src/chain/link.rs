@@ -9,8 +9,11 @@
 //!    SERVER span was alone on the thread from its first byte to the call
 //!    (event loops serving several requests at once are left unlinked: a
 //!    wrong parent is worse than none), and only in processes whose threads
-//!    are evidence: never in Go (goroutines move between threads; told from
-//!    the executable, `crate::runtimes`), nor in a process whose spans showed
+//!    are evidence: never by thread in Go (goroutines move between threads;
+//!    told from the executable, `crate::runtimes`), where the goroutine that
+//!    answered the request and the call's goroutine (its writeLoop credited
+//!    to the caller) take the threads' place (`threads::task`), nor in a
+//!    process whose spans showed
 //!    a request moving between threads (read on one, answered on another) or
 //!    more than one thread serving overlapping requests (a multi-threaded
 //!    event loop: tokio, Netty), from the first such span on.
