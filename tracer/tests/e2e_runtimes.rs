@@ -258,6 +258,11 @@ fn no_wrong_parent_on_any_runtime() {
         wait_metric(&agent, "tracer_runtime_go_uprobes", 2);
         results.push((name, measure(&agent, service, k, port, bport, true), 0.95));
     }
+    // Every Go data event carried its goroutine, every call its caller.
+    for counter in ["go_goid_read_failed", "go_handoff_missed"] {
+        let n = agent.metric(&format!("tracer_kernel_total{{counter=\"{counter}\"}}"));
+        assert_eq!(n, 0, "{counter}");
+    }
 
     // Java: a 16-thread pool, the blocking client on the request's thread.
     let port = free_port();
