@@ -74,8 +74,11 @@ pub struct KernelOffsets {
     pub skc_state: u16,
     /// tcp_sock.rcv_nxt
     pub tcp_rcv_nxt: u16,
+    /// task_struct.thread.fsbase (x86_64: the thread's TLS base, where Go
+    /// keeps the running goroutine's g at -8); 0 where unknown.
+    pub task_fsbase: u16,
     /// Keeps the size a multiple of 8 (no implicit padding in ProbeConfig).
-    pub _pad: [u16; 2],
+    pub _pad: u16,
 }
 
 /// Syscall numbers of this architecture, so a probe firing inside the socket
@@ -109,7 +112,8 @@ pub struct ProbeConfig {
     pub wakeup_bytes: u64,
     /// Only sockets of this network namespace (inode number); 0: all.
     pub netns: u32,
-    pub _pad: u32,
+    /// 1: data events of processes in `GO_PROCS` carry their goroutine id.
+    pub go: u32,
 }
 
 const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 64);

@@ -3,7 +3,7 @@
 //! full length (a data event's payload follows its fixed part).
 
 /// Bumped whenever a record's layout changes.
-pub const EVENT_VERSION: u16 = 1;
+pub const EVENT_VERSION: u16 = 2;
 
 #[repr(u16)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -181,6 +181,10 @@ pub struct DataEvent {
     pub _pad: u16,
     /// Payload bytes following this struct (<= capture size, <= bytes).
     pub payload_len: u32,
+    /// In a Go process (`crate::go`): the goroutine the bytes belong to, the
+    /// running one or the one that handed it the work (net/http's writeLoop
+    /// writes for the caller of RoundTrip). 0: not Go, or not read.
+    pub goid: u64,
 }
 
 /// accept()/accept4() returned a TCP socket: who accepted it, on which fd.
@@ -199,4 +203,4 @@ const _: () = assert!(core::mem::size_of::<EventHeader>() == 16);
 const _: () = assert!(core::mem::size_of::<Task>() == 24);
 const _: () = assert!(core::mem::size_of::<SockTuple>() == 40);
 const _: () = assert!(core::mem::size_of::<ConnEvent>() == 120);
-const _: () = assert!(core::mem::size_of::<DataEvent>() == 112);
+const _: () = assert!(core::mem::size_of::<DataEvent>() == 120);

@@ -5,5 +5,6 @@
 
 pub mod config;
 pub mod event;
+pub mod go;
 pub mod maps;
 pub mod process;

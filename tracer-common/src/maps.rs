@@ -26,15 +26,24 @@ pub enum Counter {
     PayloadReadFailed = 3,
     /// Socket fields could not be read from kernel memory.
     SockReadFailed = 4,
+    /// A Go process's goroutine id could not be read (TLS or g unreadable):
+    /// its data event carries none.
+    GoGoidReadFailed = 5,
+    /// A net/http writeLoop wrote for a connection with no caller in
+    /// `GO_CALLERS` (evicted, or its request sent before the agent
+    /// attached): the write is credited to the writeLoop itself.
+    GoHandoffMissed = 6,
 }
 
 impl Counter {
-    pub const ALL: [Counter; 5] = [
+    pub const ALL: [Counter; 7] = [
         Counter::EventsSubmitted,
         Counter::RingbufFull,
         Counter::RegsReadFailed,
         Counter::PayloadReadFailed,
         Counter::SockReadFailed,
+        Counter::GoGoidReadFailed,
+        Counter::GoHandoffMissed,
     ];
     pub const COUNT: u32 = Self::ALL.len() as u32;
 
@@ -45,6 +54,8 @@ impl Counter {
             Counter::RegsReadFailed => "regs_read_failed",
             Counter::PayloadReadFailed => "payload_read_failed",
             Counter::SockReadFailed => "sock_read_failed",
+            Counter::GoGoidReadFailed => "go_goid_read_failed",
+            Counter::GoHandoffMissed => "go_handoff_missed",
         }
     }
 }

@@ -34,14 +34,15 @@ static PROBE_CONFIG: ProbeConfig = ProbeConfig {
         net_ns_inum: 0,
         skc_state: 0,
         tcp_rcv_nxt: 0,
-        _pad: [0; 2],
+        task_fsbase: 0,
+        _pad: 0,
     },
     syscalls: SyscallNrs { read: 0, write: 0, readv: 0, writev: 0, recvfrom: 0, sendto: 0, recvmsg: 0, sendmsg: 0 },
     self_pid: 0,
     capture_bytes: 0,
     wakeup_bytes: 0,
     netns: 0,
-    _pad: 0,
+    go: 0,
 };
 
 // Volatile reads so the compiler does not fold the zero initialiser: the
@@ -75,4 +76,9 @@ pub fn syscalls() -> SyscallNrs {
 #[inline(always)]
 pub fn netns() -> u32 {
     unsafe { core::ptr::read_volatile(&raw const PROBE_CONFIG.netns) }
+}
+
+#[inline(always)]
+pub fn go() -> u32 {
+    unsafe { core::ptr::read_volatile(&raw const PROBE_CONFIG.go) }
 }

@@ -1,11 +1,14 @@
 //! Kernel programs of the tracer. Only hooks that load on kernels without
-//! kprobes or fentry: syscall tracepoints and the sock/tcp tracepoints.
+//! kprobes or fentry: syscall tracepoints, the sock/tcp tracepoints, and
+//! entry uprobes on Go binaries (`[runtimes] go`).
 //!
 //! - `probes::lifecycle`: sock:inet_sock_set_state -> [`ConnEvent`]
 //! - `probes::data`: read/write-family syscalls + sock:sock_{send,recv}_length
 //!   -> [`DataEvent`] with the first bytes of the payload
 //! - `probes::exec`: sched:sched_process_exec, sched_process_fork -> exec and
 //!   fork records for service identity (tracer_common::process)
+//! - `probes::go`: goroutine ids of Go processes' data events, and entry
+//!   uprobes on net/http's hand-offs between goroutines
 //!
 //! [`ConnEvent`]: tracer_common::event::ConnEvent
 //! [`DataEvent`]: tracer_common::event::DataEvent

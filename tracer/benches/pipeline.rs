@@ -169,6 +169,7 @@ impl Gen {
             srtt_us: 40,
             payload: Bytes::copy_from_slice(&bytes[..bytes.len().min(CAPTURE)]),
             partial: false,
+            goid: 0,
         }));
     }
 
@@ -352,6 +353,7 @@ fn records(events: &[Event]) -> (Vec<u8>, Vec<(usize, usize)>) {
                     flags: DATA_SEQ_VALID | egress,
                     _pad: 0,
                     payload_len: d.payload.len() as u32,
+                    goid: d.goid,
                 }));
                 buf.extend_from_slice(&d.payload);
             }

@@ -45,6 +45,8 @@ pub struct Config {
     /// How the agent's threads ask to be scheduled (a long slice: the traced
     /// applications preempt the agent, not the reverse).
     pub scheduler: crate::sched::SchedConfig,
+    /// Runtime hooks (uprobes) that give call chains task identity.
+    pub runtimes: RuntimesConfig,
     /// What `tracer run` prints on stdout: json, text or none.
     pub output: OutputFormat,
     /// Also print one line per data event (debugging capture).
@@ -65,6 +67,7 @@ impl Default for Config {
             store: StoreConfig::default(),
             kubernetes: K8sConfig::default(),
             scheduler: crate::sched::SchedConfig::default(),
+            runtimes: RuntimesConfig::default(),
             output: OutputFormat::Text,
             data_events: false,
         }
@@ -161,6 +164,22 @@ pub struct ApiConfig {
 impl Default for ApiConfig {
     fn default() -> Self {
         ApiConfig { addr: SocketAddr::from(([127, 0, 0, 1], 9400)), failure_linger_ms: 2000 }
+    }
+}
+
+/// `[runtimes]`: hook families on language runtimes, each switchable.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RuntimesConfig {
+    /// Go: goroutine ids on data events and entry uprobes on net/http's
+    /// hand-offs, so calls of Go services link to their requests by
+    /// goroutine (`crate::runtimes::go`). Default true.
+    pub go: bool,
+}
+
+impl Default for RuntimesConfig {
+    fn default() -> Self {
+        RuntimesConfig { go: true }
     }
 }
 

@@ -83,6 +83,7 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<()> 
         wakeup_bytes: cfg.capture.wakeup_bytes,
         accept_hook: cfg.capture.accept_hook,
         netns: cfg.capture.netns_inode()?,
+        go: cfg.runtimes.go,
     })?;
     // What this kernel lacks stays visible on /readyz, not only in the log.
     for d in probes.degraded.clone() {
@@ -168,6 +169,8 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<()> 
         conntrack.await;
         Ok(())
     });
+    // Go processes, probed for goroutine ids (exec pids from the reader).
+    let go_execs = probes.go.then(|| std::sync::mpsc::sync_channel(crate::runtimes::go::EXEC_QUEUE));
     let reader_task = sup.spawn(
         "capture",
         Reader {
@@ -176,14 +179,21 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<()> 
             telemetry: telemetry.clone(),
             drain_interval: cfg.capture.drain_interval(),
             starts: process_starts.clone(),
+            execs: go_execs.as_ref().map(|(tx, _)| tx.clone()),
         }
         .run(stop_rx.clone()),
     );
 
     probes.attach_all()?;
     telemetry.probes_attached.set(probes.attached.len() as i64);
+    let attached = probes.attached.len();
+    let probes = Arc::new(std::sync::Mutex::new(probes));
+    let go_watcher = match go_execs {
+        Some((tx, rx)) => Some(crate::runtimes::go::Watcher::spawn(probes.clone(), tx, rx, telemetry.clone())?),
+        None => None,
+    };
     telemetry.set_ready();
-    tracing::info!(probes = probes.attached.len(), "tracing TCP connections; web page and API at http://{api_addr}/");
+    tracing::info!(probes = attached, "tracing TCP connections; web page and API at http://{api_addr}/");
 
     let failure = tokio::select! {
         () = shutdown => None,
@@ -195,6 +205,9 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<()> 
     }
     sup.stopping();
     tracing::info!("shutting down: detaching probes");
+    if let Some(w) = go_watcher {
+        w.stop();
+    }
     drop(probes);
     let _ = stop_tx.send(true);
     // Each stage ends when the one before it closes its channel. After a

@@ -48,6 +48,11 @@ pub struct Telemetry {
     /// Process start records: what=argv_cut|env_cut (longer than the probe's
     /// caps or unreadable), evicted (store full).
     pub identity_starts: Family<Labels, Counter>,
+    /// Go processes probed for goroutine identity and hook outcomes, by
+    /// `what` (`crate::runtimes::go`).
+    pub runtime_go: Family<Labels, Counter>,
+    /// net/http hand-off uprobes attached now.
+    pub runtime_go_uprobes: Gauge,
     /// OTLP exporter: items exported, dropped by reason, retries, queue fill.
     pub otlp: OtlpMetrics,
     ready: AtomicBool,
@@ -78,6 +83,8 @@ impl Telemetry {
             chain_held: Gauge::default(),
             chain_links: Family::default(),
             identity_starts: Family::default(),
+            runtime_go: Family::default(),
+            runtime_go_uprobes: Gauge::default(),
             otlp: OtlpMetrics::default(),
             ready: AtomicBool::new(false),
             refreshers: Mutex::new(Vec::new()),
@@ -133,6 +140,16 @@ impl Telemetry {
             "identity_starts",
             "Process start (exec) records: what=argv_cut|env_cut (past the probe's caps or unreadable: names may come from /proc instead), evicted (store full)",
             t.identity_starts.clone(),
+        );
+        registry.register(
+            "runtime_go",
+            "Go runtime probing ([runtimes] go): what=probed (Go processes whose data events carry goroutine ids), skipped (Go, no goid offset known), procs_full (more Go processes than the kernel map holds), uprobe_skipped (a net/http function not in the symbol table), uprobe_failed",
+            t.runtime_go.clone(),
+        );
+        registry.register(
+            "runtime_go_uprobes",
+            "net/http hand-off uprobes attached to Go executables",
+            t.runtime_go_uprobes.clone(),
         );
         t.otlp.register(&mut registry);
         Arc::new(Telemetry { registry: Mutex::new(registry), ..t })

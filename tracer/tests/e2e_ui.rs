@@ -406,6 +406,8 @@ fn synthetic_trace(t: u8, svc: usize, leaf: usize) -> Vec<tracer::span::Span> {
         comm: own.to_string(),
         request_tid: 1,
         response_tid: Some(1),
+        request_goid: 0,
+        response_goid: 0,
         request_seq: None,
         local: "127.0.0.1:1000".parse().unwrap(),
         remote: "127.0.0.1:2000".parse().unwrap(),

@@ -199,6 +199,7 @@ fn emit(h: &Head) -> Result<(), i64> {
     ev.syscall = call.syscall as u8;
     ev.flags = if seq.is_some() { DATA_SEQ_VALID } else { 0 } | if send { DATA_EGRESS } else { 0 };
     ev._pad = 0;
+    ev.goid = super::go::data_goid(ev.task.pid);
 
     let mut want = config::capture_bytes() as u64;
     if want > ret {

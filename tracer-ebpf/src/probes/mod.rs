@@ -2,6 +2,7 @@
 
 pub mod data;
 pub mod exec;
+pub mod go;
 pub mod lifecycle;
 
 use aya_ebpf::{EbpfContext as _, programs::TracePointContext};

@@ -86,6 +86,7 @@ pub fn decode(buf: &[u8]) -> Result<Event, DecodeError> {
                 srtt_us: e.srtt_us >> 3,
                 payload: Bytes::copy_from_slice(&buf[start..end]),
                 partial: e.flags & DATA_PAYLOAD_PARTIAL != 0,
+                goid: e.goid,
             }))
         }
         k => Err(DecodeError::Kind(k)),
@@ -146,6 +147,7 @@ mod tests {
         e.srtt_us = 80;
         e.flags = DATA_SEQ_VALID | DATA_EGRESS;
         e.payload_len = payload.len() as u32;
+        e.goid = 0x1_0000_0042;
         let mut v = bytes_of(&e);
         v.extend_from_slice(payload);
         v
@@ -162,6 +164,7 @@ mod tests {
         assert_eq!(d.task.comm.to_string(), "curl");
         assert_eq!(d.tuple.local.to_string(), "[::1]:8080");
         assert_eq!(d.tuple.remote.to_string(), "10.0.0.2:40000");
+        assert_eq!(d.goid, 0x1_0000_0042, "the goroutine id, all 64 bits");
     }
 
     #[test]

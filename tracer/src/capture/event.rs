@@ -97,6 +97,10 @@ pub struct Data {
     pub payload: Bytes,
     /// Some of the payload could not be copied.
     pub partial: bool,
+    /// In a probed Go process: the goroutine the bytes belong to (the
+    /// running one, or the one it works for after a net/http hand-off);
+    /// 0 otherwise.
+    pub goid: u64,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]

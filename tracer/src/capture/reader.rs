@@ -28,11 +28,15 @@ pub struct Reader {
     /// Exec and fork records go here, not downstream: the span stage reads
     /// them from it (before the events that follow them in the ring).
     pub starts: ProcessStarts,
+    /// Pids of exec records, for the Go watcher (`crate::runtimes::go`);
+    /// never waited on (full: counted).
+    pub execs: Option<std::sync::mpsc::SyncSender<u32>>,
 }
 
 impl Reader {
     pub async fn run(self, mut shutdown: watch::Receiver<bool>) -> Result<()> {
-        let Reader { ring, out, telemetry, drain_interval, starts } = self;
+        let Reader { ring, out, telemetry, drain_interval, starts, execs } = self;
+        let execs = execs.as_ref();
         // SAFETY: the ring buffer owns its fd and lives inside the AsyncFd, so the
         // fd stays open for as long as it is registered.
         let mut fd =
@@ -43,12 +47,12 @@ impl Reader {
             tokio::select! {
                 guard = fd.readable_mut() => {
                     let mut guard = guard?;
-                    drain(guard.get_inner_mut(), &out, &telemetry, &starts);
+                    drain(guard.get_inner_mut(), &out, &telemetry, &starts, execs);
                     guard.clear_ready();
                 }
-                _ = tick.tick() => drain(fd.get_mut(), &out, &telemetry, &starts),
+                _ = tick.tick() => drain(fd.get_mut(), &out, &telemetry, &starts, execs),
                 _ = shutdown.changed() => {
-                    drain(fd.get_mut(), &out, &telemetry, &starts);
+                    drain(fd.get_mut(), &out, &telemetry, &starts, execs);
                     return Ok(());
                 }
             }
@@ -56,7 +60,13 @@ impl Reader {
     }
 }
 
-fn drain(ring: &mut RingBuf<MapData>, out: &mpsc::Sender<Vec<Event>>, tel: &Telemetry, starts: &ProcessStarts) {
+fn drain(
+    ring: &mut RingBuf<MapData>,
+    out: &mpsc::Sender<Vec<Event>>,
+    tel: &Telemetry,
+    starts: &ProcessStarts,
+    execs: Option<&std::sync::mpsc::SyncSender<u32>>,
+) {
     let mut batch = Vec::with_capacity(BATCH);
     // Counted per drain, not per record: a labelled counter lookup costs
     // more than decoding the record.
@@ -69,6 +79,12 @@ fn drain(ring: &mut RingBuf<MapData>, out: &mpsc::Sender<Vec<Event>>, tel: &Tele
                         c.1 += 1;
                     }
                     starts.apply(&ev);
+                    if let (super::process::ProcessEvent::Exec(e), Some(tx)) = (&ev, execs)
+                        && let Err(std::sync::mpsc::TrySendError::Full(_)) = tx.try_send(e.pid)
+                    {
+                        // The watcher's /proc rescan finds it later.
+                        tel.drop_event("capture_to_go_runtime", "queue_full", 1);
+                    }
                 }
                 Err(e) => {
                     tracing::debug!(error = %e, "undecodable process record");

@@ -66,6 +66,8 @@ pub fn span(call: &CallRecord, d: Described, kind: SpanKind, service: Arc<Servic
         comm: call.comm.clone(),
         request_tid: ex.request.tid,
         response_tid: response.map(|r| r.tid),
+        request_goid: call.request_goid,
+        response_goid: call.response_goid,
         request_seq: ex.request.seq,
         local: call.tuple.local,
         remote: call.tuple.remote,

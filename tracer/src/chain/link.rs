@@ -9,8 +9,11 @@
 //!    SERVER span was alone on the thread from its first byte to the call
 //!    (event loops serving several requests at once are left unlinked: a
 //!    wrong parent is worse than none), and only in processes whose threads
-//!    are evidence: never in Go (goroutines move between threads; told from
-//!    the executable, `crate::runtimes`), nor in a process whose spans showed
+//!    are evidence: never by thread in Go (goroutines move between threads;
+//!    told from the executable, `crate::runtimes`), where the goroutine that
+//!    answered the request and the call's goroutine (its writeLoop credited
+//!    to the caller) take the threads' place (`threads::task`), nor in a
+//!    process whose spans showed
 //!    a request moving between threads (read on one, answered on another) or
 //!    more than one thread serving overlapping requests (a multi-threaded
 //!    event loop: tokio, Netty), from the first such span on.
@@ -35,7 +38,7 @@ use serde::Deserialize;
 
 use super::{
     content::{self, Content},
-    threads::{Id, Threads, Verdict},
+    threads::{self, Id, Threads, Verdict},
 };
 use crate::{
     identity::Service,
@@ -462,9 +465,9 @@ impl Linker {
     /// its request, if it was alone there from its first byte to the call.
     fn thread_parent(&mut self, id: Id) -> Option<Id> {
         let c = self.get(id)?;
-        let (pid, tid, call) = (c.pid?, c.request_tid, c.start_ns);
+        let (pid, task, call) = (c.pid?, threads::task(c), c.start_ns);
         let verdict =
-            self.threads.parent(pid, tid, call, |sid| self.get(sid).map(|s| s.response_first_ns.unwrap_or(s.end_ns)));
+            self.threads.parent(pid, task, call, |sid| self.get(sid).map(|s| s.response_first_ns.unwrap_or(s.end_ns)));
         match verdict {
             Verdict::Parent(sid) => Some(sid),
             Verdict::None => None,

@@ -26,6 +26,8 @@ fn span(kind: SpanKind, local: &str, remote: &str, seq: u32, pid: u32, tid: u32,
         comm: "x".into(),
         request_tid: tid,
         response_tid: Some(tid),
+        request_goid: 0,
+        response_goid: 0,
         request_seq: Some(seq),
         local: addr(local),
         remote: addr(remote),
@@ -203,6 +205,85 @@ fn multiplexed_process_is_never_linked_by_thread() {
     let v = release_all(&mut l);
     assert_eq!(find(&v, SpanKind::Client, 2).parent_span_id, None);
     assert_eq!((l.counters.thread_links, l.counters.multiplexed), (0, 1));
+}
+
+fn on_goroutine(mut s: Span, request: u64, response: u64) -> Span {
+    s.request_goid = request;
+    s.response_goid = response;
+    s
+}
+
+/// Go with goroutine ids: the same multiplexed process, now keyed by
+/// goroutine. B's call was written by a writeLoop goroutine (7) working for
+/// B's goroutine (101, credited in the kernel), on A's thread, its response
+/// read by a readLoop (8): it is B's child, not A's.
+#[test]
+fn go_calls_link_by_goroutine_across_threads() {
+    let a = on_goroutine(span(SpanKind::Server, "127.0.0.1:80", "127.0.0.1:40000", 1, 2, 20, 10, 100), 100, 100);
+    let b = on_goroutine(span(SpanKind::Server, "127.0.0.1:80", "127.0.0.1:40001", 2, 2, 21, 12, 100), 101, 101);
+    let mut b_call =
+        on_goroutine(span(SpanKind::Client, "127.0.0.1:50000", "127.0.0.1:8000", 3, 2, 20, 30, 80), 101, 8);
+    b_call.response_tid = Some(22);
+    let mut l = Linker::new(LinkConfig::default());
+    l.mark_multiplexed(2);
+    let mut out = vec![];
+    for s in [b_call, a, b] {
+        l.insert(s, &mut out);
+    }
+    let v = release_all(&mut l);
+    let b_id = v.iter().find(|s| s.kind == SpanKind::Server && s.request_seq == Some(2)).unwrap().span_id;
+    assert_eq!(find(&v, SpanKind::Client, 2).parent_span_id, Some(b_id));
+    assert_eq!((l.counters.thread_links, l.counters.multiplexed), (1, 0));
+}
+
+/// net/http's background-read goroutine (50) read the request's first byte;
+/// conn.serve's goroutine (100) ran the handler and answered: the request is
+/// keyed on the goroutine that answered it.
+#[test]
+fn go_request_is_keyed_on_the_goroutine_that_answered() {
+    let a = on_goroutine(span(SpanKind::Server, "127.0.0.1:80", "127.0.0.1:40000", 1, 2, 20, 10, 100), 50, 100);
+    let call = on_goroutine(span(SpanKind::Client, "127.0.0.1:50000", "127.0.0.1:8000", 3, 2, 21, 30, 80), 100, 9);
+    let mut l = Linker::new(LinkConfig::default());
+    l.mark_multiplexed(2);
+    let mut out = vec![];
+    for s in [call, a] {
+        l.insert(s, &mut out);
+    }
+    let v = release_all(&mut l);
+    assert_eq!(find(&v, SpanKind::Client, 2).parent_span_id, Some(find(&v, SpanKind::Server, 2).span_id));
+}
+
+/// Goroutine ids are no thread ids: goroutine 20 is not thread 20, and a Go
+/// span without a goroutine (unreadable, or a hand-off missed) is keyed by
+/// its thread, which in a multiplexed process links nothing.
+#[test]
+fn goroutines_and_threads_never_meet() {
+    let a = on_goroutine(span(SpanKind::Server, "127.0.0.1:80", "127.0.0.1:40000", 1, 2, 20, 10, 100), 20, 20);
+    let call = span(SpanKind::Client, "127.0.0.1:50000", "127.0.0.1:8000", 3, 2, 20, 30, 80);
+    let mut l = Linker::new(LinkConfig::default());
+    let mut out = vec![];
+    for s in [call, a] {
+        l.insert(s, &mut out);
+    }
+    assert_eq!(find(&release_all(&mut l), SpanKind::Client, 2).parent_span_id, None);
+    assert_eq!(l.counters.thread_links, 0);
+}
+
+/// Two requests overlapping on one goroutine (a goroutine id credited
+/// wrongly could do it): the call is ambiguous, not linked.
+#[test]
+fn crowded_goroutine_is_ambiguous() {
+    let a = on_goroutine(span(SpanKind::Server, "127.0.0.1:80", "127.0.0.1:40000", 1, 2, 20, 10, 100), 100, 100);
+    let b = on_goroutine(span(SpanKind::Server, "127.0.0.1:80", "127.0.0.1:40001", 2, 2, 21, 12, 100), 100, 100);
+    let call = on_goroutine(span(SpanKind::Client, "127.0.0.1:50000", "127.0.0.1:8000", 3, 2, 22, 30, 80), 100, 9);
+    let mut l = Linker::new(LinkConfig::default());
+    l.mark_multiplexed(2);
+    let mut out = vec![];
+    for s in [call, a, b] {
+        l.insert(s, &mut out);
+    }
+    assert!(release_all(&mut l).iter().all(|s| s.kind != SpanKind::Client || s.parent_span_id.is_none()));
+    assert_eq!((l.counters.thread_links, l.counters.ambiguous), (0, 1));
 }
 
 /// A request read on one thread and answered on another: the process hands

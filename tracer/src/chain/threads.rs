@@ -10,6 +10,15 @@
 //! served overlapping requests (several event loops: tokio, Netty). From the
 //! first such span on, the process is never linked by thread.
 //!
+//! In a Go process probed for goroutine ids (`crate::runtimes::go`) the
+//! rule keys on the goroutine instead: the one that answered the request
+//! (net/http's conn.serve goroutine, which runs the handler) and the
+//! goroutines that work for it (the client's writeLoop after a hand-off,
+//! credited in the kernel). Goroutines are not multiplexed, so a Go process
+//! marked multiplexed is still linked by goroutine, never by thread; the
+//! same guards apply (alone on the goroutine from the request's first byte
+//! to the call).
+//!
 //! Bounded: a thread keeps its last `PER_THREAD` requests; a thread idle for
 //! `IDLE_NS` is forgotten. What was forgotten moves a horizon: a request
 //! that started before it is never a parent (something that overlapped it
@@ -21,6 +30,31 @@ use std::collections::{BTreeMap, VecDeque};
 use crate::span::{Span, SpanKind};
 
 pub type Id = u64;
+
+/// What rule 2 keys on within a process: an OS thread id, or a goroutine id
+/// tagged with [`GOROUTINE`] (so the two never meet).
+pub type Task = u64;
+const GOROUTINE: Task = 1 << 63;
+
+/// What a span is keyed on: its request's thread; in Go, the goroutine
+/// that wrote a call (credited to its caller after the writeLoop
+/// hand-off), and for a request served, the goroutine that answered it
+/// (conn.serve's, which ran the handler; its first byte may have been read
+/// by net/http's background-read goroutine).
+pub fn task(span: &Span) -> Task {
+    let goid = match span.kind {
+        SpanKind::Server if span.response_goid != 0 => span.response_goid,
+        _ => span.request_goid,
+    };
+    match goid {
+        0 => Task::from(span.request_tid),
+        g => GOROUTINE | g,
+    }
+}
+
+fn is_goroutine(t: Task) -> bool {
+    t & GOROUTINE != 0
+}
 
 /// Requests remembered per thread.
 const PER_THREAD: usize = 256;
@@ -62,7 +96,7 @@ pub enum Verdict {
 
 #[derive(Default)]
 pub struct Threads {
-    logs: HashMap<(u32, u32), ThreadLog>,
+    logs: HashMap<(u32, Task), ThreadLog>,
     /// Latest end of a request in a forgotten log.
     horizon: u64,
     last_sweep: u64,
@@ -108,7 +142,7 @@ impl Threads {
         if span.kind != SpanKind::Server {
             return;
         }
-        let log = self.logs.entry((pid, span.request_tid)).or_default();
+        let log = self.logs.entry((pid, task(span))).or_default();
         log.requests.insert((span.start_ns, id), Served { end: span.end_ns, held: true });
         log.held += 1;
         log.latest_end = log.latest_end.max(span.end_ns);
@@ -127,7 +161,10 @@ impl Threads {
     }
 
     fn learn(&mut self, pid: u32, span: &Span) {
-        if self.is_multiplexed(pid) {
+        // Goroutines are what a Go process's spans are keyed on: a response
+        // read by another goroutine (the client's readLoop) is how net/http
+        // works, not a sign of anything.
+        if self.is_multiplexed(pid) || span.request_goid != 0 || span.response_goid != 0 {
             return;
         }
         // Work moved between threads within one exchange.
@@ -142,7 +179,7 @@ impl Threads {
         if self.loop_thread.get(&pid) == Some(&span.request_tid) {
             return;
         }
-        let Some(log) = self.logs.get(&(pid, span.request_tid)) else { return };
+        let Some(log) = self.logs.get(&(pid, Task::from(span.request_tid))) else { return };
         // Another request of this thread overlaps this one: an event loop.
         let from = span.start_ns.saturating_sub(log.longest);
         let overlaps = log
@@ -169,7 +206,7 @@ impl Threads {
     /// A SERVER span left the linker; its interval is still remembered.
     pub fn release(&mut self, span: &Span, id: Id) {
         let Some(pid) = span.pid else { return };
-        if let Some(log) = self.logs.get_mut(&(pid, span.request_tid))
+        if let Some(log) = self.logs.get_mut(&(pid, task(span)))
             && let Some(s) = log.requests.get_mut(&(span.start_ns, id))
             && s.held
         {
@@ -196,13 +233,13 @@ impl Threads {
         self.horizon = horizon;
     }
 
-    /// Rule 2 for a call written at `call_ns` by thread `tid` of `pid`: the
-    /// held SERVER span in flight there, if it was alone on the thread from
-    /// its first byte to the call. `served_until` gives a held span's
-    /// response start (None when released).
-    pub fn parent(&self, pid: u32, tid: u32, call_ns: u64, served_until: impl Fn(Id) -> Option<u64>) -> Verdict {
-        let Some(log) = self.logs.get(&(pid, tid)) else { return Verdict::None };
-        if self.is_multiplexed(pid) {
+    /// Rule 2 for a call written at `call_ns` by `task` (thread or
+    /// goroutine) of `pid`: the held SERVER span in flight there, if it was
+    /// alone on it from its first byte to the call. `served_until` gives a
+    /// held span's response start (None when released).
+    pub fn parent(&self, pid: u32, task: Task, call_ns: u64, served_until: impl Fn(Id) -> Option<u64>) -> Verdict {
+        let Some(log) = self.logs.get(&(pid, task)) else { return Verdict::None };
+        if self.is_multiplexed(pid) && !is_goroutine(task) {
             return Verdict::Multiplexed;
         }
         let mut inside = None;

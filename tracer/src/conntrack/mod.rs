@@ -1,6 +1,7 @@
 //! The connection table: every TCP connection the probes saw, keyed by socket
 //! identity, with its owner, role, and byte/call counts each way.
 
+pub mod goroutines;
 pub mod l7;
 pub mod listen;
 pub mod table;

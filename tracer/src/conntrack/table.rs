@@ -128,6 +128,8 @@ struct Conn {
     /// Set when the kernel closed the socket while the process had not read
     /// all it received (see `Closing`).
     closing: Option<Closing>,
+    /// Goroutines of the recent segments, for Go processes only.
+    goroutines: Option<Box<super::goroutines::Goroutines>>,
 }
 
 /// A close the kernel reported before the process read everything: a client
@@ -195,6 +197,10 @@ pub struct CallRecord {
     pub comm: String,
     pub role: Role,
     pub tuple: Tuple,
+    /// Goroutine of the request's and the response's first byte (Go
+    /// processes probed for it; 0 otherwise or unknown).
+    pub request_goid: u64,
+    pub response_goid: u64,
     pub exchange: Exchange,
 }
 
@@ -316,6 +322,8 @@ impl<L: ListenLookup> Table<L> {
                 comm: c.comm.to_string(),
                 role: c.role,
                 tuple: c.tuple,
+                request_goid: c.goroutines.as_ref().map_or(0, |g| g.of(&exchange.request)),
+                response_goid: c.goroutines.as_ref().zip(exchange.response.as_ref()).map_or(0, |(g, r)| g.of(r)),
                 exchange,
             });
         }
@@ -404,6 +412,7 @@ impl<L: ListenLookup> Table<L> {
             open_emitted: false,
             l7: L7::new(),
             closing: None,
+            goroutines: None,
         }
     }
 
@@ -569,6 +578,9 @@ impl<L: ListenLookup> Table<L> {
             Role::Server => Some(c.tuple.local.port()),
             Role::Unknown => None,
         };
+        if d.goid != 0 {
+            c.goroutines.get_or_insert_default().record(d.ts_ns, d.goid);
+        }
         let hints = ConnHints { from_start: c.seen_from == SeenFrom::Handshake, server_port };
         match c.l7.on_data(d, &self.protocols, hints, &mut self.exchanges) {
             L7Change::Detected(_) => self.l7_counters.detected += 1,

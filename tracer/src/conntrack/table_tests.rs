@@ -147,7 +147,7 @@ fn data(ts_ns: u64, sk: SockId, tuple: Tuple, task: Task, direction: Direction, 
     };
     let payload = Bytes::new();
     let (fd, seq, srtt_us, partial) = (5, Some(1), 0, false);
-    Event::Data(Data { ts_ns, sk, tuple, task, fd, syscall, direction, bytes, seq, srtt_us, payload, partial })
+    Event::Data(Data { ts_ns, sk, tuple, task, fd, syscall, direction, bytes, seq, srtt_us, payload, partial, goid: 0 })
 }
 
 /// The process wrote `bytes`.

@@ -49,7 +49,8 @@ pub fn kernel_offsets(path: &Path) -> Result<KernelOffsets> {
         net_ns_inum: r.offset("net", "ns")? + r.offset("ns_common", "inum")?,
         skc_state: sc("skc_state")?,
         tcp_rcv_nxt: r.offset("tcp_sock", "rcv_nxt")?,
-        _pad: [0; 2],
+        task_fsbase: task_fsbase(&r),
+        _pad: 0,
     };
     o.skc_block = window(
         "sock_common",
@@ -112,6 +113,24 @@ fn window(what: &str, fields: &[(u16, u16)]) -> Result<u16> {
         );
     }
     Ok(start)
+}
+
+/// task_struct.thread.fsbase, where x86_64 keeps a thread's TLS base (Go's
+/// running g sits below it); 0 (goroutine ids off) elsewhere or if absent.
+#[cfg(target_arch = "x86_64")]
+fn task_fsbase(r: &Resolver<'_>) -> u16 {
+    match (r.offset("task_struct", "thread"), r.offset("thread_struct", "fsbase")) {
+        (Ok(t), Ok(f)) => t.saturating_add(f),
+        (Err(e), _) | (_, Err(e)) => {
+            tracing::warn!("Go goroutine ids disabled: {e:#}");
+            0
+        }
+    }
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+fn task_fsbase(_: &Resolver<'_>) -> u16 {
+    0
 }
 
 /// Where the saved user registers keep the syscall number and arguments.
@@ -213,6 +232,8 @@ mod tests {
         assert_ne!(o.regs_arg[0], o.regs_arg[1]);
         assert_eq!(o.skc_block % 8, 0);
         assert_eq!(o.regs_block % 8, 0);
+        #[cfg(target_arch = "x86_64")]
+        assert!(o.task_fsbase > o.task_files, "thread is task_struct's last member: {}", o.task_fsbase);
         let p = process_offsets(Path::new(VMLINUX_BTF)).expect("process offsets");
         assert_eq!(p.enabled, 1);
         assert_ne!(p.task_pid, p.task_tgid);

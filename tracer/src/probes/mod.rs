@@ -10,11 +10,15 @@ use std::path::Path;
 use anyhow::{Context as _, Result, anyhow, bail};
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{MapData, PerCpuArray, RingBuf},
-    programs::{RawTracePoint, TracePoint},
+    maps::{HashMap as BpfHashMap, MapData, PerCpuArray, RingBuf},
+    programs::{
+        RawTracePoint, TracePoint, UProbe,
+        uprobe::{UProbeLinkId, UProbeScope},
+    },
 };
 use tracer_common::{
     config::{MAX_CAPTURE, ProbeConfig},
+    go::{GO_PROCS, GoProc},
     maps::{COUNTERS, Counter, EVENTS, PROBE_CONFIG},
     process::{PROCESS_CONFIG, ProcessConfig},
 };
@@ -31,6 +35,8 @@ pub struct LoadOptions {
     pub accept_hook: bool,
     /// Only this network namespace (inode number); 0: all.
     pub netns: u32,
+    /// Goroutine ids on Go processes' data events (`[runtimes] go`).
+    pub go: bool,
 }
 
 /// Loaded and attached probes. Dropping this detaches everything; the kernel
@@ -39,6 +45,9 @@ pub struct Probes {
     ebpf: Ebpf,
     accept_hook: bool,
     pub attached: Vec<&'static str>,
+    /// The kernel side reads goroutine ids (`[runtimes] go` and this
+    /// kernel's layout allow it).
+    pub go: bool,
     /// Optional kernel features this kernel lacks, one line each.
     pub degraded: Vec<String>,
 }
@@ -60,6 +69,7 @@ impl Probes {
         }
         preflight::check_tracepoint_layouts()?;
         let offsets = btf::kernel_offsets(Path::new(btf::VMLINUX_BTF))?;
+        let go = opts.go && offsets.task_fsbase != 0;
         let cfg = ProbeConfig {
             offsets,
             syscalls: btf::syscall_nrs(),
@@ -67,7 +77,7 @@ impl Probes {
             capture_bytes: opts.capture_bytes.min(MAX_CAPTURE as u32),
             wakeup_bytes: opts.wakeup_bytes,
             netns: opts.netns,
-            _pad: 0,
+            go: u32::from(go),
         };
         let process = process_config().unwrap_or_else(|e| {
             tracing::warn!("process probes disabled, service names come from /proc only: {e:#}");
@@ -78,7 +88,7 @@ impl Probes {
             .override_global(PROCESS_CONFIG, &process, true)
             .load(OBJECT)
             .context("loading the eBPF object (maps and BTF)")?;
-        Ok(Probes { ebpf, accept_hook: opts.accept_hook, attached: Vec::new(), degraded })
+        Ok(Probes { ebpf, accept_hook: opts.accept_hook, attached: Vec::new(), go, degraded })
     }
 
     /// Verify and attach every probe of the registry, in order. A required
@@ -118,6 +128,32 @@ impl Probes {
             }
         }
         Ok(())
+    }
+
+    /// Attach the entry uprobe `program` at `offset` in the executable at
+    /// `target` (every process running it), loading the program first.
+    pub fn attach_uprobe(&mut self, program: &str, target: &Path, offset: u64) -> Result<UProbeLinkId> {
+        let prog =
+            self.ebpf.program_mut(program).ok_or_else(|| anyhow!("probe {program} is missing from the eBPF object"))?;
+        let p: &mut UProbe = prog.try_into()?;
+        if p.fd().is_err() {
+            p.load().map_err(|e| anyhow!("probe {program}: the kernel refused to load it: {e}"))?;
+        }
+        p.attach(offset, target, UProbeScope::AllProcesses)
+            .map_err(|e| anyhow!("probe {program}: attaching to {}+{offset:#x} failed: {e}", target.display()))
+    }
+
+    pub fn detach_uprobe(&mut self, program: &str, link: UProbeLinkId) -> Result<()> {
+        let prog = self.ebpf.program_mut(program).ok_or_else(|| anyhow!("probe {program} missing"))?;
+        let p: &mut UProbe = prog.try_into()?;
+        p.detach(link)?;
+        Ok(())
+    }
+
+    /// The map of Go processes the data probe reads goroutine ids for.
+    pub fn take_go_procs(&mut self) -> Result<BpfHashMap<MapData, u32, GoProc>> {
+        let map = self.ebpf.take_map(GO_PROCS).ok_or_else(|| anyhow!("map {GO_PROCS} missing"))?;
+        Ok(BpfHashMap::try_from(map)?)
     }
 
     pub fn take_events(&mut self) -> Result<RingBuf<MapData>> {

@@ -5,13 +5,18 @@
 //! Go multiplexes goroutines over OS threads: one thread reads request A,
 //! parks A's goroutine and runs B's, which writes B's backend call. The
 //! same-thread rule of the linker would put B's call under A, so it is never
-//! applied to Go processes. Go binaries are recognised by the section every
+//! applied to Go processes by thread (by goroutine instead, see `go`). Go binaries are recognised by the section every
 //! Go linker since 1.13 writes, stripped or not (`.go.buildinfo`, read by
 //! `go version`), or the Go build-id note.
+//!
+//! Go processes are also probed for goroutine identity (`go`), which makes
+//! goroutines the evidence instead of threads.
 //!
 //! Runtimes that cannot be told from the executable (tokio, Netty, other
 //! multi-threaded event loops) are caught from what their spans show
 //! (`chain::link`'s per-process evidence).
+
+pub mod go;
 
 use foldhash::{HashMap, HashMapExt};
 use std::{

@@ -66,6 +66,11 @@ pub struct Span {
     /// and thread that moved the response: evidence for chain linking.
     pub request_tid: u32,
     pub response_tid: Option<u32>,
+    /// In a Go process probed for goroutines: the goroutine of the
+    /// request's and of the response's first byte (0: unknown). When set,
+    /// it is the linker's evidence instead of the thread.
+    pub request_goid: u64,
+    pub response_goid: u64,
     /// TCP sequence number of the request's first byte.
     pub request_seq: Option<u32>,
     /// The connection (local, remote) from this process's side.

@@ -47,6 +47,8 @@ fn span(t: u8, id: u8, parent: u8, kind: SpanKind, service: &str, start: u64, en
         comm: service.into(),
         request_tid: 1,
         response_tid: Some(1),
+        request_goid: 0,
+        response_goid: 0,
         request_seq: None,
         local: "127.0.0.1:1".parse().unwrap(),
         remote: "127.0.0.1:2".parse().unwrap(),

@@ -70,6 +70,8 @@ fn span(
         comm: service.into(),
         request_tid: 1,
         response_tid: None,
+        request_goid: 0,
+        response_goid: 0,
         request_seq: Some(seq),
         local,
         remote,

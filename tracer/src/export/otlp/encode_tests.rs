@@ -29,6 +29,8 @@ pub(crate) fn test_span(service: &Arc<Service>, pid: u32, name: &str) -> Span {
         comm: "python3".into(),
         request_tid: pid,
         response_tid: Some(pid),
+        request_goid: 0,
+        response_goid: 0,
         request_seq: Some(1),
         local: "127.0.0.1:8080".parse().unwrap(),
         remote: "127.0.0.1:50000".parse().unwrap(),

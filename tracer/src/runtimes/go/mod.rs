@@ -1,0 +1,235 @@
+//! Go processes, probed for goroutine identity. A watcher thread finds Go
+//! executables among running processes (a /proc scan at start) and new ones
+//! (exec records from the ring buffer), writes each Go pid with its offsets
+//! into the kernel's `GO_PROCS` map (so its data events carry goroutine
+//! ids), and attaches the net/http hand-off uprobes once per executable
+//! (`binary::HOOKS`). Exited processes leave the map; an executable no
+//! process runs any more has its uprobes detached.
+//!
+//! In: exec pids (bounded channel, full: counted, the /proc rescan finds
+//! them later). Out: the kernel maps and the `tracer_runtime_go_*` metrics.
+
+pub mod binary;
+pub mod pclntab;
+
+use std::{
+    collections::{HashMap, HashSet},
+    os::unix::fs::MetadataExt,
+    path::PathBuf,
+    sync::{Arc, Mutex, mpsc},
+    thread::JoinHandle,
+    time::{Duration, Instant},
+};
+
+use aya::{maps::HashMap as BpfHashMap, maps::MapData, programs::uprobe::UProbeLinkId};
+use tracer_common::go::GoProc;
+
+use self::binary::{GoBinary, HOOKS};
+use crate::{identity::start_time, probes::Probes, runtimes::is_go_executable, telemetry::Telemetry};
+
+/// Exec pids waiting for the watcher at most.
+pub const EXEC_QUEUE: usize = 4096;
+/// Executables remembered (Go or not) at most; past it the non-Go ones are
+/// forgotten (and looked at again when run).
+const MAX_BINARIES: usize = 4096;
+/// How often exited processes are looked for, and /proc rescanned for
+/// processes whose exec record was dropped.
+const REAP_EVERY: Duration = Duration::from_secs(2);
+const RESCAN_EVERY: Duration = Duration::from_secs(30);
+
+/// An executable by (device, inode): one set of uprobes per file, whatever
+/// path or mount namespace runs it.
+type FileId = (u64, u64);
+
+enum Binary {
+    NotGo,
+    /// Go, but not probed (no goid offset known: the reason, logged once).
+    Unusable,
+    Go {
+        info: GoBinary,
+        links: Vec<(&'static str, UProbeLinkId)>,
+        pids: HashSet<u32>,
+    },
+}
+
+struct Tracked {
+    start: Option<u64>,
+    file: FileId,
+}
+
+pub struct Watcher {
+    stop: mpsc::SyncSender<u32>,
+    thread: Option<JoinHandle<()>>,
+}
+
+/// pid 0 on the exec channel: stop.
+const STOP: u32 = 0;
+
+impl Watcher {
+    /// Start watching; `probes` are shared with the pipeline, which drops
+    /// them (detaching everything) after [`Watcher::stop`].
+    pub fn spawn(
+        probes: Arc<Mutex<Probes>>,
+        execs_tx: mpsc::SyncSender<u32>,
+        execs: mpsc::Receiver<u32>,
+        telemetry: Arc<Telemetry>,
+    ) -> anyhow::Result<Watcher> {
+        let procs = probes.lock().expect("probes lock").take_go_procs()?;
+        let mut w = State { probes, procs, binaries: HashMap::new(), pids: HashMap::new(), telemetry };
+        let thread = std::thread::Builder::new().name("go-runtime".into()).spawn(move || w.run(&execs))?;
+        Ok(Watcher { stop: execs_tx, thread: Some(thread) })
+    }
+
+    pub fn stop(mut self) {
+        let _ = self.stop.send(STOP);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+struct State {
+    probes: Arc<Mutex<Probes>>,
+    procs: BpfHashMap<MapData, u32, GoProc>,
+    binaries: HashMap<FileId, Binary>,
+    pids: HashMap<u32, Tracked>,
+    telemetry: Arc<Telemetry>,
+}
+
+impl State {
+    fn run(&mut self, execs: &mpsc::Receiver<u32>) {
+        self.scan();
+        let (mut reaped, mut scanned) = (Instant::now(), Instant::now());
+        loop {
+            match execs.recv_timeout(Duration::from_millis(500)) {
+                Ok(STOP) | Err(mpsc::RecvTimeoutError::Disconnected) => break,
+                Ok(pid) => self.examine(pid),
+                Err(mpsc::RecvTimeoutError::Timeout) => {}
+            }
+            if reaped.elapsed() >= REAP_EVERY {
+                self.reap();
+                reaped = Instant::now();
+            }
+            if scanned.elapsed() >= RESCAN_EVERY {
+                self.scan();
+                scanned = Instant::now();
+            }
+        }
+    }
+
+    fn scan(&mut self) {
+        let Ok(dir) = std::fs::read_dir("/proc") else { return };
+        let pids: Vec<u32> = dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok()).collect();
+        for pid in pids {
+            if pid != std::process::id() {
+                self.examine(pid);
+            }
+        }
+    }
+
+    /// A process started or was found: probe it if it runs Go.
+    fn examine(&mut self, pid: u32) {
+        let exe = PathBuf::from(format!("/proc/{pid}/exe"));
+        let Ok(meta) = std::fs::metadata(&exe) else { return };
+        let file = (meta.dev(), meta.ino());
+        let start = start_time(pid);
+        if let Some(t) = self.pids.get(&pid) {
+            if t.start == start && t.file == file {
+                return;
+            }
+            // exec'd another program, or a reused pid.
+            self.forget(pid);
+        }
+        if !self.binaries.contains_key(&file) {
+            if self.binaries.len() >= MAX_BINARIES {
+                self.binaries.retain(|_, b| matches!(b, Binary::Go { .. }));
+            }
+            let b = if !is_go_executable(&exe.to_string_lossy()) {
+                Binary::NotGo
+            } else {
+                let began = Instant::now();
+                match binary::read(&exe) {
+                    Ok(info) => {
+                        let ms = began.elapsed().as_millis();
+                        tracing::info!(pid, version = ?info.version, goid_offset = info.goid_offset, from = info.goid_from, hooks_from = info.hooks_from, read_ms = ms, "Go executable");
+                        Binary::Go { info, links: Vec::new(), pids: HashSet::new() }
+                    }
+                    Err(e) => {
+                        tracing::warn!(pid, "Go process not probed: {e:#}");
+                        count(&self.telemetry, "skipped");
+                        Binary::Unusable
+                    }
+                }
+            };
+            self.binaries.insert(file, b);
+        }
+        let Some(Binary::Go { info, links, pids }) = self.binaries.get_mut(&file) else { return };
+        let p = GoProc { goid_offset: info.goid_offset, g_tls_offset: -8, _pad: [0; 2] };
+        if self.procs.insert(pid, p, 0).is_err() {
+            // Full (GO_PROCS_MAX) or refused: its calls stay unlinked.
+            count(&self.telemetry, "procs_full");
+            return;
+        }
+        pids.insert(pid);
+        self.pids.insert(pid, Tracked { start, file });
+        count(&self.telemetry, "probed");
+        if links.is_empty() {
+            let mut probes = self.probes.lock().expect("probes lock");
+            for (hook, offset) in HOOKS.iter().zip(info.hooks) {
+                let Some(offset) = offset else {
+                    tracing::info!(
+                        pid,
+                        symbol = hook.symbol,
+                        "not found (neither symbols nor pclntab): its hand-offs are not followed"
+                    );
+                    count(&self.telemetry, "uprobe_skipped");
+                    continue;
+                };
+                match probes.attach_uprobe(hook.program, &exe, offset) {
+                    Ok(l) => links.push((hook.program, l)),
+                    Err(e) => {
+                        tracing::warn!(pid, "{e:#}");
+                        count(&self.telemetry, "uprobe_failed");
+                    }
+                }
+            }
+            self.telemetry.runtime_go_uprobes.inc_by(links.len() as i64);
+        }
+    }
+
+    /// Processes that exited (or exec'd without a record) leave the map.
+    fn reap(&mut self) {
+        let gone: Vec<u32> =
+            self.pids.iter().filter(|(pid, t)| start_time(**pid) != t.start).map(|(pid, _)| *pid).collect();
+        for pid in gone {
+            self.forget(pid);
+        }
+    }
+
+    fn forget(&mut self, pid: u32) {
+        let Some(t) = self.pids.remove(&pid) else { return };
+        let _ = self.procs.remove(&pid);
+        let Some(Binary::Go { pids, links, .. }) = self.binaries.get_mut(&t.file) else { return };
+        pids.remove(&pid);
+        if pids.is_empty() {
+            // Nobody runs it: detach, and read it again if it is run again
+            // (the path may hold a rebuilt file by then).
+            let mut probes = self.probes.lock().expect("probes lock");
+            for (program, link) in links.drain(..) {
+                if let Err(e) = probes.detach_uprobe(program, link) {
+                    tracing::debug!("detaching {program}: {e:#}");
+                }
+                self.telemetry.runtime_go_uprobes.dec();
+            }
+            drop(probes);
+            self.binaries.remove(&t.file);
+        }
+    }
+}
+
+/// `tracer_runtime_go_total{what}`: probed (processes), skipped (Go but no
+/// goid offset known), procs_full (GO_PROCS full), uprobe_skipped (a hook's
+/// function not in the symbol table), uprobe_failed.
+fn count(t: &Telemetry, what: &'static str) {
+    t.runtime_go.get_or_create(&vec![("what", what)]).inc();
+}
