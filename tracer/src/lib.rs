@@ -3,6 +3,7 @@
 //! agent, so tests can drive it in-process.
 
 pub mod api;
+pub mod business;
 pub mod capture;
 pub mod chain;
 pub mod clock;
