@@ -33,10 +33,17 @@ pub enum Counter {
     /// `GO_CALLERS` (evicted, or its request sent before the agent
     /// attached): the write is credited to the writeLoop itself.
     GoHandoffMissed = 6,
+    /// A TLS library call returned plaintext with no socket known for its
+    /// SSL object (no syscall inside the call, none learned before): the
+    /// plaintext is not reported.
+    TlsNoSocket = 7,
+    /// A TLS library call's plaintext could not be copied or its length
+    /// read (`*_ex` out-parameter): not reported.
+    TlsReadFailed = 8,
 }
 
 impl Counter {
-    pub const ALL: [Counter; 7] = [
+    pub const ALL: [Counter; 9] = [
         Counter::EventsSubmitted,
         Counter::RingbufFull,
         Counter::RegsReadFailed,
@@ -44,6 +51,8 @@ impl Counter {
         Counter::SockReadFailed,
         Counter::GoGoidReadFailed,
         Counter::GoHandoffMissed,
+        Counter::TlsNoSocket,
+        Counter::TlsReadFailed,
     ];
     pub const COUNT: u32 = Self::ALL.len() as u32;
 
@@ -56,6 +65,8 @@ impl Counter {
             Counter::SockReadFailed => "sock_read_failed",
             Counter::GoGoidReadFailed => "go_goid_read_failed",
             Counter::GoHandoffMissed => "go_handoff_missed",
+            Counter::TlsNoSocket => "tls_no_socket",
+            Counter::TlsReadFailed => "tls_read_failed",
         }
     }
 }

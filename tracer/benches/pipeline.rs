@@ -170,6 +170,7 @@ impl Gen {
             payload: Bytes::copy_from_slice(&bytes[..bytes.len().min(CAPTURE)]),
             partial: false,
             goid: 0,
+            tls: Default::default(),
         }));
     }
 

@@ -47,6 +47,8 @@ pub struct Config {
     pub scheduler: crate::sched::SchedConfig,
     /// Runtime hooks (uprobes) that give call chains task identity.
     pub runtimes: RuntimesConfig,
+    /// TLS plaintext by uprobes on TLS libraries.
+    pub tls: TlsConfig,
     /// What `tracer run` prints on stdout: json, text or none.
     pub output: OutputFormat,
     /// Also print one line per data event (debugging capture).
@@ -68,6 +70,7 @@ impl Default for Config {
             kubernetes: K8sConfig::default(),
             scheduler: crate::sched::SchedConfig::default(),
             runtimes: RuntimesConfig::default(),
+            tls: TlsConfig::default(),
             output: OutputFormat::Text,
             data_events: false,
         }
@@ -175,6 +178,25 @@ pub struct RuntimesConfig {
     /// hand-offs, so calls of Go services link to their requests by
     /// goroutine (`crate::runtimes::go`). Default true.
     pub go: bool,
+}
+
+/// `[tls]`: plaintext of TLS connections read where the library hands it
+/// over (`crate::tls`).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TlsConfig {
+    /// Uprobes on OpenSSL's libssl (SSL_read/SSL_write and their `_ex`
+    /// forms) in every library file processes map. Default true.
+    pub openssl: bool,
+    /// Library files probed at most (each costs 8 uprobes); past it a file
+    /// is skipped and counted.
+    pub max_libraries: usize,
+}
+
+impl Default for TlsConfig {
+    fn default() -> Self {
+        TlsConfig { openssl: true, max_libraries: 64 }
+    }
 }
 
 impl Default for RuntimesConfig {

@@ -84,6 +84,7 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<()> 
         accept_hook: cfg.capture.accept_hook,
         netns: cfg.capture.netns_inode()?,
         go: cfg.runtimes.go,
+        tls: cfg.tls.openssl,
     })?;
     // What this kernel lacks stays visible on /readyz, not only in the log.
     for d in probes.degraded.clone() {
@@ -171,6 +172,12 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<()> 
     });
     // Go processes, probed for goroutine ids (exec pids from the reader).
     let go_execs = probes.go.then(|| std::sync::mpsc::sync_channel(crate::runtimes::go::EXEC_QUEUE));
+    // TLS libraries, probed as processes start (exec pids from the reader).
+    let tls_execs = probes.tls.then(|| std::sync::mpsc::sync_channel(crate::tls::EXEC_QUEUE));
+    let execs = [("capture_to_go_runtime", &go_execs), ("capture_to_tls_libs", &tls_execs)]
+        .into_iter()
+        .filter_map(|(stage, c)| Some((stage, c.as_ref()?.0.clone())))
+        .collect();
     let reader_task = sup.spawn(
         "capture",
         Reader {
@@ -179,7 +186,7 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<()> 
             telemetry: telemetry.clone(),
             drain_interval: cfg.capture.drain_interval(),
             starts: process_starts.clone(),
-            execs: go_execs.as_ref().map(|(tx, _)| tx.clone()),
+            execs,
         }
         .run(stop_rx.clone()),
     );
@@ -190,6 +197,12 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<()> 
     let probes = Arc::new(std::sync::Mutex::new(probes));
     let go_watcher = match go_execs {
         Some((tx, rx)) => Some(crate::runtimes::go::Watcher::spawn(probes.clone(), tx, rx, telemetry.clone())?),
+        None => None,
+    };
+    let tls_watcher = match tls_execs {
+        Some((tx, rx)) => {
+            Some(crate::tls::Watcher::spawn(probes.clone(), cfg.tls.max_libraries, tx, rx, telemetry.clone())?)
+        }
         None => None,
     };
     telemetry.set_ready();
@@ -206,6 +219,9 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<()> 
     sup.stopping();
     tracing::info!("shutting down: detaching probes");
     if let Some(w) = go_watcher {
+        w.stop();
+    }
+    if let Some(w) = tls_watcher {
         w.stop();
     }
     drop(probes);

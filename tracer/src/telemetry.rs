@@ -53,6 +53,10 @@ pub struct Telemetry {
     pub runtime_go: Family<Labels, Counter>,
     /// net/http hand-off uprobes attached now.
     pub runtime_go_uprobes: Gauge,
+    /// TLS library files looked at, by outcome (`crate::tls`).
+    pub tls_libraries: Family<Labels, Counter>,
+    /// TLS library uprobes and uretprobes attached.
+    pub tls_uprobes: Gauge,
     /// OTLP exporter: items exported, dropped by reason, retries, queue fill.
     pub otlp: OtlpMetrics,
     ready: AtomicBool,
@@ -85,6 +89,8 @@ impl Telemetry {
             identity_starts: Family::default(),
             runtime_go: Family::default(),
             runtime_go_uprobes: Gauge::default(),
+            tls_libraries: Family::default(),
+            tls_uprobes: Gauge::default(),
             otlp: OtlpMetrics::default(),
             ready: AtomicBool::new(false),
             refreshers: Mutex::new(Vec::new()),
@@ -150,6 +156,16 @@ impl Telemetry {
             "runtime_go_uprobes",
             "net/http hand-off uprobes attached to Go executables",
             t.runtime_go_uprobes.clone(),
+        );
+        registry.register(
+            "tls_libraries",
+            "TLS library files ([tls] openssl): what=probed (uprobes attached), no_symbols (no SSL_read/SSL_write defined), over_cap (past [tls] max_libraries), attach_failed",
+            t.tls_libraries.clone(),
+        );
+        registry.register(
+            "tls_uprobes",
+            "Uprobes and uretprobes attached to TLS library functions (SSL_read, SSL_write and their _ex forms)",
+            t.tls_uprobes.clone(),
         );
         t.otlp.register(&mut registry);
         Arc::new(Telemetry { registry: Mutex::new(registry), ..t })

@@ -16,7 +16,7 @@ use super::{
     l7::{L7, L7Change},
     listen::ListenLookup,
 };
-use crate::capture::event::{Accept, Comm, Data, Direction, Event, SockId, StateChange, TcpStats, Tuple};
+use crate::capture::event::{Accept, Comm, Data, Direction, Event, SockId, StateChange, TcpStats, Tls, Tuple};
 use crate::protocols::{ConnHints, Exchange, ParserCounts, ProtocolConfig};
 
 #[derive(Clone, Debug)]
@@ -130,6 +130,9 @@ struct Conn {
     closing: Option<Closing>,
     /// Goroutines of the recent segments, for Go processes only.
     goroutines: Option<Box<super::goroutines::Goroutines>>,
+    /// TLS plaintext was seen: `l7` reads only plaintext from then on, and
+    /// the byte counts stay those of the TCP stream (ciphertext).
+    tls: bool,
 }
 
 /// A close the kernel reported before the process read everything: a client
@@ -186,6 +189,9 @@ pub struct ConnRecord {
     /// Why protocol parsing stopped (upgrade, CONNECT tunnel).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub l7_stopped: Option<&'static str>,
+    /// Its protocol was read from TLS plaintext (library uprobes).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub tls: bool,
 }
 
 /// A request/response exchange with the connection it crossed.
@@ -413,6 +419,7 @@ impl<L: ListenLookup> Table<L> {
             l7: L7::new(),
             closing: None,
             goroutines: None,
+            tls: false,
         }
     }
 
@@ -559,7 +566,14 @@ impl<L: ListenLookup> Table<L> {
             c.comm = d.task.comm;
         }
         c.last_ns = d.ts_ns;
+        if d.tls == Tls::Plain && !c.tls {
+            // What the parser saw so far was the handshake's ciphertext.
+            c.tls = true;
+            c.l7 = L7::new();
+        }
         match d.direction {
+            // Plaintext is not TCP bytes: its ciphertext was counted.
+            _ if d.tls == Tls::Plain => {}
             Direction::Egress => {
                 c.tx_bytes += u64::from(d.bytes);
                 c.tx_calls += 1;
@@ -581,8 +595,14 @@ impl<L: ListenLookup> Table<L> {
         if d.goid != 0 {
             c.goroutines.get_or_insert_default().record(d.ts_ns, d.goid);
         }
-        let hints = ConnHints { from_start: c.seen_from == SeenFrom::Handshake, server_port };
-        match c.l7.on_data(d, &self.protocols, hints, &mut self.exchanges) {
+        // On TLS the parser reads plaintext only, and is never told it saw
+        // the start (the library may have been probed after the handshake).
+        let hints = ConnHints { from_start: c.seen_from == SeenFrom::Handshake && !c.tls, server_port, tls: c.tls };
+        let change = match (c.tls, d.tls) {
+            (true, Tls::No | Tls::Cipher) => L7Change::None,
+            _ => c.l7.on_data(d, &self.protocols, hints, &mut self.exchanges),
+        };
+        match change {
             L7Change::Detected(_) => self.l7_counters.detected += 1,
             L7Change::GaveUp => self.l7_counters.unknown += 1,
             L7Change::None => {}
@@ -638,6 +658,7 @@ fn record(c: &Conn, event: ConnEventKind, ts_ns: u64, reason: Option<CloseReason
         seen_from: c.seen_from,
         protocol: c.l7.protocol(),
         l7_stopped: c.l7.stopped(),
+        tls: c.tls,
     }
 }
 

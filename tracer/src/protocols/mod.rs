@@ -130,4 +130,6 @@ pub struct ConnHints {
     pub from_start: bool,
     /// The server's port (the remote one on a client socket).
     pub server_port: Option<u16>,
+    /// The bytes are TLS plaintext from a library uprobe.
+    pub tls: bool,
 }

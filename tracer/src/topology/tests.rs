@@ -122,6 +122,7 @@ fn conn(event: ConnEventKind, role: Role, service: &str, local: &str, remote: &s
         seen_from: SeenFrom::Handshake,
         protocol: None,
         l7_stopped: None,
+        tls: false,
     };
     ConnFacts::of(&r, Some(&svc(service))).expect("placeable")
 }
