@@ -96,7 +96,8 @@ const NEEDS: &[Need] = &[
         used_by: "the project virtualenvs",
     },
     apt("wrk", "wrk", "cargo xtask bench"),
-    apt("bpftool", "bpftool", "e2e_tcp (programs left behind)"),
+    apt("bpftool", "bpftool", "e2e_tcp, e2e_tls (programs left behind)"),
+    apt("openssl", "openssl", "e2e_tls (a self-signed certificate)"),
     apt("setpriv", "util-linux", "e2e_tcp (unprivileged client)"),
     apt("sysctl", "procps", "e2e_tcp (SYN retries in a namespace)"),
     // Middle tiers of each runtime (e2e_runtimes) and named interpreters

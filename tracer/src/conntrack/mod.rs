@@ -10,7 +10,7 @@ pub use table::{CallRecord, CloseReason, ConnRecord, Role, Table, TableConfig};
 
 use serde::Serialize;
 
-use crate::capture::event::{Data, Direction};
+use crate::capture::event::{Data, Direction, Tls};
 
 /// What the connection stage hands to the output.
 #[derive(Clone, Debug)]
@@ -40,6 +40,10 @@ pub struct DataRecord {
     pub seq: Option<u32>,
     pub payload_len: usize,
     pub payload_head: String,
+    /// "plain": TLS plaintext from a library call; "cipher": ciphertext
+    /// inside one (no payload).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls: Option<&'static str>,
 }
 
 impl DataRecord {
@@ -63,6 +67,11 @@ impl DataRecord {
             seq: d.seq,
             payload_len: d.payload.len(),
             payload_head: String::from_utf8_lossy(head).into_owned(),
+            tls: match d.tls {
+                Tls::No => None,
+                Tls::Plain => Some("plain"),
+                Tls::Cipher => Some("cipher"),
+            },
         }
     }
 }
