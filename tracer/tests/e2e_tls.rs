@@ -101,10 +101,8 @@ fn https_spans_on_both_ends_and_one_trace_through_a_tls_proxy() {
     let (cert, key) = certificate(&dir);
     let (port, upstream) = (free_port(), free_port());
     // Servers first: their libssl is probed from /proc when the agent starts.
-    let _backend = backend(
-        upstream,
-        &[("BACKEND_TLS_CERT", cert.to_str().unwrap()), ("BACKEND_TLS_KEY", key.to_str().unwrap())],
-    );
+    let _backend =
+        backend(upstream, &[("BACKEND_TLS_CERT", cert.to_str().unwrap()), ("BACKEND_TLS_KEY", key.to_str().unwrap())]);
     let _nginx = nginx_tls(&dir, port, upstream, &cert, &key);
     let agent = Agent::start(&["--data-events"]);
     let uprobes = agent.metric("tracer_tls_uprobes");
@@ -214,4 +212,39 @@ fn https_spans_on_both_ends_and_one_trace_through_a_tls_proxy() {
     assert_eq!(agent.metric("tracer_kernel_total{counter=\"tls_no_socket\"}"), 0);
     agent.stop();
     assert_eq!(loaded_tls_programs(), 0, "the kernel released the TLS programs with the agent");
+}
+
+/// PostgreSQL over TLS (SSLRequest, then libpq's SSL_read/SSL_write on both
+/// ends): the plaintext after the handshake is parsed as PostgreSQL.
+#[test]
+fn postgres_over_tls_is_parsed_from_its_plaintext() {
+    let port = free_port();
+    let dir = scratch("pg-tls-cert", Some("postgres"));
+    let (cert, key) = certificate(&dir);
+    for f in [&cert, &key] {
+        assert!(Command::new("chown").arg("postgres").arg(f).status().unwrap().success());
+    }
+    let (c, k) = (format!("ssl_cert_file={}", cert.display()), format!("ssl_key_file={}", key.display()));
+    let _pg = postgres(port, &["-c", "ssl=on", "-c", &c, "-c", &k]);
+    let agent = Agent::start(&[]);
+    let conn = format!("host=127.0.0.1 port={port} user=postgres dbname=postgres sslmode=require");
+    let out = Command::new("psql")
+        .arg(&conn)
+        .args(["-X", "-c", "select 4711", "-c", "select 'x' = 'y'", "-c", "select count(*) from pg_class"])
+        .args(["-c", "select ssl from pg_stat_ssl where pid = pg_backend_pid()"])
+        .output()
+        .expect("psql (apt install postgresql-client)");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "psql: {text}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(text.contains(" t\n"), "the session is encrypted (pg_stat_ssl): {text}");
+    let is_pg = |v: &Value, kind: &str| {
+        v["kind"] == kind && attr(v, "db.system.name") == "postgresql" && attr(v, "server.port") == port
+    };
+    let client = agent.wait_spans("psql spans over TLS", 4, |v| is_pg(v, "client") && v["comm"] == "psql");
+    assert_eq!(client.len(), 4, "one span per query: {client:#?}");
+    assert!(client.iter().all(|s| attr(s, "db.operation.name") == "SELECT" && attr(s, "db.namespace") == "postgres"));
+    let server = agent.wait_spans("postgres server spans over TLS", 4, |v| is_pg(v, "server"));
+    assert!(server.len() >= 4);
+    assert!(!agent.all_output().contains("4711"), "no literal leaves the node, over TLS either");
+    agent.stop();
 }
