@@ -88,7 +88,8 @@ fn leave(ctx: &RetProbeContext, ex: bool) -> u32 {
     let ret: i64 = ctx.ret::<u64>() as i64;
     let ret = ret as i32;
     let moved: u64 = if ex {
-        if ret != 1 {
+        // SSL_*_ex return 1, OpenSSL's internal functions > 0, on success.
+        if ret <= 0 {
             return 0;
         }
         match unsafe { bpf_probe_read_user(call.len_ptr as *const u64) } {

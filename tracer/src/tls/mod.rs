@@ -20,6 +20,7 @@
 //! Not covered: stripped static builds, BoringSSL/rustls/Java (other
 //! functions), Go's crypto/tls.
 
+pub mod code;
 pub mod libssl;
 
 use std::{
@@ -149,7 +150,7 @@ impl State {
         if self.files.contains_key(&id) {
             return;
         }
-        let found = libssl::functions(path);
+        let found = libssl::sites(path);
         let file = match found {
             Ok(f) if f.is_empty() => {
                 if library {
@@ -175,12 +176,12 @@ impl State {
         self.files.insert(id, file);
     }
 
-    fn attach(&mut self, path: &Path, found: &[&'static libssl::Hook]) -> File {
+    fn attach(&mut self, path: &Path, sites: &[libssl::Site]) -> File {
         let mut links = Vec::new();
         let mut probes = self.probes.lock().expect("probes lock");
-        for hook in found {
-            for program in [hook.entry, hook.ret] {
-                match probes.attach_uprobe(program, path, hook.symbol) {
+        for site in sites {
+            for program in [site.entry, site.ret] {
+                match probes.attach_uprobe(program, path, site.offset) {
                     Ok(l) => links.push((program, l)),
                     Err(e) => tracing::warn!("{e:#}"),
                 }
@@ -194,8 +195,9 @@ impl State {
         self.probed += 1;
         self.telemetry.tls_uprobes.inc_by(links.len() as i64);
         count(&self.telemetry, "probed");
-        let symbols: Vec<&str> = found.iter().map(|h| h.symbol).collect();
-        tracing::info!(path = %path.display(), ?symbols, uprobes = links.len(), "TLS library probed");
+        let functions: Vec<&str> = sites.iter().map(|s| s.function.as_str()).collect();
+        let file = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
+        tracing::info!(path = %file.display(), ?functions, uprobes = links.len(), "TLS library probed");
         File::Probed { links }
     }
 }
