@@ -149,7 +149,7 @@ impl Telemetry {
         );
         registry.register(
             "runtime_go",
-            "Go runtime probing ([runtimes] go): what=probed (Go processes whose data events carry goroutine ids), skipped (Go, no goid offset known), procs_full (more Go processes than the kernel map holds), uprobe_skipped (a net/http function not in the symbol table), uprobe_failed",
+            "Go runtime probing ([runtimes] go): what=probed (Go processes whose data events carry goroutine ids), skipped (Go, no goid offset known), procs_full (more Go processes than the kernel map holds), files_full (more Go executables than the exec probe's map holds), uprobe_skipped (a net/http function not in the symbol table), uprobe_failed",
             t.runtime_go.clone(),
         );
         registry.register(

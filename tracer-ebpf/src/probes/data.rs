@@ -96,8 +96,11 @@ fn sock_length(ctx: &RawTracePointContext, send: bool) -> i32 {
     }
     let call = current_call(&o, send);
     let seq = seq.ok();
-    let cipher = super::tls::note_ciphertext(pid_tgid, sk, seq, call.fd, send);
-    let _ = emit(&Head { o: &o, pid_tgid, sk, common: &common, seq, call: &call, ret: ret as u64, send, cipher });
+    let goroutine = super::go::running((pid_tgid >> 32) as u32);
+    let cipher = super::tls::note_ciphertext(pid_tgid, goroutine, sk, seq, call.fd, send);
+    let goid = goroutine.map_or(0, |g| super::go::handed_off((pid_tgid >> 32) as u32, g));
+    let h = Head { o: &o, pid_tgid, sk, common: &common, seq, call: &call, ret: ret as u64, send, cipher, goid };
+    let _ = emit(&h);
     0
 }
 
@@ -175,11 +178,12 @@ struct Head<'a> {
     /// Inside a TLS library call: ciphertext, no payload (the call's
     /// plaintext is reported at its return).
     cipher: bool,
+    goid: u64,
 }
 
 #[inline(always)]
 fn emit(h: &Head) -> Result<(), i64> {
-    let Head { o, pid_tgid, sk, common, seq, call, ret, send, cipher } = *h;
+    let Head { o, pid_tgid, sk, common, seq, call, ret, send, cipher, goid } = *h;
     let Some(s) = DATA_SCRATCH.get_ptr_mut(0) else {
         return Err(0);
     };
@@ -206,7 +210,7 @@ fn emit(h: &Head) -> Result<(), i64> {
         | if send { DATA_EGRESS } else { 0 }
         | if cipher { DATA_TLS_CIPHER } else { 0 };
     ev._pad = 0;
-    ev.goid = super::go::data_goid(ev.task.pid);
+    ev.goid = goid;
 
     let mut want = if cipher { 0 } else { config::capture_bytes() as u64 };
     if want > ret {

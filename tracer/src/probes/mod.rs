@@ -18,7 +18,7 @@ use aya::{
 };
 use tracer_common::{
     config::{MAX_CAPTURE, ProbeConfig},
-    go::{GO_PROCS, GoProc},
+    go::{GO_FILES, GO_PROCS, GoFile, GoProc},
     maps::{COUNTERS, Counter, EVENTS, PROBE_CONFIG},
     process::{PROCESS_CONFIG, ProcessConfig},
 };
@@ -165,6 +165,12 @@ impl Probes {
         let p: &mut UProbe = prog.try_into()?;
         p.detach(link)?;
         Ok(())
+    }
+
+    /// The map of Go executables the exec probe probes new processes of.
+    pub fn take_go_files(&mut self) -> Result<BpfHashMap<MapData, GoFile, GoProc>> {
+        let map = self.ebpf.take_map(GO_FILES).ok_or_else(|| anyhow!("map {GO_FILES} missing"))?;
+        Ok(BpfHashMap::try_from(map)?)
     }
 
     /// The map of Go processes the data probe reads goroutine ids for.

@@ -45,6 +45,22 @@ fn emulated(ins: &Instruction) -> bool {
     }
 }
 
+/// Addresses of the RET instructions of the function at `ip`, whose code
+/// `code` starts with; the function ends at the first int3 (the padding Go
+/// and C toolchains put between functions) or at the end of `code`.
+pub fn returns(code: &[u8], ip: u64) -> Vec<u64> {
+    let mut dec = Decoder::with_ip(64, code, ip, DecoderOptions::NONE);
+    let mut out = Vec::new();
+    for ins in dec.iter() {
+        match ins.mnemonic() {
+            Mnemonic::Int3 | Mnemonic::INVALID => break,
+            Mnemonic::Ret => out.push(ins.ip()),
+            _ => {}
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -67,5 +83,12 @@ mod tests {
         assert!(!emulated_first(&[0xff, 0xd0], 0), "call *%rax is not");
         assert_eq!(first_call(&[0xc3], 0), None, "ret before any call");
         assert_eq!(first_call(&[0xff, 0xd0], 0), None, "indirect call");
+    }
+
+    #[test]
+    fn finds_every_return_up_to_the_padding() {
+        // test %eax,%eax; jz +1; ret; xor %eax,%eax; ret; int3; ret (next function)
+        let code = [0x85, 0xc0, 0x74, 0x01, 0xc3, 0x31, 0xc0, 0xc3, 0xcc, 0xc3];
+        assert_eq!(returns(&code, 0x100), vec![0x104, 0x107]);
     }
 }
