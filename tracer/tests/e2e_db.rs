@@ -53,43 +53,6 @@ fn redis_server(port: u16, password: &str) -> Proc {
     p
 }
 
-/// MariaDB 10.11 in a fresh data directory; root without password over TCP.
-struct Mariadb {
-    _proc: Proc,
-    dir: PathBuf,
-}
-
-impl Drop for Mariadb {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-fn mariadb(port: u16) -> Mariadb {
-    let dir = scratch("mariadb", None);
-    let data = dir.join("data");
-    let st = Command::new("mariadb-install-db")
-        .args(["--user=root", "--auth-root-authentication-method=normal", "--skip-test-db"])
-        .arg(format!("--datadir={}", data.display()))
-        .stdout(Stdio::null())
-        .status()
-        .expect("mariadb-install-db (apt install mariadb-server)");
-    assert!(st.success(), "mariadb-install-db");
-    let proc = Proc(
-        Command::new("mariadbd")
-            .args(["--user=root", "--bind-address=127.0.0.1", "--skip-log-bin", "--innodb-buffer-pool-size=16M"])
-            .arg(format!("--datadir={}", data.display()))
-            .arg(format!("--port={port}"))
-            .arg(format!("--socket={}", dir.join("sock").display()))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    wait_listening(&format!("127.0.0.1:{port}"), None);
-    Mariadb { _proc: proc, dir }
-}
-
 /// Spans of one database system seen from `kind`'s end, by operation.
 fn by_operation(spans: &[Value], service: &str, kind: &str) -> HashMap<String, Vec<Value>> {
     let mut m: HashMap<String, Vec<Value>> = HashMap::new();
@@ -197,7 +160,7 @@ fn postgres_queries_are_literal_free_spans() {
 fn mariadb_queries_and_prepared_statements_are_literal_free_spans() {
     let agent = Agent::start(&["--db-query-text"]);
     let port = free_port();
-    let _db = mariadb(port);
+    let _db = mariadb(port, &[]);
     let done = client("mysql_client.py", &[&port.to_string(), "shop", SECRET, NUMBER], "mysqlcli");
     let want = |k: &str| done[k].as_u64().unwrap() as usize;
     // The text protocol's SELECT and every execution of the prepared one.

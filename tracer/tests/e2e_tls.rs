@@ -319,3 +319,34 @@ fn go_crypto_tls_client_and_server_spans_link() {
     assert!(right + clients >= clients * n, "all but at most each connection's first request linked: {right}");
     agent.stop();
 }
+
+/// MariaDB over TLS (the client's SSLRequest, then libmariadb's and the
+/// server's OpenSSL): the handshake and queries read on from the plaintext.
+#[test]
+fn mariadb_over_tls_goes_on_in_the_plaintext() {
+    let port = free_port();
+    let dir = scratch("mariadb-tls-cert", None);
+    let (cert, key) = certificate(&dir);
+    let (c, k) = (format!("--ssl-cert={}", cert.display()), format!("--ssl-key={}", key.display()));
+    let _db = mariadb(port, &[&c, &k]);
+    let agent = Agent::start(&[]);
+    let out = Command::new("mariadb")
+        .args(["-h", "127.0.0.1", "-P", &port.to_string(), "-u", "root", "--ssl", "--skip-ssl-verify-server-cert"])
+        .args(["-N", "-e", "select 4711; select 2; show status like 'Ssl_cipher'"])
+        .output()
+        .expect("mariadb (apt install mariadb-client)");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "mariadb: {text}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        text.contains("TLS_") || text.contains("-GCM-") || text.contains("AES"),
+        "the session is encrypted: {text}"
+    );
+    let client = agent.wait_spans("mariadb client spans over TLS", 3, |v| {
+        v["kind"] == "client" && v["comm"] == "mariadb" && attr(v, "server.port") == port
+    });
+    let ops: Vec<&str> = client.iter().filter_map(|s| attr(s, "db.operation.name").as_str()).collect();
+    assert!(ops.iter().filter(|o| **o == "SELECT").count() >= 2, "{client:#?}");
+    assert!(client.iter().all(|s| attr(s, "db.system.name") == "mariadb"));
+    assert!(!agent.all_output().contains("4711"), "no literal leaves the node, over TLS either");
+    agent.stop();
+}

@@ -196,6 +196,15 @@ impl L7 {
         }
     }
 
+    /// The bytes are TLS plaintext from now on: the parser goes on with
+    /// them (true), or the caller starts afresh.
+    pub fn tls_started(&mut self) -> bool {
+        match self {
+            L7::Parsing { parser, .. } => parser.tls_started(),
+            _ => false,
+        }
+    }
+
     /// The parser's drops since the last call, with its protocol.
     pub fn take_counts(&mut self) -> Option<(&'static str, ParserCounts)> {
         match self {

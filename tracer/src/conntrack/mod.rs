@@ -5,6 +5,7 @@ pub mod goroutines;
 pub mod l7;
 pub mod listen;
 pub mod table;
+pub mod tls_seq;
 
 pub use table::{CallRecord, CloseReason, ConnRecord, Role, Table, TableConfig};
 

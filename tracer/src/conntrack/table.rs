@@ -133,6 +133,8 @@ struct Conn {
     /// TLS plaintext was seen: `l7` reads only plaintext from then on, and
     /// the byte counts stay those of the TCP stream (ciphertext).
     tls: bool,
+    /// Plaintext offsets <-> ciphertext sequence numbers (TLS only).
+    tls_seqs: Option<Box<super::tls_seq::TlsSeqs>>,
 }
 
 /// A close the kernel reported before the process read everything: a client
@@ -321,7 +323,11 @@ impl<L: ListenLookup> Table<L> {
     }
 
     fn push_calls(calls: &mut Vec<CallRecord>, c: &Conn, exchanges: &mut Vec<Exchange>) {
-        for exchange in exchanges.drain(..) {
+        for mut exchange in exchanges.drain(..) {
+            if let Some(seqs) = &c.tls_seqs {
+                let request_dir = usize::from(c.l7.request_dir() == Some(Direction::Ingress));
+                seqs.restore(&mut exchange, request_dir);
+            }
             calls.push(CallRecord {
                 requests_inbound: c.l7.request_dir() == Some(Direction::Ingress),
                 pid: c.pid,
@@ -420,6 +426,7 @@ impl<L: ListenLookup> Table<L> {
             closing: None,
             goroutines: None,
             tls: false,
+            tls_seqs: None,
         }
     }
 
@@ -567,9 +574,12 @@ impl<L: ListenLookup> Table<L> {
         }
         c.last_ns = d.ts_ns;
         if d.tls == Tls::Plain && !c.tls {
-            // What the parser saw so far was the handshake's ciphertext.
+            // What the parser saw so far was the handshake's ciphertext,
+            // unless the protocol negotiated TLS itself and goes on.
             c.tls = true;
-            c.l7 = L7::new();
+            if !c.l7.tls_started() {
+                c.l7 = L7::new();
+            }
         }
         match d.direction {
             // Plaintext is not TCP bytes: its ciphertext was counted.
@@ -600,6 +610,12 @@ impl<L: ListenLookup> Table<L> {
         let hints = ConnHints { from_start: c.seen_from == SeenFrom::Handshake && !c.tls, server_port, tls: c.tls };
         let change = match (c.tls, d.tls) {
             (true, Tls::No | Tls::Cipher) => L7Change::None,
+            (true, Tls::Plain) => {
+                let seqs = c.tls_seqs.get_or_insert_default();
+                let dir = usize::from(d.direction == Direction::Ingress);
+                let plain = Data { seq: Some(seqs.plaintext(dir, d.bytes, d.seq)), ..d.clone() };
+                c.l7.on_data(&plain, &self.protocols, hints, &mut self.exchanges)
+            }
             _ => c.l7.on_data(d, &self.protocols, hints, &mut self.exchanges),
         };
         match change {

@@ -623,3 +623,42 @@ pub fn postgres(port: u16, extra: &[&str]) -> Postgres {
     });
     Postgres { _proc: proc, dir }
 }
+
+/// MariaDB 10.11 in a fresh data directory; root without password over TCP;
+/// `extra` server arguments.
+pub struct Mariadb {
+    _proc: Proc,
+    dir: std::path::PathBuf,
+}
+
+impl Drop for Mariadb {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+pub fn mariadb(port: u16, extra: &[&str]) -> Mariadb {
+    let dir = scratch("mariadb", None);
+    let data = dir.join("data");
+    let st = Command::new("mariadb-install-db")
+        .args(["--user=root", "--auth-root-authentication-method=normal", "--skip-test-db"])
+        .arg(format!("--datadir={}", data.display()))
+        .stdout(Stdio::null())
+        .status()
+        .expect("mariadb-install-db (apt install mariadb-server)");
+    assert!(st.success(), "mariadb-install-db");
+    let proc = Proc(
+        Command::new("mariadbd")
+            .args(["--user=root", "--bind-address=127.0.0.1", "--skip-log-bin", "--innodb-buffer-pool-size=16M"])
+            .arg(format!("--datadir={}", data.display()))
+            .arg(format!("--port={port}"))
+            .arg(format!("--socket={}", dir.join("sock").display()))
+            .args(extra)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    wait_listening(&format!("127.0.0.1:{port}"), None);
+    Mariadb { _proc: proc, dir }
+}

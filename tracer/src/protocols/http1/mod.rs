@@ -148,8 +148,7 @@ pub struct Http1 {
     /// reported, so a response that no request preceded is early, not the
     /// answer to a request sent before the agent started.
     from_start: bool,
-    /// TLS plaintext: exchanges are https; sequence numbers key messages
-    /// that start a segment, and say nothing of bytes between segments.
+    /// TLS plaintext: exchanges are https.
     tls: bool,
     /// Counters for the caller: requests dropped past max_pending, responses
     /// without a request, segments that were not HTTP.
@@ -239,9 +238,7 @@ impl Http1 {
     fn holds_early(&mut self, seg: &Segment<'_>) -> bool {
         let captured = &seg.payload[..seg.payload.len().min(seg.bytes as usize)];
         if self.early.segments.is_empty() {
-            // TLS: sequence numbers of plaintext segments do not follow on.
-            let awaited = !self.tls
-                && (self.from_start || self.req_next_seq.is_some())
+            let awaited = (self.from_start || self.req_next_seq.is_some())
                 && self.pending.is_empty()
                 && self.inflight.is_none()
                 && !self.resp.in_message()
