@@ -11,7 +11,6 @@ mod common;
 
 use std::{
     collections::HashMap,
-    path::PathBuf,
     process::{Command, Stdio},
     time::Duration,
 };
