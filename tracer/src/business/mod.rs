@@ -3,4 +3,7 @@
 //! into the pipeline, config, API and exporters is not done yet.
 
 pub mod apdex;
+pub mod config;
 pub mod slo;
+
+pub use self::config::BusinessConfig;
