@@ -146,6 +146,7 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<()> 
                 sinks,
                 k8s: k8s.clone(),
                 starts: process_starts.clone(),
+                classify: Some(Box::new(crate::business::Matcher::new(&cfg.business))),
             },
             chain_rx,
             chain_to_export,

@@ -4,6 +4,10 @@
 
 pub mod apdex;
 pub mod config;
+pub mod matcher;
 pub mod slo;
 
-pub use self::config::BusinessConfig;
+pub use self::{
+    config::BusinessConfig,
+    matcher::{Matcher, Transaction},
+};

@@ -74,6 +74,8 @@ keys! {
     TracerResponseIncomplete = "tracer.response_incomplete",
     /// The request's head was longer than the captured bytes.
     TracerRequestHeadTruncated = "tracer.http.request_head_truncated",
+    /// The business transaction of the span's trace (`crate::business`).
+    BusinessTransactionName = "business.transaction.name",
 }
 
 impl From<&'static str> for Key {
