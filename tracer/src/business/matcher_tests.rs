@@ -1,40 +1,12 @@
 use super::*;
-use crate::{business::config::TransactionRule, identity::Service, span::Status};
+use crate::business::config::TransactionRule;
 
 fn entry(service: &str, method: &'static str, route: &str, path: &str, extra: Vec<(Key, Value)>) -> Span {
-    let mut attributes = vec![
-        (Key::HttpRequestMethod, method.into()),
-        (Key::HttpRoute, route.to_string().into()),
-        (Key::UrlPath, path.to_string().into()),
-    ];
-    attributes.extend(extra);
-    Span {
-        trace_id: [1; 16],
-        span_id: [2; 8],
-        parent_span_id: None,
-        kind: SpanKind::Server,
-        name: format!("{method} {route}"),
-        protocol: "http",
-        start_ns: 0,
-        end_ns: 1,
-        response_first_ns: None,
-        status: Status::Unset,
-        attributes,
-        service: Arc::new(Service { name: service.into(), ..Default::default() }),
-        pid: Some(1),
-        comm: "x".into(),
-        request_tid: 1,
-        response_tid: None,
-        request_goid: 0,
-        response_goid: 0,
-        request_seq: None,
-        local: "127.0.0.1:80".parse().unwrap(),
-        remote: "10.0.0.1:4000".parse().unwrap(),
-        context_from_header: false,
-        peer_service: None,
-        transaction: None,
-        business_entry: false,
-    }
+    let mut s = crate::business::test_span::span(service, method, route);
+    s.attributes.retain(|(k, _)| *k != Key::UrlPath);
+    s.attributes.push((Key::UrlPath, path.to_string().into()));
+    s.attributes.extend(extra);
+    s
 }
 
 fn name(m: &mut Matcher, s: &Span) -> Option<String> {
