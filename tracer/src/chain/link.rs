@@ -46,9 +46,11 @@ use crate::{
     span::{Key, Span, SpanId, SpanKind, TraceId, Value},
 };
 
-/// Names the business transaction an entry SERVER span starts (one no
-/// traced caller on this node called); the linker carries it to every span
-/// of that span's chain. `crate::business::Matcher` is the agent's.
+/// Names the business transaction an entry SERVER span starts: the first
+/// SERVER span along its chain (its callers on this node, if any, are
+/// clients serving no request that has a transaction: curl, a load
+/// generator, an unnamed entry). The linker carries the name to every span
+/// of the chain below. `crate::business::Matcher` is the agent's.
 pub trait Classify: Send {
     fn classify(&mut self, entry: &Span) -> Option<Arc<Transaction>>;
 }
@@ -433,13 +435,13 @@ impl Linker {
             // The caller's context came in the request; the transaction is
             // still the on-node caller's, else this span starts one.
             let txn = match (kind, key) {
-                (SpanKind::Server, Some(k)) => match self.peers.get(&k).and_then(|p| p.client) {
-                    Some(client) => self.resolve(client, depth + 1).2,
-                    _ => match self.fixed.get(&k.client_span_id()) {
-                        Some((_, txn)) => txn.clone(),
-                        None => self.entry(id),
-                    },
-                },
+                (SpanKind::Server, Some(k)) => {
+                    let upstream = match self.peers.get(&k).and_then(|p| p.client) {
+                        Some(client) => self.resolve(client, depth + 1).2,
+                        None => self.fixed.get(&k.client_span_id()).and_then(|(_, txn)| txn.clone()),
+                    };
+                    upstream.or_else(|| self.entry(id))
+                }
                 (SpanKind::Server, None) => self.entry(id),
                 _ => None,
             };
@@ -457,14 +459,14 @@ impl Linker {
                     Some(client) => {
                         self.counters.peer_links += 1;
                         let (t, _, txn) = self.resolve(client, depth + 1);
-                        (t, Some(k.client_span_id()), txn)
+                        (t, Some(k.client_span_id()), txn.or_else(|| self.entry(id)))
                     }
                     // Rule 3, the client end already released: its trace
                     // id was fixed then (a SERVER span can end, or arrive,
                     // after its CLIENT span).
                     None if let Some((t, txn)) = self.fixed.get(&k.client_span_id()).cloned() => {
                         self.counters.peer_links += 1;
-                        (t, Some(k.client_span_id()), txn)
+                        (t, Some(k.client_span_id()), txn.or_else(|| self.entry(id)))
                     }
                     // Rule 4: the client is elsewhere (or not traced).
                     None if self.cfg.remote_parent => {
@@ -493,8 +495,8 @@ impl Linker {
         (trace, parent, txn)
     }
 
-    /// The held span `id` starts its chain on this node: marked so, and
-    /// its transaction named (SERVER spans only).
+    /// The held span `id` has no transaction from upstream: when a SERVER
+    /// span, it is an entry (marked so) and its transaction is named.
     fn entry(&mut self, id: Id) -> Txn {
         let c = self.classify.as_mut()?;
         let i = usize::try_from(id.checked_sub(self.first)?).ok()?;

@@ -507,19 +507,20 @@ impl Classify for ByName {
     }
 }
 
-/// untraced client -> nginx(2) -> backend(3): nginx's SERVER span is the
-/// entry, classified once; every span of the chain carries its transaction,
-/// released leaf first (children end before their parents).
+/// curl(1) -> nginx(2) -> backend(3): nginx's SERVER span is the entry
+/// (curl serves no request), classified once; every span below carries its
+/// transaction, released leaf first (children end before their parents).
 #[test]
 fn the_entry_span_names_the_transaction_of_its_chain() {
-    let mut ngx_in = span(SpanKind::Server, "127.0.0.1:80", "10.0.0.1:40000", 100, 2, 20, 20, 90);
+    let curl = span(SpanKind::Client, "127.0.0.1:40000", "127.0.0.1:80", 100, 1, 1, 10, 100);
+    let mut ngx_in = span(SpanKind::Server, "127.0.0.1:80", "127.0.0.1:40000", 100, 2, 20, 20, 90);
     ngx_in.name = "GET /checkout".into();
     let ngx_out = span(SpanKind::Client, "127.0.0.1:50000", "127.0.0.1:8000", 555, 2, 20, 30, 80);
     let back = span(SpanKind::Server, "127.0.0.1:8000", "127.0.0.1:50000", 555, 3, 30, 40, 70);
     let calls = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let mut l = Linker::new(LinkConfig::default()).with_classifier(Some(Box::new(ByName(calls.clone()))));
     let mut out = vec![];
-    for s in [back, ngx_out, ngx_in] {
+    for s in [back, ngx_out, ngx_in, curl] {
         let end = s.end_ns;
         l.insert_at(s, end, &mut out);
     }
@@ -528,8 +529,10 @@ fn the_entry_span_names_the_transaction_of_its_chain() {
     l.release_due(81 + 2_000_000_000, &mut out);
     assert_eq!(out.len(), 2);
     l.release_due(u64::MAX, &mut out);
-    assert_eq!(out.len(), 3);
-    for s in &out {
+    assert_eq!(out.len(), 4);
+    let curl = out.iter().find(|s| s.kind == SpanKind::Client && s.pid == Some(1)).unwrap();
+    assert!(curl.transaction.is_none() && !curl.business_entry, "above the entry");
+    for s in out.iter().filter(|s| s.pid != Some(1)) {
         assert_eq!(s.transaction.as_ref().map(|t| t.name.as_str()), Some("t GET /checkout"), "{:?}", s.kind);
         assert!(s.attr_text(&Key::BusinessTransactionName).is_some_and(|n| n == "t GET /checkout"));
     }
