@@ -192,7 +192,7 @@ pub fn txn_view(tx: &TxnState, now: u64, minutes: u64) -> TxnView {
         })
         .collect();
     TxnView {
-        name: tx.t.name.clone(),
+        name: tx.t.name.to_string(),
         source: if tx.t.rule.is_some() { "rule" } else { "default" },
         apdex_t_ms: tx.apdex_t.as_millis() as u64,
         targets: targets(&tx.targets, &kpis),
@@ -246,7 +246,7 @@ async fn detail(State(s): State<Arc<Shared>>, Path(name): Path<String>, Query(p)
         },
     };
     Json(DetailView {
-        name: tx.t.name.clone(),
+        name: tx.t.name.to_string(),
         window: w,
         version: p.version.clone(),
         kpis: kpis.summary(now, minutes),

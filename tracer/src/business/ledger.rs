@@ -127,11 +127,11 @@ impl Ledger {
     /// start of a new series). Spans without a transaction are ignored.
     pub fn record(&mut self, span: &Span, minute: u64, now_ns: u64) {
         let Some(t) = &span.transaction else { return };
-        let i = match self.by_name.get(t.name.as_str()) {
+        let i = match self.by_name.get(&*t.name) {
             Some(&i) => i,
             None => {
                 self.txns.push(TxnState::new(t.clone(), &self.cfg));
-                self.by_name.insert(t.name.clone(), self.txns.len() - 1);
+                self.by_name.insert(t.name.to_string(), self.txns.len() - 1);
                 self.txns.len() - 1
             }
         };

@@ -20,7 +20,7 @@ use crate::span::{Key, Span, SpanKind, Value};
 /// A business transaction, as spans carry it.
 #[derive(Debug, PartialEq, Eq)]
 pub struct Transaction {
-    pub name: String,
+    pub name: Arc<str>,
     /// Index of its rule in `[[business.transactions]]`; None: named by default.
     pub rule: Option<usize>,
 }
@@ -116,7 +116,7 @@ impl Matcher {
                     };
                     (s, key)
                 }),
-                plain: Arc::new(Transaction { name: r.name.clone(), rule: Some(i) }),
+                plain: Arc::new(Transaction { name: r.name.as_str().into(), rule: Some(i) }),
                 splits: 0,
             })
             .collect();
@@ -189,7 +189,7 @@ impl Matcher {
             return None;
         }
         self.tracked += 1;
-        let t = Arc::new(Transaction { name: name(parts), rule });
+        let t = Arc::new(Transaction { name: name(parts).into(), rule });
         let key: Box<[Box<str>]> = parts.iter().map(|p| Box::from(*p)).collect();
         let h = self.hasher.hash_one((rule, parts));
         self.interned.entry(h).or_default().push((rule, key, t.clone()));

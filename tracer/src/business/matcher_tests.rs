@@ -10,7 +10,7 @@ fn entry(service: &str, method: &'static str, route: &str, path: &str, extra: Ve
 }
 
 fn name(m: &mut Matcher, s: &Span) -> Option<String> {
-    m.classify(s).map(|t| t.name.clone())
+    m.classify(s).map(|t| t.name.to_string())
 }
 
 fn rule(name: &str, service: Option<&str>, method: Option<&str>, route: Option<&str>) -> TransactionRule {

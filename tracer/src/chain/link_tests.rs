@@ -503,7 +503,7 @@ struct ByName(Arc<std::sync::atomic::AtomicUsize>);
 impl Classify for ByName {
     fn classify(&mut self, entry: &Span) -> Option<Arc<Transaction>> {
         self.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        Some(Arc::new(Transaction { name: format!("t {}", entry.name), rule: None }))
+        Some(Arc::new(Transaction { name: format!("t {}", entry.name).into(), rule: None }))
     }
 }
 
@@ -533,7 +533,7 @@ fn the_entry_span_names_the_transaction_of_its_chain() {
     let curl = out.iter().find(|s| s.kind == SpanKind::Client && s.pid == Some(1)).unwrap();
     assert!(curl.transaction.is_none() && !curl.business_entry, "above the entry");
     for s in out.iter().filter(|s| s.pid != Some(1)) {
-        assert_eq!(s.transaction.as_ref().map(|t| t.name.as_str()), Some("t GET /checkout"), "{:?}", s.kind);
+        assert_eq!(s.transaction.as_ref().map(|t| &*t.name), Some("t GET /checkout"), "{:?}", s.kind);
         assert!(s.attr_text(&Key::BusinessTransactionName).is_some_and(|n| n == "t GET /checkout"));
     }
     assert!(find(&out, SpanKind::Server, 2).business_entry);
