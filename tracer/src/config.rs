@@ -8,6 +8,7 @@ use serde::Deserialize;
 use tracer_common::config::MAX_CAPTURE;
 
 use crate::{
+    business::BusinessConfig,
     chain::link::LinkConfig,
     export::{lines::OutputFormat, otlp::OtlpConfig},
     k8s::K8sConfig,
@@ -40,6 +41,8 @@ pub struct Config {
     pub topology: TopologyConfig,
     /// Embedded store of recent traces (API and web page).
     pub store: StoreConfig,
+    /// Business transactions, their KPIs, targets and SLOs.
+    pub business: BusinessConfig,
     /// Pod and workload names from the API server, when in a cluster.
     pub kubernetes: K8sConfig,
     /// How the agent's threads ask to be scheduled (a long slice: the traced
@@ -67,6 +70,7 @@ impl Default for Config {
             otlp: OtlpConfig::default(),
             topology: TopologyConfig::default(),
             store: StoreConfig::default(),
+            business: BusinessConfig::default(),
             kubernetes: K8sConfig::default(),
             scheduler: crate::sched::SchedConfig::default(),
             runtimes: RuntimesConfig::default(),
@@ -300,6 +304,7 @@ impl Config {
             bail!("capture.capture_bytes (--capture-bytes): {} is more than {MAX_CAPTURE}", self.capture.capture_bytes);
         }
         self.capture.netns_inode().context("capture.netns (--netns)")?;
+        self.business.validate(&self.http.request_headers, self.http.redact_query_values)?;
         Ok(())
     }
 }
@@ -341,5 +346,7 @@ mod tests {
         assert!(msg.contains("capture.capture_bytes"), "{msg}");
         let msg = format!("{:#}", load("[capture]\nnetns = \"/nonexistent/ns\"\n").unwrap_err());
         assert!(msg.contains("capture.netns"), "{msg}");
+        let msg = format!("{:#}", load("[[business.transactions]]\nname = \"a\"\nroute = \"a\"\n").unwrap_err());
+        assert!(msg.contains("business.transactions[0].route"), "{msg}");
     }
 }

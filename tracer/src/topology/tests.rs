@@ -77,6 +77,8 @@ fn span(
         remote,
         context_from_header: false,
         peer_service: peer.map(svc),
+        transaction: None,
+        business_entry: false,
     }
 }
 
