@@ -170,6 +170,7 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<()> 
         // Data records only exist to be printed.
         cfg.data_events && cfg.output != OutputFormat::None,
         cfg.protocol_config(),
+        Some(conntrack::Verdicts::new(probes.take_sock_verdicts()?)),
     );
     let conntrack_task = sup.spawn("conntrack", async {
         conntrack.await;

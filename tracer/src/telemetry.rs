@@ -53,6 +53,8 @@ pub struct Telemetry {
     pub runtime_go: Family<Labels, Counter>,
     /// net/http hand-off uprobes attached now.
     pub runtime_go_uprobes: Gauge,
+    /// Verdicts written into the kernel's per-socket map, by verdict.
+    pub sock_verdicts: Family<Labels, Counter>,
     /// TLS library files looked at, by outcome (`crate::tls`).
     pub tls_libraries: Family<Labels, Counter>,
     /// TLS library uprobes and uretprobes attached.
@@ -89,6 +91,7 @@ impl Telemetry {
             identity_starts: Family::default(),
             runtime_go: Family::default(),
             runtime_go_uprobes: Gauge::default(),
+            sock_verdicts: Family::default(),
             tls_libraries: Family::default(),
             tls_uprobes: Gauge::default(),
             otlp: OtlpMetrics::default(),
@@ -156,6 +159,11 @@ impl Telemetry {
             "runtime_go_uprobes",
             "net/http hand-off uprobes attached to Go executables",
             t.runtime_go_uprobes.clone(),
+        );
+        registry.register(
+            "sock_verdicts",
+            "Per-socket verdicts the agent gave the kernel: verdict=count_only (no known protocol: bytes only from then on, tracer_kernel_total{counter=\"payload_skipped\"} counts the events), failed (the map refused)",
+            t.sock_verdicts.clone(),
         );
         registry.register(
             "tls_libraries",

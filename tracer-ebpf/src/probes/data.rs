@@ -212,7 +212,11 @@ fn emit(h: &Head) -> Result<(), i64> {
     ev._pad = 0;
     ev.goid = goid;
 
-    let mut want = if cipher { 0 } else { config::capture_bytes() as u64 };
+    let skipped = !cipher && maps::count_only(sk);
+    if skipped {
+        maps::count(Counter::PayloadSkipped);
+    }
+    let mut want = if cipher || skipped { 0 } else { config::capture_bytes() as u64 };
     if want > ret {
         want = ret;
     }

@@ -292,7 +292,12 @@ pub struct Table<L> {
     /// Sockets waiting in `Closing`: [racing events, unread bytes], each in
     /// deadline order (deadlines grow with event time).
     lingering: [VecDeque<(u64, SockId)>; 2],
+    /// Sockets given up on, for the kernel's verdict map.
+    count_only: Vec<SockId>,
 }
+
+/// Sockets given up on held between two `take_count_only` at most.
+const MAX_VERDICTS: usize = 4096;
 
 impl<L: ListenLookup> Table<L> {
     pub fn new(cfg: TableConfig, listen: L) -> Self {
@@ -305,6 +310,7 @@ impl<L: ListenLookup> Table<L> {
             exchanges: Vec::new(),
             l7_counters: L7Counters::default(),
             lingering: [VecDeque::new(), VecDeque::new()],
+            count_only: Vec::new(),
         }
     }
 
@@ -620,7 +626,13 @@ impl<L: ListenLookup> Table<L> {
         };
         match change {
             L7Change::Detected(_) => self.l7_counters.detected += 1,
-            L7Change::GaveUp => self.l7_counters.unknown += 1,
+            L7Change::GaveUp => {
+                self.l7_counters.unknown += 1;
+                // No parser reads it: the kernel need not copy its bytes.
+                if self.count_only.len() < MAX_VERDICTS {
+                    self.count_only.push(d.sk);
+                }
+            }
             L7Change::None => {}
         }
         self.l7_counters.add(&mut c.l7);
@@ -633,6 +645,12 @@ impl<L: ListenLookup> Table<L> {
             self.finish_closed(d.sk, out);
         }
         Ok(())
+    }
+
+    /// Sockets found not to speak a known protocol since the last call: the
+    /// kernel may ship their syscalls without payload.
+    pub fn take_count_only(&mut self) -> std::vec::Drain<'_, SockId> {
+        self.count_only.drain(..)
     }
 
     /// Drop entries idle longer than the timeout; returns how many.

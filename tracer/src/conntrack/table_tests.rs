@@ -1108,3 +1108,15 @@ fn tls_plaintext_is_parsed_and_ciphertext_only_counted() {
     // TCP bytes are the ciphertext's; plaintext is not counted again.
     assert_eq!((out.bytes_sent, out.bytes_received), (517 + 60, 1200 + 80));
 }
+
+#[test]
+fn a_socket_given_up_on_is_handed_to_the_kernel_once() {
+    let mut t = table();
+    let c = client_tuple();
+    established_client(&mut t, 1, 0, c);
+    for i in 0..12 {
+        apply_none(&mut t, http_data(MS + i, 1, c, Direction::Egress, b"\x00\x01binary frame"));
+    }
+    assert_eq!(t.take_count_only().collect::<Vec<_>>(), vec![1], "given up after its first segments, once");
+    assert_eq!(t.take_count_only().count(), 0);
+}

@@ -19,7 +19,7 @@ use aya::{
 use tracer_common::{
     config::{MAX_CAPTURE, ProbeConfig},
     go::{GO_FILES, GO_PROCS, GoFile, GoProc},
-    maps::{COUNTERS, Counter, EVENTS, PROBE_CONFIG},
+    maps::{COUNTERS, Counter, EVENTS, PROBE_CONFIG, SOCK_VERDICT},
     process::{PROCESS_CONFIG, ProcessConfig},
 };
 
@@ -165,6 +165,12 @@ impl Probes {
         let p: &mut UProbe = prog.try_into()?;
         p.detach(link)?;
         Ok(())
+    }
+
+    /// The kernel's per-socket verdicts, written by the connection stage.
+    pub fn take_sock_verdicts(&mut self) -> Result<BpfHashMap<MapData, u64, u8>> {
+        let map = self.ebpf.take_map(SOCK_VERDICT).ok_or_else(|| anyhow!("map {SOCK_VERDICT} missing"))?;
+        Ok(BpfHashMap::try_from(map)?)
     }
 
     /// The map of Go executables the exec probe probes new processes of.
