@@ -20,10 +20,8 @@ use crate::{
     topology::Histogram,
 };
 
-/// service.version of a process that declares none.
-// TODO(issue 16 item 5): fall back to the pod's app.kubernetes.io/version
-// label, the container image tag, then the executable's build id; only
-// OTEL_RESOURCE_ATTRIBUTES' service.version (crate::identity) is read now.
+/// service.version of a span whose service has none (`crate::identity`
+/// gives every process one: declared, pod label, image tag or build).
 pub const UNKNOWN_VERSION: &str = "unknown";
 
 /// Which SLO of a transaction.
