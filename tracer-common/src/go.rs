@@ -45,8 +45,17 @@ pub struct GoProc {
     /// The running g's pointer relative to the thread's TLS base
     /// (linux/amd64: -8).
     pub g_tls_offset: i32,
-    pub _pad: [u32; 2],
+    /// [`RUNTIME_GO`] or [`RUNTIME_NODE`] (`crate::node`): which task
+    /// identity the data probe gives this process's events.
+    pub runtime: u32,
+    pub _pad: u32,
 }
+
+/// [`GoProc::runtime`]: goroutine ids.
+pub const RUNTIME_GO: u32 = 0;
+/// [`GoProc::runtime`]: Node.js callback tasks (`crate::node`); the offsets
+/// are unused.
+pub const RUNTIME_NODE: u32 = 1;
 
 /// A key of [`GO_WRITERS`] and [`GO_CALLERS`]: pointers and goroutine ids
 /// are per process.

@@ -7,5 +7,6 @@ pub mod config;
 pub mod event;
 pub mod go;
 pub mod maps;
+pub mod node;
 pub mod process;
 pub mod tls;

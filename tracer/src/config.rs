@@ -182,6 +182,11 @@ pub struct RuntimesConfig {
     /// hand-offs, so calls of Go services link to their requests by
     /// goroutine (`crate::runtimes::go`). Default true.
     pub go: bool,
+    /// Node.js: callback tasks on data events (uprobes on the event loop's
+    /// callback boundaries), so calls of Node services link to their
+    /// requests (`crate::runtimes::node`; needs `go`, whose watcher and
+    /// kernel map it shares). Default true.
+    pub node: bool,
 }
 
 /// `[tls]`: plaintext of TLS connections read where the library hands it
@@ -205,7 +210,7 @@ impl Default for TlsConfig {
 
 impl Default for RuntimesConfig {
     fn default() -> Self {
-        RuntimesConfig { go: true }
+        RuntimesConfig { go: true, node: true }
     }
 }
 

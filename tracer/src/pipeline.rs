@@ -202,7 +202,9 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<()> 
     let attached = probes.attached.len();
     let probes = Arc::new(std::sync::Mutex::new(probes));
     let go_watcher = match go_execs {
-        Some((tx, rx)) => Some(crate::runtimes::go::Watcher::spawn(probes.clone(), tx, rx, telemetry.clone())?),
+        Some((tx, rx)) => {
+            Some(crate::runtimes::go::Watcher::spawn(probes.clone(), cfg.runtimes.node, tx, rx, telemetry.clone())?)
+        }
         None => None,
     };
     let tls_watcher = match tls_execs {

@@ -29,6 +29,7 @@ use tracer_common::{
         AF_INET, AF_INET6, DATA_EGRESS, DATA_PAYLOAD_PARTIAL, DATA_SEQ_VALID, DATA_TLS_CIPHER, DataEvent,
         EVENT_VERSION, EventKind, Syscall, tcp_state,
     },
+    go::RUNTIME_NODE,
     maps::Counter,
 };
 
@@ -96,9 +97,15 @@ fn sock_length(ctx: &RawTracePointContext, send: bool) -> i32 {
     }
     let call = current_call(&o, send);
     let seq = seq.ok();
-    let goroutine = super::go::running((pid_tgid >> 32) as u32);
+    let pid = (pid_tgid >> 32) as u32;
+    let runtime = super::go::proc(pid);
+    let goroutine = runtime.as_ref().and_then(super::go::running_in);
     let cipher = super::tls::note_ciphertext(pid_tgid, goroutine, sk, seq, call.fd, send);
-    let goid = goroutine.map_or(0, |g| super::go::handed_off((pid_tgid >> 32) as u32, g));
+    let goid = match (runtime, goroutine) {
+        (_, Some(g)) => super::go::handed_off(pid, g),
+        (Some(p), None) if p.runtime == RUNTIME_NODE => super::node::on_data(pid_tgid, sk, send),
+        _ => 0,
+    };
     let h = Head { o: &o, pid_tgid, sk, common: &common, seq, call: &call, ret: ret as u64, send, cipher, goid };
     let _ = emit(&h);
     0

@@ -32,7 +32,7 @@ use aya_ebpf::{
     programs::ProbeContext,
 };
 use tracer_common::{
-    go::{GO_CALLERS_MAX, GO_FILES_MAX, GO_PROCS_MAX, GO_WRITERS_MAX, GoFile, GoKey, GoProc},
+    go::{GO_CALLERS_MAX, GO_FILES_MAX, GO_PROCS_MAX, GO_WRITERS_MAX, GoFile, GoKey, GoProc, RUNTIME_GO},
     maps::Counter,
 };
 
@@ -105,14 +105,28 @@ fn running_goid(p: &GoProc) -> Option<u64> {
     (goid != 0).then_some(goid)
 }
 
+/// The runtime entry of `pid` (Go or Node), if probed.
+#[inline(always)]
+pub fn proc(pid: u32) -> Option<GoProc> {
+    if config::go() == 0 {
+        return None;
+    }
+    unsafe { GO_PROCS.get(pid) }.copied()
+}
+
 /// The goroutine running now in `pid` (None: not a probed Go process, or
 /// unreadable, counted).
 #[inline(always)]
 pub fn running(pid: u32) -> Option<u64> {
-    if config::go() == 0 {
+    running_in(&proc(pid)?)
+}
+
+/// The goroutine running now in the probed process `p`.
+#[inline(always)]
+pub fn running_in(p: &GoProc) -> Option<u64> {
+    if p.runtime != RUNTIME_GO {
         return None;
     }
-    let p = unsafe { GO_PROCS.get(pid) }?;
     let goid = running_goid(p);
     if goid.is_none() {
         maps::count(Counter::GoGoidReadFailed);
@@ -151,8 +165,8 @@ pub fn handed_off(pid: u32, goid: u64) -> u64 {
 #[inline(always)]
 fn current(ctx: &ProbeContext) -> Option<(u32, u64, u64)> {
     let pid = (bpf_get_current_pid_tgid() >> 32) as u32;
-    let p = *unsafe { GO_PROCS.get(pid) }?;
-    let goid = running_goid(&p)?;
+    let p = proc(pid)?;
+    let goid = running_in(&p)?;
     Some((pid, goid, unsafe { (*ctx.regs).rax }))
 }
 

@@ -13,6 +13,7 @@ use aya_ebpf::{
 };
 use tracer_common::{
     event::{AF_INET, AF_INET6, AcceptEvent, ConnEvent, EVENT_VERSION, EventKind, tcp_state},
+    go::RUNTIME_NODE,
     maps::Counter,
 };
 
@@ -78,6 +79,13 @@ fn try_inet_sock_set_state(ctx: &TracePointContext) -> Result<(), i64> {
     if new != tcp_state::ESTABLISHED || old == tcp_state::SYN_RECV {
         // connect, accept, close: a new connection at this address, or none.
         maps::forget_verdict(sk);
+        super::node::forget(sk);
+    }
+    if in_task
+        && let Some(p) = super::go::proc((pid_tgid >> 32) as u32)
+        && p.runtime == RUNTIME_NODE
+    {
+        super::node::on_connect(pid_tgid, sk);
     }
     if !sock::in_watched_netns(sk, &config::offsets()) {
         return Ok(());

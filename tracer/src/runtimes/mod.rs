@@ -17,6 +17,7 @@
 //! (`chain::link`'s per-process evidence).
 
 pub mod go;
+pub mod node;
 
 use foldhash::{HashMap, HashMapExt};
 use std::{

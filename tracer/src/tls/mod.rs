@@ -180,10 +180,21 @@ impl State {
         let mut links = Vec::new();
         let mut probes = self.probes.lock().expect("probes lock");
         for site in sites {
-            for program in [site.entry, site.ret] {
-                match probes.attach_uprobe(program, path, site.offset) {
-                    Ok(l) => links.push((program, l)),
-                    Err(e) => tracing::warn!("{e:#}"),
+            // A pair or nothing: an entry without its return would leave
+            // the thread marked inside a call, its cleartext taken for
+            // ciphertext.
+            let entry = match probes.attach_uprobe(site.entry, path, site.offset) {
+                Ok(l) => l,
+                Err(e) => {
+                    tracing::warn!("{e:#}");
+                    continue;
+                }
+            };
+            match probes.attach_uprobe(site.ret, path, site.offset) {
+                Ok(r) => links.extend([(site.entry, entry), (site.ret, r)]),
+                Err(e) => {
+                    tracing::warn!("{e:#}");
+                    let _ = probes.detach_uprobe(site.entry, entry);
                 }
             }
         }

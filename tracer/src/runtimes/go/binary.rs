@@ -55,6 +55,10 @@ pub struct GoBinary {
     /// (program, file offset) of every return probe: each RET of the hooks
     /// that have a `ret` program.
     pub returns: Vec<(&'static str, u64)>,
+    /// (program, file offset) of other probes, attached as they are (Node's).
+    pub points: Vec<(&'static str, u64)>,
+    /// `tracer_common::go::RUNTIME_*`: what the data probe does with it.
+    pub runtime: u32,
 }
 
 /// Read what the probes need from the Go executable at `path`. An error says
@@ -104,7 +108,16 @@ pub fn read(path: &Path) -> Result<GoBinary> {
         let Some(code) = text.data_range(a, len).ok().flatten() else { continue };
         returns.extend(crate::tls::code::returns(code, a).into_iter().filter_map(|r| Some((program, file_offset(r)?))));
     }
-    Ok(GoBinary { version, goid_offset, goid_from, hooks, hooks_from, returns })
+    Ok(GoBinary {
+        version,
+        goid_offset,
+        goid_from,
+        hooks,
+        hooks_from,
+        returns,
+        points: Vec::new(),
+        runtime: tracer_common::go::RUNTIME_GO,
+    })
 }
 
 /// Entry address of each hook's function: from the symbol table, else (a

@@ -22,7 +22,7 @@ use std::{
 };
 
 use aya::{maps::HashMap as BpfHashMap, maps::MapData, programs::uprobe::UProbeLinkId};
-use tracer_common::go::{GoFile, GoProc};
+use tracer_common::go::{GoFile, GoProc, RUNTIME_GO};
 
 use self::binary::{GoBinary, HOOKS};
 use crate::{identity::start_time, probes::Probes, runtimes::is_go_executable, telemetry::Telemetry};
@@ -45,7 +45,9 @@ enum Binary {
     NotGo,
     /// Go, but not probed (no goid offset known: the reason, logged once).
     Unusable,
-    Go {
+    /// Probed: Go, or Node.js (`info.runtime`), whose callback tasks share
+    /// the goroutine machinery (GO_PROCS, GO_FILES, the exec probe).
+    Probed {
         info: Box<GoBinary>,
         links: Vec<(&'static str, UProbeLinkId)>,
         pids: HashSet<u32>,
@@ -68,8 +70,10 @@ const STOP: u32 = 0;
 impl Watcher {
     /// Start watching; `probes` are shared with the pipeline, which drops
     /// them (detaching everything) after [`Watcher::stop`].
+    /// `node`: Node.js processes get task ids too (`[runtimes] node`).
     pub fn spawn(
         probes: Arc<Mutex<Probes>>,
+        node: bool,
         execs_tx: mpsc::SyncSender<u32>,
         execs: mpsc::Receiver<u32>,
         telemetry: Arc<Telemetry>,
@@ -78,7 +82,7 @@ impl Watcher {
             let mut p = probes.lock().expect("probes lock");
             (p.take_go_procs()?, p.take_go_files()?)
         };
-        let mut w = State { probes, procs, files, binaries: HashMap::new(), pids: HashMap::new(), telemetry };
+        let mut w = State { probes, procs, files, binaries: HashMap::new(), pids: HashMap::new(), telemetry, node };
         // Running Go processes are probed before the agent says it is ready.
         w.scan();
         let thread = std::thread::Builder::new().name("go-runtime".into()).spawn(move || w.run(&execs))?;
@@ -101,6 +105,8 @@ struct State {
     binaries: HashMap<FileId, Binary>,
     pids: HashMap<u32, Tracked>,
     telemetry: Arc<Telemetry>,
+    /// Probe Node.js executables too.
+    node: bool,
 }
 
 impl State {
@@ -148,17 +154,23 @@ impl State {
         }
         if !self.binaries.contains_key(&file) {
             if self.binaries.len() >= MAX_BINARIES {
-                self.binaries.retain(|_, b| matches!(b, Binary::Go { .. }));
+                self.binaries.retain(|_, b| matches!(b, Binary::Probed { .. }));
             }
             let b = if !is_go_executable(&exe.to_string_lossy()) {
-                Binary::NotGo
+                match self.node.then(|| super::node::read(&exe)).flatten() {
+                    Some(info) => {
+                        tracing::info!(pid, "Node.js executable");
+                        Binary::Probed { info: Box::new(info), links: Vec::new(), pids: HashSet::new() }
+                    }
+                    None => Binary::NotGo,
+                }
             } else {
                 let began = Instant::now();
                 match binary::read(&exe) {
                     Ok(info) => {
                         let ms = began.elapsed().as_millis();
                         tracing::info!(pid, version = ?info.version, goid_offset = info.goid_offset, from = info.goid_from, hooks_from = info.hooks_from, read_ms = ms, "Go executable");
-                        Binary::Go { info: Box::new(info), links: Vec::new(), pids: HashSet::new() }
+                        Binary::Probed { info: Box::new(info), links: Vec::new(), pids: HashSet::new() }
                     }
                     Err(e) => {
                         tracing::warn!(pid, "Go process not probed: {e:#}");
@@ -169,8 +181,8 @@ impl State {
             };
             self.binaries.insert(file, b);
         }
-        let Some(Binary::Go { info, links, pids }) = self.binaries.get_mut(&file) else { return };
-        let p = GoProc { goid_offset: info.goid_offset, g_tls_offset: -8, _pad: [0; 2] };
+        let Some(Binary::Probed { info, links, pids }) = self.binaries.get_mut(&file) else { return };
+        let p = GoProc { goid_offset: info.goid_offset, g_tls_offset: -8, runtime: info.runtime, _pad: 0 };
         if pids.is_empty() && self.files.insert(kernel_file(file), p, 0).is_err() {
             count(&self.telemetry, "files_full");
         }
@@ -184,7 +196,20 @@ impl State {
         count(&self.telemetry, "probed");
         if links.is_empty() {
             let mut probes = self.probes.lock().expect("probes lock");
-            for (hook, offset) in HOOKS.iter().zip(info.hooks) {
+            for &(program, offset) in &info.points {
+                match probes.attach_uprobe(program, &exe, offset) {
+                    Ok(l) => links.push((program, l)),
+                    Err(e) => {
+                        tracing::warn!(pid, "{e:#}");
+                        count(&self.telemetry, "uprobe_failed");
+                    }
+                }
+            }
+            let hooks = if info.runtime == RUNTIME_GO { info.hooks } else { [None; HOOKS.len()] };
+            for (hook, offset) in HOOKS.iter().zip(hooks) {
+                if info.runtime != RUNTIME_GO {
+                    break;
+                }
                 let Some(offset) = offset else {
                     tracing::info!(
                         pid,
@@ -233,7 +258,7 @@ impl State {
     fn forget(&mut self, pid: u32) {
         let Some(t) = self.pids.remove(&pid) else { return };
         let _ = self.procs.remove(&pid);
-        let Some(Binary::Go { pids, links, .. }) = self.binaries.get_mut(&t.file) else { return };
+        let Some(Binary::Probed { pids, links, .. }) = self.binaries.get_mut(&t.file) else { return };
         pids.remove(&pid);
         if pids.is_empty() {
             // Nobody runs it: detach, and read it again if it is run again
