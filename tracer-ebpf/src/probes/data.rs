@@ -100,7 +100,11 @@ fn sock_length(ctx: &RawTracePointContext, send: bool) -> i32 {
     let pid = (pid_tgid >> 32) as u32;
     let runtime = super::go::proc(pid);
     let goroutine = runtime.as_ref().and_then(super::go::running_in);
-    let cipher = super::tls::note_ciphertext(pid_tgid, goroutine, sk, seq, call.fd, send);
+    let (seq_n, seq_ok) = match seq {
+        Some(s) => (s, true),
+        None => (0, false),
+    };
+    let cipher = super::tls::note_ciphertext(pid_tgid, goroutine.unwrap_or(0), sk, seq_n, seq_ok, call.fd, send);
     let goid = match (runtime, goroutine) {
         (_, Some(g)) => super::go::handed_off(pid, g),
         (Some(p), None) if p.runtime == RUNTIME_NODE => super::node::on_data(pid_tgid, sk, send),

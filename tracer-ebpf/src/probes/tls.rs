@@ -53,11 +53,15 @@ static TLS_SOCKS: LruHashMap<TlsKey, u64> = LruHashMap::with_max_entries(TLS_SOC
 /// true when the thread is inside a TLS call (the bytes are ciphertext; the
 /// first one in the call's direction gives it its socket and sequence).
 #[inline(always)]
-pub fn note_ciphertext(pid_tgid: u64, goroutine: Option<u64>, sk: u64, seq: Option<u32>, fd: i32, send: bool) -> bool {
-    let call = match goroutine {
-        Some(goid) => GO_TLS_CALLS.get_ptr_mut(GoKey { pid: (pid_tgid >> 32) as u32, _pad: 0, value: goid }),
-        None if config::tls() != 0 => TLS_CALLS.get_ptr_mut(pid_tgid),
-        None => None,
+/// `seq` is meaningful only with `seq_valid` (an Option's unset payload
+/// would be an uninitialised register the verifier refuses to spill).
+pub fn note_ciphertext(pid_tgid: u64, goroutine: u64, sk: u64, seq: u32, seq_valid: bool, fd: i32, send: bool) -> bool {
+    let call = if goroutine != 0 {
+        GO_TLS_CALLS.get_ptr_mut(GoKey { pid: (pid_tgid >> 32) as u32, _pad: 0, value: goroutine })
+    } else if config::tls() != 0 {
+        TLS_CALLS.get_ptr_mut(pid_tgid)
+    } else {
+        None
     };
     let Some(call) = call else {
         return false;
@@ -67,8 +71,8 @@ pub fn note_ciphertext(pid_tgid: u64, goroutine: Option<u64>, sk: u64, seq: Opti
     if (call.op == op || call.op == TLS_OP_HANDSHAKE) && call.sk == 0 {
         call.sk = sk;
         call.fd = fd;
-        if let Some(s) = seq {
-            call.seq = s;
+        if seq_valid {
+            call.seq = seq;
             call.flags |= TLS_CALL_SEQ;
         }
         if call.flags & TLS_CALL_EMIT_AT_SEND != 0 && call.num > 0 && call.num <= u32::MAX as u64 {
