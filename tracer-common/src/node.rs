@@ -1,10 +1,11 @@
 //! Node.js task identity, kernel side (tracer-ebpf `probes::node`). A Node
 //! process serves every request on one event-loop thread, so a thread says
 //! nothing of which request a write belongs to. Instead each read of an
-//! inbound request starts a task (a new id), the JS callback that read
-//! runs keeps it (the uprobe on `node::AsyncHooks::push_async_context`
-//! marks a callback's start), and any other callback (timers, immediates,
-//! connects) runs with none. A client socket takes the task it was
+//! inbound request starts a task (a new id), the read callback that read
+//! leads to (`node::LibuvStreamWrap::OnUvRead`, entry and return) keeps it
+//! for every JS callback and tick it runs, and any other callback (a
+//! `node::AsyncHooks::push_async_context` outside a read callback: timers,
+//! immediates, connects) runs with none. A client socket takes the task it was
 //! connected or written in, and its answer's read brings that task back:
 //! so a backend call and the response it leads to carry the request's task.
 //! Unknown: no task (0), which links nothing.
@@ -21,9 +22,12 @@ pub const NODE_CLIENTS_MAX: u32 = 65536;
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct NodeThread {
     pub task: u64,
-    /// 1: a read set `task` and the callback it leads to has not started.
+    /// 1: a read set `task` and the read callback it leads to has not
+    /// started.
     pub fresh: u32,
-    pub _pad: u32,
+    /// 1: inside `LibuvStreamWrap::OnUvRead`, the read callback: every JS
+    /// callback and tick it runs works for the read's task.
+    pub in_read: u32,
 }
 
 /// A Node process's client socket and the task of its current call.

@@ -4,9 +4,9 @@
 
 use aya_ebpf::{
     helpers::{bpf_get_current_pid_tgid, bpf_get_smp_processor_id},
-    macros::{map, uprobe},
+    macros::{map, uprobe, uretprobe},
     maps::{LruHashMap, PerCpuArray},
-    programs::ProbeContext,
+    programs::{ProbeContext, RetProbeContext},
 };
 use tracer_common::node::{NODE_CLIENTS_MAX, NODE_THREADS_MAX, NodeSock, NodeThread};
 
@@ -62,7 +62,7 @@ pub fn on_data(pid_tgid: u64, sk: u64, send: bool) -> u64 {
             Some(s) => s.task,
             None => new_task(),
         };
-        let _ = NODE_THREADS.insert(tid, NodeThread { task, fresh: 1, _pad: 0 }, 0);
+        let _ = NODE_THREADS.insert(tid, NodeThread { task, fresh: 1, in_read: 0 }, 0);
         task
     }
 }
@@ -80,18 +80,54 @@ pub fn forget(sk: u64) {
     let _ = NODE_CLIENTS.remove(sk);
 }
 
+// node::LibuvStreamWrap::OnUvRead(ssize_t, const uv_buf_t*): the read
+// callback of a stream; libuv calls it right after the read it reports.
+// It keeps that read's task (none when no read was reported: EOF).
+#[uprobe]
+pub fn node_read_enter(_ctx: ProbeContext) -> u32 {
+    let tid = bpf_get_current_pid_tgid() as u32;
+    let t = match NODE_THREADS.get_ptr_mut(tid) {
+        Some(t) => unsafe { &mut *t },
+        None => {
+            let _ = NODE_THREADS.insert(tid, NodeThread { task: 0, fresh: 0, in_read: 1 }, 0);
+            return 0;
+        }
+    };
+    if t.fresh == 0 {
+        t.task = 0;
+    }
+    t.fresh = 0;
+    t.in_read = 1;
+    0
+}
+
+#[uretprobe]
+pub fn node_read_leave(_ctx: RetProbeContext) -> u32 {
+    clear(bpf_get_current_pid_tgid() as u32);
+    0
+}
+
+#[inline(always)]
+fn clear(tid: u32) {
+    if let Some(t) = NODE_THREADS.get_ptr_mut(tid) {
+        let t = unsafe { &mut *t };
+        t.task = 0;
+        t.fresh = 0;
+        t.in_read = 0;
+    }
+}
+
 // node::AsyncHooks::push_async_context(double, double, Local<Object>): a
-// JS callback starts. The one a read leads to keeps the read's task; any
-// other runs with none.
+// JS callback starts. Inside a read callback it works for the read's
+// task; anywhere else (connect, timer, fs callbacks) for none.
 #[uprobe]
 pub fn node_push_async_context(_ctx: ProbeContext) -> u32 {
     let tid = bpf_get_current_pid_tgid() as u32;
     if let Some(t) = NODE_THREADS.get_ptr_mut(tid) {
         let t = unsafe { &mut *t };
-        if t.fresh != 0 {
-            t.fresh = 0;
-        } else {
+        if t.in_read == 0 {
             t.task = 0;
+            t.fresh = 0;
         }
     }
     0
@@ -101,11 +137,6 @@ pub fn node_push_async_context(_ctx: ProbeContext) -> u32 {
 // callbacks belong to no read, even one that led to no callback.
 #[uprobe]
 pub fn node_loop_phase(_ctx: ProbeContext) -> u32 {
-    let tid = bpf_get_current_pid_tgid() as u32;
-    if let Some(t) = NODE_THREADS.get_ptr_mut(tid) {
-        let t = unsafe { &mut *t };
-        t.task = 0;
-        t.fresh = 0;
-    }
+    clear(bpf_get_current_pid_tgid() as u32);
     0
 }

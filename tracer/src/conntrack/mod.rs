@@ -45,6 +45,13 @@ pub struct DataRecord {
     /// inside one (no payload).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tls: Option<&'static str>,
+    /// The task (Go goroutine, Node callback task) the bytes belong to.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub task: u64,
+}
+
+fn is_zero(v: &u64) -> bool {
+    *v == 0
 }
 
 impl DataRecord {
@@ -73,6 +80,7 @@ impl DataRecord {
                 Tls::Plain => Some("plain"),
                 Tls::Cipher => Some("cipher"),
             },
+            task: d.goid,
         }
     }
 }

@@ -10,8 +10,11 @@ use tracer_common::go::RUNTIME_NODE;
 
 use super::go::binary::GoBinary;
 
-/// (program, symbol) of every Node task uprobe, all at function entry.
-pub const HOOKS: [(&str, &str); 3] = [
+/// (program, symbol) of every Node task uprobe, all at function entry (the
+/// read callback's uretprobe too: a uretprobe is placed at the entry).
+pub const HOOKS: [(&str, &str); 5] = [
+    ("node_read_enter", "_ZN4node15LibuvStreamWrap8OnUvReadElPK8uv_buf_t"),
+    ("node_read_leave", "_ZN4node15LibuvStreamWrap8OnUvReadElPK8uv_buf_t"),
     ("node_push_async_context", "_ZN4node10AsyncHooks18push_async_contextEddN2v85LocalINS1_6ObjectEEE"),
     ("node_loop_phase", "_ZN4node11Environment9RunTimersEP10uv_timer_s"),
     ("node_loop_phase", "_ZN4node11Environment14CheckImmediateEP10uv_check_s"),
@@ -30,12 +33,10 @@ pub fn read(path: &Path) -> Option<GoBinary> {
         let s = elf.sections().find(|s| s.address() <= addr && addr < s.address() + s.size())?;
         Some(addr - s.address() + s.file_range()?.0)
     };
-    // Without the callback boundary a task would outlive its callback.
-    let push = offset(HOOKS[0].1)?;
-    let mut points = vec![(HOOKS[0].0, push)];
-    points.extend(HOOKS[1..].iter().filter_map(|(p, s)| Some((*p, offset(s)?))));
+    // All or none: without any one of them a task would outlive its
+    // callback (or never start).
+    let points: Vec<(&'static str, u64)> = HOOKS.iter().filter_map(|(p, s)| Some((*p, offset(s)?))).collect();
     if points.len() != HOOKS.len() {
-        // Timers and immediates would run in the last read's task.
         return None;
     }
     Some(GoBinary {
@@ -57,7 +58,7 @@ mod tests {
     #[test]
     fn debian_node_exports_the_callback_boundary_and_the_agent_is_not_node() {
         let node = read(Path::new("/usr/bin/node")).expect("nodejs is installed by the test setup");
-        assert_eq!(node.points.len(), 3);
+        assert_eq!(node.points.len(), HOOKS.len());
         assert!(read(Path::new("/proc/self/exe")).is_none());
     }
 }

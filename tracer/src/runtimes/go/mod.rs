@@ -22,7 +22,7 @@ use std::{
 };
 
 use aya::{maps::HashMap as BpfHashMap, maps::MapData, programs::uprobe::UProbeLinkId};
-use tracer_common::go::{GoFile, GoProc, RUNTIME_GO};
+use tracer_common::go::{GoFile, GoProc, RUNTIME_GO, RUNTIME_NODE};
 
 use self::binary::{GoBinary, HOOKS};
 use crate::{identity::start_time, probes::Probes, runtimes::is_go_executable, telemetry::Telemetry};
@@ -182,18 +182,6 @@ impl State {
             self.binaries.insert(file, b);
         }
         let Some(Binary::Probed { info, links, pids }) = self.binaries.get_mut(&file) else { return };
-        let p = GoProc { goid_offset: info.goid_offset, g_tls_offset: -8, runtime: info.runtime, _pad: 0 };
-        if pids.is_empty() && self.files.insert(kernel_file(file), p, 0).is_err() {
-            count(&self.telemetry, "files_full");
-        }
-        if self.procs.insert(pid, p, 0).is_err() {
-            // Full (GO_PROCS_MAX) or refused: its calls stay unlinked.
-            count(&self.telemetry, "procs_full");
-            return;
-        }
-        pids.insert(pid);
-        self.pids.insert(pid, Tracked { start, file });
-        count(&self.telemetry, "probed");
         if links.is_empty() {
             let mut probes = self.probes.lock().expect("probes lock");
             for &(program, offset) in &info.points {
@@ -243,7 +231,34 @@ impl State {
                 }
             }
             self.telemetry.runtime_go_uprobes.inc_by(links.len() as i64);
+            // Node: all or none (a read callback's entry without its return,
+            // or reads without the callback boundaries, would leave a task
+            // on callbacks that are not its own). Not probed: not in the map.
+            if info.runtime == RUNTIME_NODE && links.len() != info.points.len() {
+                for (program, link) in links.drain(..) {
+                    let _ = probes.detach_uprobe(program, link);
+                    self.telemetry.runtime_go_uprobes.dec();
+                }
+                drop(probes);
+                tracing::warn!(pid, "Node.js process not probed: not every task uprobe attached");
+                count(&self.telemetry, "skipped");
+                self.binaries.insert(file, Binary::Unusable);
+                return;
+            }
         }
+        let Some(Binary::Probed { info, pids, .. }) = self.binaries.get_mut(&file) else { return };
+        let p = GoProc { goid_offset: info.goid_offset, g_tls_offset: -8, runtime: info.runtime, _pad: 0 };
+        if pids.is_empty() && self.files.insert(kernel_file(file), p, 0).is_err() {
+            count(&self.telemetry, "files_full");
+        }
+        if self.procs.insert(pid, p, 0).is_err() {
+            // Full (GO_PROCS_MAX) or refused: its calls stay unlinked.
+            count(&self.telemetry, "procs_full");
+            return;
+        }
+        pids.insert(pid);
+        self.pids.insert(pid, Tracked { start, file });
+        count(&self.telemetry, "probed");
     }
 
     /// Processes that exited (or exec'd without a record) leave the map.
