@@ -8,6 +8,7 @@
 #[cfg(test)]
 pub(crate) mod fixture;
 pub mod http1;
+pub mod http2;
 pub mod mysql;
 pub mod postgres;
 pub mod redis;

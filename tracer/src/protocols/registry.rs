@@ -5,7 +5,7 @@
 //! under `protocols/`, a line in [`PROTOCOLS`], a variant of [`Info`] and
 //! its arm in [`Describer::describe`].
 
-use super::{ConnHints, ProtocolConfig, ProtocolParser, Side, http1, mysql, postgres, redis};
+use super::{ConnHints, ProtocolConfig, ProtocolParser, Side, http1, http2, mysql, postgres, redis};
 use crate::span::{Described, SpanKind};
 
 /// One protocol the agent can parse.
@@ -23,6 +23,7 @@ pub struct Protocol {
 
 /// Every protocol, in detection order (distinctive signatures first).
 pub const PROTOCOLS: &[Protocol] = &[
+    Protocol { name: "http2", ports: &[], detect: http2::detect, parser: http2::parser },
     Protocol { name: "http", ports: &[80, 8080], detect: http1::detect, parser: http1::parser },
     Protocol { name: "postgresql", ports: &[5432], detect: postgres::detect, parser: postgres::parser },
     Protocol { name: "redis", ports: &[6379], detect: redis::detect, parser: redis::parser },
@@ -40,16 +41,16 @@ pub fn detect(payload: &[u8], cfg: &ProtocolConfig, hints: ConnHints) -> Option<
 }
 
 /// What one exchange carried, by protocol.
+// HTTP's and HTTP/2's are the large variants (a request head each); an
+// exchange moves a few times per call, and boxing them would add an
+// allocation per call.
 #[derive(Clone, Debug, PartialEq)]
-#[expect(
-    clippy::large_enum_variant,
-    reason = "an exchange moves a few times per call; boxing HTTP's would add an allocation per HTTP call"
-)]
 pub enum Info {
     Http(http1::HttpExchange),
     Redis(redis::RedisExchange),
     Postgres(postgres::PgExchange),
     Mysql(mysql::MysqlExchange),
+    Http2(http2::H2Exchange),
 }
 
 /// Settings of how each protocol describes its spans.
@@ -79,6 +80,7 @@ impl Describer {
             Info::Postgres(p) => postgres::span::describe(p, self.db_query_text),
             Info::Redis(r) => redis::span::describe(r),
             Info::Mysql(m) => mysql::span::describe(m, self.db_query_text),
+            Info::Http2(h) => http2::span::describe(h, &mut self.http, kind, service),
         }
     }
 
