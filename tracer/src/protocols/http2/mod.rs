@@ -6,16 +6,18 @@
 //! HEADERS of its request to the END_STREAM (or RST_STREAM) of its
 //! response. A gRPC streaming call is one stream, hence one span.
 //!
-//! Detected by the client preface. An `Upgrade: h2c` request is HTTP/1's
-//! (`http1` stops at the 101; the HTTP/2 that follows is not read), and a
-//! connection first seen mid-stream is not detected: its HPACK tables are
-//! out of step, so only stream ids and flags could be read, and frames
-//! lack a signature strong enough to tell them from other bytes.
+//! Detected by the client preface, or by an HTTP/1 request asking for
+//! `Upgrade: h2c` ([`upgrade`]: HTTP/1 until the server's 101, then
+//! HTTP/2 with the upgrade request as stream 1). A connection first seen
+//! mid-stream is not detected: its HPACK tables are out of step, so only
+//! stream ids and flags could be read, and frames lack a signature strong
+//! enough to tell them from other bytes.
 
 pub mod frame;
 pub mod hpack;
 pub mod span;
 pub mod streams;
+pub mod upgrade;
 
 use std::sync::Arc;
 
@@ -23,6 +25,7 @@ use self::{
     frame::{Frame, Framer, Item, PREFACE},
     hpack::Table,
     streams::Streams,
+    upgrade::{Switch, Upgrade, asks_h2c},
 };
 use super::{
     ConnHints, Exchange, ParserCounts, ProtocolConfig, ProtocolParser, Segment, Side,
@@ -51,10 +54,15 @@ pub struct H2Exchange {
 }
 
 /// Detection (the registry's): the client preface, whole or as far as the
-/// syscall went (at least its request-line part).
+/// syscall went (at least its request-line part), or an HTTP/1 request
+/// asking for h2c.
 pub fn detect(payload: &[u8], _port_hint: bool) -> Option<Side> {
-    let n = payload.len().min(PREFACE.len());
-    (n >= 14 && payload[..n] == PREFACE[..n]).then_some(Side::Request)
+    (starts_preface(payload) || asks_h2c(payload)).then_some(Side::Request)
+}
+
+fn starts_preface(p: &[u8]) -> bool {
+    let n = p.len().min(PREFACE.len());
+    n >= 14 && p[..n] == PREFACE[..n]
 }
 
 pub fn parser(cfg: &ProtocolConfig, _hints: ConnHints) -> Box<dyn ProtocolParser> {
@@ -87,6 +95,10 @@ pub struct Http2 {
     req: Direction,
     resp: Direction,
     streams: Streams,
+    /// HTTP/1 before an h2c upgrade (or for good, if the server declines).
+    upgrade: Option<Upgrade>,
+    /// The first request bytes were looked at (preface or upgrade).
+    started: bool,
     counts: ParserCounts,
     items: Vec<Item>,
 }
@@ -98,9 +110,41 @@ impl Http2 {
             req: Direction::new(Side::Request),
             resp: Direction::new(Side::Response),
             streams: Streams::default(),
+            upgrade: None,
+            started: false,
             counts: ParserCounts::default(),
             items: Vec::new(),
         }
+    }
+
+    /// The server switched to HTTP/2: the upgrade request is stream 1, and
+    /// the frames after the 101's head (in `seg`) are the server's first.
+    fn switch(&mut self, sw: Switch, seg: &Segment<'_>, out: &mut Vec<Exchange>) {
+        self.upgrade = None;
+        self.streams.open_upgraded(sw.request, &sw.exchange);
+        self.req = Direction::new(Side::Request);
+        self.resp = Direction::new(Side::Response);
+        let Some(at) = sw.frames_at else {
+            // The head went on past the capture: where frames start is unknown.
+            self.resp.framer = Framer::lost();
+            self.resp.table = Table::lost();
+            self.counts.malformed += 1;
+            return;
+        };
+        let rest = Segment {
+            bytes: seg.bytes - at as u32,
+            payload: &seg.payload[at.min(seg.payload.len())..],
+            seq: seg.seq.map(|s| s.wrapping_add(at as u32)),
+            ..*seg
+        };
+        self.feed_frames(Side::Response, &rest, out);
+    }
+
+    fn feed_frames(&mut self, side: Side, seg: &Segment<'_>, out: &mut Vec<Exchange>) {
+        let mut items = std::mem::take(&mut self.items);
+        self.dir(side).framer.feed(seg, &mut items);
+        self.items = items;
+        self.on_items(side, out);
     }
 
     fn on_items(&mut self, side: Side, out: &mut Vec<Exchange>) {
@@ -199,19 +243,34 @@ impl Http2 {
 
 impl ProtocolParser for Http2 {
     fn name(&self) -> &'static str {
-        "http2"
+        if self.upgrade.is_some() { "http" } else { "http2" }
     }
 
     fn feed(&mut self, side: Side, seg: &Segment<'_>, out: &mut Vec<Exchange>) {
-        let mut items = std::mem::take(&mut self.items);
-        self.dir(side).framer.feed(seg, &mut items);
-        self.items = items;
-        self.on_items(side, out);
+        if !self.started && side == Side::Request && !seg.payload.is_empty() {
+            self.started = true;
+            if !starts_preface(seg.payload) && asks_h2c(seg.payload) {
+                self.upgrade = Some(Upgrade::new(self.cfg.clone()));
+            }
+        }
+        if let Some(u) = &mut self.upgrade {
+            let switch = u.feed(side, seg, out);
+            let c = u.take_counts();
+            self.counts.add(c);
+            if let Some(sw) = switch {
+                self.switch(sw, seg, out);
+            }
+        } else {
+            self.feed_frames(side, seg, out);
+        }
         let c = self.streams.take_counts();
         self.counts.add(c);
     }
 
     fn close(&mut self, out: &mut Vec<Exchange>) {
+        if let Some(u) = &mut self.upgrade {
+            u.close(out);
+        }
         self.streams.close(out);
     }
 

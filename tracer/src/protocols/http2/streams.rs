@@ -73,6 +73,32 @@ impl Streams {
         std::mem::take(&mut self.counts)
     }
 
+    /// Stream 1 of an h2c upgrade: the HTTP/1 request that asked for it
+    /// (its whole body was sent in HTTP/1).
+    pub fn open_upgraded(&mut self, request: Fields, ex: &Exchange) {
+        let req_body = match &ex.info {
+            Info::Http(h) => h.request_body,
+            _ => None,
+        };
+        self.max_id = 1;
+        self.open.insert(
+            1,
+            Stream {
+                request,
+                req: ex.request,
+                req_body: req_body.unwrap_or(0),
+                req_ended: true,
+                response: None,
+                resp: None,
+                resp_body: 0,
+                grpc_status: None,
+                req_lost: req_body.is_none(),
+                resp_lost: false,
+                trailers_incomplete: false,
+            },
+        );
+    }
+
     pub fn on_headers(&mut self, side: Side, f: &Frame, fields: Fields, out: &mut Vec<Exchange>) {
         let id = f.stream;
         if id.is_multiple_of(2) {

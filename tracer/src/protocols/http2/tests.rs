@@ -112,7 +112,6 @@ pub(super) fn preface() -> Vec<u8> {
 }
 
 pub(super) struct Run {
-    #[expect(dead_code, reason = "kept for the property tests' bounds checks")]
     pub parser: Http2,
     pub ex: Vec<Exchange>,
     pub counts: ParserCounts,
@@ -537,4 +536,48 @@ fn allow_listed_headers_are_recorded_and_sensitive_ones_redacted() {
         vec![("x-tenant".to_string(), "acme".to_string()), ("authorization".to_string(), "REDACTED".to_string())]
     );
     assert_eq!(h.http.response.as_ref().unwrap().common.headers, vec![("server".to_string(), "nginx".to_string())]);
+}
+
+const UPGRADE: &[u8] = b"GET /up HTTP/1.1\r\nHost: h2c.local:8080\r\nUser-Agent: curl/7.88.1\r\n\
+Connection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABkAAQCAAAAAAIAAAAA\r\n\r\n";
+
+#[test]
+fn h2c_upgrade_makes_the_request_stream_1() {
+    assert_eq!(detect(UPGRADE, false), Some(Q));
+    assert_eq!(detect(b"GET / HTTP/1.1\r\nUpgrade: websocket\r\n\r\n", false), None);
+    let mut w = Wire::new();
+    let switching = b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: h2c\r\n\r\n";
+    let run = feed(&[
+        (Q, UPGRADE.to_vec(), None),
+        (R, [&switching[..], &settings(), &w.status(1, "200", false), &data(1, 9, true)].concat(), None),
+        (Q, [preface(), frame(frame::SETTINGS, 1, 0, &[]), w.get(3, "/second")].concat(), None),
+        (R, [w.status(3, "200", true)].concat(), None),
+    ]);
+    run.expect(&["1 GET /up -> 200 | grpc=- | body 0/9 |", "3 GET /second -> 200 | grpc=- | body 0/0 |"]);
+    assert_eq!(run.counts, ParserCounts::default());
+    assert_eq!(run.parser.name(), "http2");
+    let d = run.span(0, SpanKind::Client);
+    assert_eq!((d.name.as_str(), d.server.clone()), ("GET /up", Some(("h2c.local".into(), Some(8080)))));
+    assert_eq!(attr(&d, &Key::NetworkProtocolVersion), Some(&Value::from("2")));
+    assert_eq!(attr(&d, &Key::UserAgentOriginal), Some(&Value::from("curl/7.88.1")));
+}
+
+#[test]
+fn a_declined_upgrade_stays_http1() {
+    let run = feed(&[
+        (Q, UPGRADE.to_vec(), None),
+        (R, b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok".to_vec(), None),
+        (Q, b"GET /again HTTP/1.1\r\nHost: h\r\n\r\n".to_vec(), None),
+        (R, b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n".to_vec(), None),
+    ]);
+    let got: Vec<_> = run
+        .ex
+        .iter()
+        .map(|e| match &e.info {
+            Info::Http(h) => (h.request.target.clone(), h.response.as_ref().map(|r| r.status)),
+            other => panic!("not HTTP/1: {other:?}"),
+        })
+        .collect();
+    assert_eq!(got, [("/up".to_string(), Some(200)), ("/again".to_string(), Some(404))]);
+    assert_eq!(run.parser.name(), "http");
 }
