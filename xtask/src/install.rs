@@ -96,6 +96,7 @@ const NEEDS: &[Need] = &[
         used_by: "the project virtualenvs",
     },
     apt("wrk", "wrk", "cargo xtask bench"),
+    apt("nghttp", "nghttp2-client", "e2e_http2 (many HTTP/2 streams on one connection)"),
     apt("bpftool", "bpftool", "e2e_tcp (programs left behind)"),
     apt("setpriv", "util-linux", "e2e_tcp (unprivileged client)"),
     apt("sysctl", "procps", "e2e_tcp (SYN retries in a namespace)"),

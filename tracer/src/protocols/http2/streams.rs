@@ -185,9 +185,19 @@ impl Streams {
             }
             Side::Response => {
                 s.resp_body += f.data_len();
-                if f.end_stream() && s.response.is_some() {
-                    self.finish(f.stream, f.last_ns, None, out);
+                if !f.end_stream() {
+                    return;
                 }
+                if s.response.is_none() {
+                    if !s.resp_lost {
+                        return; // DATA before any response head: a protocol error
+                    }
+                    // Its head was in frames never read: the stream still
+                    // ends here, its status unknown.
+                    s.response = Some(Fields::default());
+                    s.resp = Some(timing(f));
+                }
+                self.finish(f.stream, f.last_ns, None, out);
             }
         }
     }
@@ -278,7 +288,13 @@ impl Streams {
                 ..Default::default()
             },
         };
-        let resp_head = s.response.map(|r| ResponseHead {
+        // Frames of the response were lost while the stream was open: its
+        // head may have been among them, so "no response" would be a guess.
+        let response_fields = match s.response {
+            None if s.resp_lost && reset.is_none() && !refused => Some(Fields::default()),
+            r => r,
+        };
+        let resp_head = response_fields.map(|r| ResponseHead {
             status: r.status.unwrap_or(0),
             common: Common {
                 minor_version: 1,

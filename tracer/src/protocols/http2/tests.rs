@@ -418,6 +418,38 @@ fn an_uncaptured_frame_header_loses_the_framing_until_a_syscall_starts_with_fram
     assert_eq!(run.counts, ParserCounts { malformed: 1, ..Default::default() });
 }
 
+#[test]
+fn a_stream_open_while_frames_were_lost_is_not_called_unanswered() {
+    let mut w = Wire::new();
+    let head = w.status(1, "200", false);
+    let run = feed(&[
+        (Q, [preface(), w.get(1, "/a"), w.get(3, "/b")].concat(), None),
+        (R, [head.clone(), data(1, 3000, true), w.status(3, "200", true)].concat(), Some(head.len() + 9)),
+    ]);
+    run.expect(&[
+        "1 GET /a -> 200 | grpc=- | body 0/3000 |",
+        "3 GET /b -> 0 | grpc=- | body 0/- | incomplete resp_cut",
+    ]);
+    assert_eq!(run.span(1, SpanKind::Client).error_type, None);
+}
+
+#[test]
+fn a_stream_whose_response_head_was_lost_still_ends() {
+    let mut w = Wire::new();
+    let head = w.status(1, "200", false);
+    let run = feed(&[
+        (Q, [preface(), w.get(1, "/a"), w.get(3, "/b")].concat(), None),
+        // A read of both answers captured only up to stream 1's DATA: the
+        // HEADERS of stream 3 is lost, its DATA comes in the next read.
+        (R, [head.clone(), data(1, 3000, true), w.status(3, "404", false)].concat(), Some(head.len() + 9)),
+        (R, data(3, 10, true), None),
+    ]);
+    run.expect(&["1 GET /a -> 200 | grpc=- | body 0/3000 |", "3 GET /b -> 0 | grpc=- | body 0/- | resp_cut"]);
+    let d = run.span(1, SpanKind::Client);
+    assert_eq!(attr(&d, &Key::HttpResponseStatusCode), None, "never guessed");
+    assert_eq!(d.error_type, None);
+}
+
 /// A request with a header whose name is in no table: the encoder indexes
 /// it, and later requests name it by its index in the dynamic table.
 fn tagged(w: &mut Wire, stream: u32, path: &str) -> Vec<u8> {
