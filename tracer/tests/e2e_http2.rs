@@ -255,6 +255,16 @@ fn grpc_unary_errors_deadline_and_streaming() {
         }
         assert_eq!(got, want, "{kind}: methods and codes as the client saw them");
     }
+    for s in clients.iter().chain(servers.iter()).filter(|s| attr(s, "rpc.method") == "Slow") {
+        eprintln!(
+            "deadline exceeded, {} span: status {}, rpc.grpc.status_code {}, error.type {}, {} ms",
+            s["kind"],
+            s["status"],
+            attr(s, "rpc.grpc.status_code"),
+            attr(s, "error.type"),
+            s["duration_ns"].as_u64().unwrap_or(0) / 1_000_000
+        );
+    }
     eprintln!(
         "grpc: {n} calls; spans to port {port}: {}; parser drops: {:?}",
         to_port(&agent, port).len(),
