@@ -302,3 +302,6 @@ mod tests;
 #[cfg(test)]
 #[path = "tests_prop.rs"]
 mod tests_prop;
+#[cfg(test)]
+#[path = "tests_recorded.rs"]
+mod tests_recorded;

@@ -56,6 +56,9 @@ pub struct Streams {
     /// The highest stream id a request was seen on: a response on a lower
     /// id that is not open answers a stream already ended or not followed.
     max_id: u32,
+    /// Request frames were lost on this connection: a response on a stream
+    /// not open may answer a request never read.
+    requests_lost: bool,
     counts: ParserCounts,
 }
 
@@ -146,9 +149,7 @@ impl Streams {
             }
             Side::Response => {
                 let Some(s) = self.open.get_mut(&id) else {
-                    if id > self.max_id {
-                        self.counts.unpaired += 1;
-                    }
+                    self.unknown_stream(f);
                     return;
                 };
                 match &s.response {
@@ -173,8 +174,29 @@ impl Streams {
         }
     }
 
+    /// A response frame on a stream not open: a response to a request
+    /// never seen is counted once (at its END_STREAM; a stream after every
+    /// one seen, at its first HEADERS).
+    fn unknown_stream(&mut self, f: &Frame) {
+        if f.stream.is_multiple_of(2) {
+            return;
+        }
+        let after = f.stream > self.max_id && f.kind == super::frame::HEADERS;
+        if after {
+            self.max_id = f.stream; // its later frames are not counted again
+        }
+        if after || self.requests_lost && f.end_stream() && f.stream <= self.max_id {
+            self.counts.unpaired += 1;
+        }
+    }
+
     pub fn on_data(&mut self, side: Side, f: &Frame, out: &mut Vec<Exchange>) {
-        let Some(s) = self.open.get_mut(&f.stream) else { return };
+        let Some(s) = self.open.get_mut(&f.stream) else {
+            if side == Side::Response {
+                self.unknown_stream(f);
+            }
+            return;
+        };
         match side {
             Side::Request => {
                 s.req_body += f.data_len();
@@ -230,6 +252,7 @@ impl Streams {
     /// Framing was lost in one direction: the bodies of open streams there
     /// are no longer counted whole.
     pub fn framing_lost(&mut self, side: Side) {
+        self.requests_lost |= side == Side::Request;
         for s in self.open.values_mut() {
             match side {
                 Side::Request => s.req_lost = true,

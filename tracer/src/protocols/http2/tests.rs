@@ -541,7 +541,11 @@ fn close_flushes_open_streams() {
 #[test]
 fn responses_without_requests_are_counted() {
     let mut w = Wire::new();
-    let run = feed(&[(Q, preface(), None), (R, w.status(1, "200", true), None), (R, w.status(1, "200", true), None)]);
+    let run = feed(&[
+        (Q, preface(), None),
+        (R, [w.status(1, "200", false), data(1, 5, true)].concat(), None), // counted once
+        (R, w.status(3, "200", true), None),
+    ]);
     assert!(run.ex.is_empty());
     assert_eq!(run.counts.unpaired, 2);
 }
