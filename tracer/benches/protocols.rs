@@ -25,6 +25,9 @@
 //!   HEADERS, DATA and trailers in one), header blocks HPACK-encoded with a
 //!   dynamic table (loona-hpack's encoder: literals not Huffman-coded);
 //!   elements are frames.
+//! - `http2/recorded`: the grpcio session of
+//!   src/protocols/http2/fixtures/grpcio.txt (18 calls of grpcio's C core,
+//!   client and server, each read as recorded), `REPEAT` connections.
 //! - `http2/concurrent`: 100 streams at once on a connection, each answer
 //!   in 4 DATA frames, the frames of different streams interleaved in
 //!   each syscall; elements are frames.
@@ -354,10 +357,57 @@ fn run_h2(conn: &Conn, out: &mut Vec<Exchange>) {
     black_box(p.take_counts());
 }
 
+const GRPCIO: &str = include_str!("../src/protocols/http2/fixtures/grpcio.txt");
+
+/// Frames in a recorded connection: each direction's bytes walked by frame
+/// length (the client's after its preface).
+fn h2_frames(conn: &Conn) -> usize {
+    let mut n = 0;
+    for side in [Side::Request, Side::Response] {
+        let bytes: Vec<u8> = conn.iter().filter(|s| s.side == side).flat_map(|s| s.bytes.iter().copied()).collect();
+        let mut at = if side == Side::Request { H2_PREFACE.len() } else { 0 };
+        while at + 9 <= bytes.len() {
+            at += 9 + u32::from_be_bytes([0, bytes[at], bytes[at + 1], bytes[at + 2]]) as usize;
+            n += 1;
+        }
+    }
+    n
+}
+
 fn http2_benches(c: &mut Criterion) {
     let mut g = c.benchmark_group("http2");
     g.sampling_mode(SamplingMode::Flat).sample_size(20);
     g.warm_up_time(Duration::from_secs(1)).measurement_time(Duration::from_secs(5));
+    {
+        let reads: Vec<(Side, Vec<u8>)> = GRPCIO
+            .lines()
+            .filter(|l| !l.starts_with('#'))
+            .map(|l| {
+                let (dir, hex) = l.split_once(' ').unwrap();
+                let side = if dir == ">" { Side::Request } else { Side::Response };
+                (side, (0..hex.len() / 2).map(|i| u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).unwrap()).collect())
+            })
+            .collect();
+        let conn = with_seq(reads);
+        let frames = h2_frames(&conn) * REPEAT;
+        let mut out = Vec::new();
+        for _ in 0..REPEAT {
+            run_h2(&conn, &mut out);
+        }
+        eprintln!("http2/recorded: {} segments, {frames} frames, {} exchanges", conn.len() * REPEAT, out.len());
+        assert_eq!(out.len(), 18 * REPEAT);
+        g.throughput(Throughput::Elements(frames as u64));
+        g.bench_function("recorded", |b| {
+            b.iter_custom(|n| {
+                cpu_time(n, || {
+                    out.clear();
+                    for _ in 0..REPEAT {
+                        run_h2(black_box(&conn), &mut out);
+                    }
+                })
+            })
+        });
+    }
     for (name, concurrent) in [("grpc", 1), ("concurrent", 100)] {
         let (conn, frames) = h2_conn(20_000, concurrent);
         let mut out = Vec::new();
