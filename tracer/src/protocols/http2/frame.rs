@@ -7,9 +7,10 @@
 //!
 //! Frames are length-prefixed, so bytes moved but not captured are skipped
 //! by count: framing survives any cut inside a payload. A frame header that
-//! was not captured loses the framing; it resumes at a later syscall whose
-//! captured bytes chain as frame headers ([`plausible_start`]), since
-//! senders write whole frames per syscall.
+//! was not captured, or bytes never reported (a gap in TCP sequence
+//! numbers: a syscall dropped on the way), lose the framing; it resumes at
+//! a later syscall whose captured bytes chain as frame headers
+//! ([`plausible_start`]), since senders write whole frames per syscall.
 
 use super::super::Segment;
 
@@ -218,6 +219,14 @@ impl Framer {
                     break;
                 }
             }
+        }
+    }
+
+    /// Bytes of this direction were never reported (a TCP sequence gap):
+    /// what follows is not where the framing expects.
+    pub fn gap(&mut self, out: &mut Vec<Item>) {
+        if !matches!(self.state, State::Lost) {
+            self.lose(out);
         }
     }
 

@@ -75,6 +75,8 @@ struct Direction {
     framer: Framer,
     table: Table,
     block: Option<Block>,
+    /// Sequence number after the last byte seen (None: not known).
+    next_seq: Option<u32>,
 }
 
 /// A header block whose END_HEADERS has not come yet.
@@ -86,7 +88,7 @@ struct Block {
 
 impl Direction {
     fn new(side: Side) -> Self {
-        Direction { framer: Framer::new(side == Side::Request), table: Table::default(), block: None }
+        Direction { framer: Framer::new(side == Side::Request), table: Table::default(), block: None, next_seq: None }
     }
 }
 
@@ -142,7 +144,14 @@ impl Http2 {
 
     fn feed_frames(&mut self, side: Side, seg: &Segment<'_>, out: &mut Vec<Exchange>) {
         let mut items = std::mem::take(&mut self.items);
-        self.dir(side).framer.feed(seg, &mut items);
+        let dir = self.dir(side);
+        if let (Some(next), Some(seq)) = (dir.next_seq, seg.seq)
+            && next != seq
+        {
+            dir.framer.gap(&mut items);
+        }
+        dir.next_seq = seg.seq.map(|s| s.wrapping_add(seg.bytes));
+        dir.framer.feed(seg, &mut items);
         self.items = items;
         self.on_items(side, out);
     }

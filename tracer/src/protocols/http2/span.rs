@@ -66,7 +66,10 @@ pub fn describe(h: &H2Exchange, http: &mut HttpSpans, kind: SpanKind, service: &
     if h.http.response.as_ref().is_some_and(|r| r.common.truncated) {
         d.attributes.push((Key::Other("tracer.http2.response_headers_incomplete".into()), "true".into()));
     }
-    if let Some(e) = stream_error(h, kind).filter(|_| d.error_type.is_none() || h.grpc_status.is_none()) {
+    // A status that says why wins; a reset or GOAWAY says more than nothing.
+    if let Some(e) = stream_error(h, kind)
+        && d.error_type.as_deref().is_none_or(|t| t == "no_response")
+    {
         d.error_type = Some(e);
     }
     d

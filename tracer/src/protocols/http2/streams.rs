@@ -18,8 +18,9 @@ use crate::protocols::{
 };
 
 /// Streams followed at once per connection (servers allow 100 to 250
-/// concurrent streams by default: SETTINGS_MAX_CONCURRENT_STREAMS).
-pub const MAX_STREAMS: usize = 1024;
+/// concurrent streams by default: SETTINGS_MAX_CONCURRENT_STREAMS). Each
+/// holds its request's fields (a path of up to 2 KiB).
+pub const MAX_STREAMS: usize = 256;
 
 struct Stream {
     request: Fields,
@@ -121,7 +122,7 @@ impl Streams {
                     return; // a stream that ended already (a protocol error)
                 }
                 self.max_id = id;
-                if self.open.len() >= MAX_STREAMS {
+                if self.open.len() >= MAX_STREAMS && !self.evict_lost(out) {
                     self.counts.overflow += 1;
                     return;
                 }
@@ -247,6 +248,19 @@ impl Streams {
                 out.push(ex);
             }
         }
+    }
+
+    /// Full: make room by ending the oldest stream whose frames may have
+    /// been lost (its end among them), counted as overflow. False: none.
+    fn evict_lost(&mut self, out: &mut Vec<Exchange>) -> bool {
+        let Some(id) = self.open.iter().find(|(_, s)| s.req_lost || s.resp_lost).map(|(id, _)| *id) else {
+            return false;
+        };
+        self.counts.overflow += 1;
+        if let Some(ex) = self.exchange(id, End::Closed) {
+            out.push(ex);
+        }
+        true
     }
 
     /// Framing was lost in one direction: the bodies of open streams there

@@ -617,3 +617,46 @@ fn a_declined_upgrade_stays_http1() {
     assert_eq!(got, [("/up".to_string(), Some(200)), ("/again".to_string(), Some(404))]);
     assert_eq!(run.parser.name(), "http");
 }
+
+#[test]
+fn streams_past_the_bound_are_counted_not_followed() {
+    let mut w = Wire::new();
+    let n = super::streams::MAX_STREAMS as u32 + 10;
+    let mut req = preface();
+    let mut resp = Vec::new();
+    for i in 0..n {
+        req.extend(w.get(2 * i + 1, "/many"));
+    }
+    for i in 0..n {
+        resp.extend(w.status(2 * i + 1, "200", true));
+    }
+    let run = feed(&[(Q, req, None), (R, resp, None)]);
+    assert_eq!(run.ex.len(), super::streams::MAX_STREAMS);
+    assert_eq!(run.counts, ParserCounts { overflow: 10, ..Default::default() });
+}
+
+#[test]
+fn a_sequence_gap_loses_the_framing_instead_of_misreading_it() {
+    let mut w = Wire::new();
+    let mut p = Http2::new(Default::default());
+    let mut out = Vec::new();
+    let seg = |p: &mut Http2, side, bytes: &[u8], seq, out: &mut Vec<Exchange>| {
+        let s = Segment { ts_ns: seq as u64, bytes: bytes.len() as u32, payload: bytes, seq: Some(seq), tid: 1 };
+        p.feed(side, &s, out);
+    };
+    let req = [preface(), w.get(1, "/a"), w.get(3, "/b")].concat();
+    seg(&mut p, Q, &req, 0, &mut out);
+    let head = w.status(1, "200", false);
+    let body = data(1, 100, false);
+    seg(&mut p, R, &[head.clone(), body[..50].to_vec()].concat(), 10_000, &mut out);
+    // The syscall with the rest of the DATA and stream 1's end was dropped
+    // on the way: this one starts with stream 3's answer, 57 bytes later.
+    let end1 = data(1, 0, true);
+    let gap = (body.len() - 50 + end1.len()) as u32;
+    seg(&mut p, R, &w.status(3, "200", true), 10_000 + (head.len() + 50) as u32 + gap, &mut out);
+    p.close(&mut out);
+    let lines: Vec<String> = out.iter().map(summary).collect();
+    // Stream 3 was open across the gap too: its body size is not known.
+    assert_eq!(lines, ["3 GET /b -> 200 | grpc=- | body 0/- |", "1 GET /a -> 200 | grpc=- | body 0/- | incomplete"]);
+    assert_eq!(p.take_counts().malformed, 1);
+}
