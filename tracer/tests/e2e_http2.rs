@@ -1,6 +1,7 @@
 //! End-to-end HTTP/2 and gRPC on the real kernel: Debian's nginx 1.22 with
-//! `http2` on a cleartext listener driven by curl with prior knowledge
-//! (several streams on one connection, some at once), and a python grpcio
+//! `http2` on a cleartext listener driven by curl with prior knowledge and
+//! nghttp (several streams at once on one connection), hypercorn accepting
+//! curl's `Upgrade: h2c`, and a python grpcio
 //! server and client (unary calls, error statuses, a deadline exceeded,
 //! server streaming). Each client says what it did; the spans of both
 //! ends, told apart from other traffic by this test's ports, must match it
@@ -182,6 +183,64 @@ fn nginx_h2c_with_curl_prior_knowledge() {
         "h2c: {n} transfers, {} spans to port {port}; /big bodies not counted (of 5 per side): {uncounted:?}; statuses not read: {unread:?}; http2 parser drops: {drops:?}",
         to_port(&agent, port).len(),
     );
+    agent.stop();
+}
+
+/// curl asking for HTTP/2 by `Upgrade: h2c`, one connection per URL.
+fn curl_upgrade(url: &str) -> Done {
+    let out = Command::new("curl")
+        .args(["-sS", "--http2", "-o", "/dev/null", "-w", "%{http_version} %{http_code} %{size_download}"])
+        .arg(url)
+        .stderr(Stdio::inherit())
+        .output()
+        .expect("curl");
+    assert!(out.status.success(), "curl {url} failed");
+    let text = String::from_utf8(out.stdout).unwrap();
+    let f: Vec<&str> = text.split(' ').collect();
+    assert_eq!(f[0], "2", "the upgrade was accepted: {text}");
+    (f[1].parse().unwrap(), f[2].parse().unwrap())
+}
+
+/// hypercorn (PyPI) serving an ASGI app that accepts h2c upgrades: the
+/// upgrade request is stream 1 of the HTTP/2 connection that follows.
+#[test]
+fn h2c_upgrade_with_hypercorn_and_curl() {
+    let agent = Agent::start(&[]);
+    let port = free_port();
+    let _server = Proc(
+        Command::new("hypercorn")
+            .args(["--bind", &format!("127.0.0.1:{port}"), "h2c_app:app"])
+            .current_dir(format!("{}/tests/fixtures/http2", env!("CARGO_MANIFEST_DIR")))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("hypercorn (cargo xtask install)"),
+    );
+    wait_listening(&format!("127.0.0.1:{port}"), None);
+    let paths = ["/ok", "/missing", "/ok", "/ok"];
+    let done: Vec<Done> = paths.iter().map(|p| curl_upgrade(&format!("http://127.0.0.1:{port}{p}"))).collect();
+    for kind in ["client", "server"] {
+        let spans = agent.wait_spans(&format!("{kind} spans"), paths.len(), |v| {
+            v["kind"] == kind && attr(v, "server.port").as_u64() == Some(u64::from(port))
+        });
+        assert_eq!(spans.len(), paths.len(), "{kind}: one span per upgraded request: {spans:#?}");
+        let mut got: Vec<(String, u64)> = spans
+            .iter()
+            .map(|s| {
+                assert_eq!(attr(s, "network.protocol.version"), "2", "stream 1 of the upgraded connection: {s}");
+                (
+                    attr(s, "url.path").as_str().unwrap().to_string(),
+                    attr(s, "http.response.status_code").as_u64().unwrap(),
+                )
+            })
+            .collect();
+        got.sort();
+        let mut want: Vec<(String, u64)> =
+            paths.iter().zip(&done).map(|(p, d)| (p.to_string(), u64::from(d.0))).collect();
+        want.sort();
+        assert_eq!(got, want, "{kind}: paths and statuses as curl saw them");
+    }
+    eprintln!("h2c upgrade: {} transfers; http2 parser drops: {:?}", paths.len(), h2_drops(&agent));
     agent.stop();
 }
 

@@ -141,6 +141,7 @@ const NEEDS: &[Need] = &[
     pip(Venv::Tests, "googleapis-common-protos", "the OTLP receiver (google.rpc.Status)"),
     pip(Venv::Tests, "gunicorn", "e2e_identity (`gunicorn app:app` is named `app`)"),
     pip(Venv::Tests, "aiohttp", "e2e_runtimes (an asyncio middle tier)"),
+    pip(Venv::Tests, "hypercorn", "e2e_http2 (an HTTP/2 server that accepts Upgrade: h2c)"),
     pip(Venv::Tests, "redis", "e2e_db (redis-py)"),
     pip(Venv::Tests, "psycopg[binary]", "e2e_db (psycopg 3: extended protocol, prepared statements)"),
     pip(Venv::Tests, "psycopg2-binary", "e2e_db (psycopg2: simple queries)"),

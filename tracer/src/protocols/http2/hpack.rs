@@ -1,6 +1,7 @@
 //! HPACK (RFC 7541) of one direction: the decoder with its dynamic table
-//! (`loona-hpack`), and the fields a span needs picked from each header
-//! block as it is decoded ([`Fields`]); every other value is dropped unread.
+//! ([`super::decoder`]), and the fields a span needs picked from each
+//! header block as it is decoded ([`Fields`]); every other value is
+//! dropped unread.
 //!
 //! A block that was not captured whole, or that does not decode, leaves the
 //! dynamic table out of step with the peer's: the direction is *lost*. A
@@ -13,11 +14,10 @@
 //! the table to zero empties the peer's table too: the direction is back
 //! in step from there.
 
-use std::borrow::Cow;
-
-use loona_hpack::Decoder;
-
-use super::super::http1::{HttpConfig, wire};
+use super::{
+    super::http1::{HttpConfig, wire},
+    decoder::Decoder,
+};
 
 /// Largest dynamic table accepted (SETTINGS_HEADER_TABLE_SIZE is 4096 by
 /// default; a size update past this loses the table rather than holding it).
@@ -53,7 +53,7 @@ pub struct Fields {
 
 /// The decoder of one direction.
 pub struct Table {
-    decoder: Decoder<'static>,
+    decoder: Decoder,
     lost: bool,
 }
 
@@ -63,10 +63,8 @@ impl Default for Table {
     }
 }
 
-fn decoder() -> Decoder<'static> {
-    let mut d = Decoder::new();
-    d.set_max_allowed_table_size(MAX_TABLE);
-    d
+fn decoder() -> Decoder {
+    Decoder::new(MAX_TABLE)
 }
 
 impl Table {
@@ -89,11 +87,11 @@ impl Table {
     /// headers recorded by name.
     pub fn decode(&mut self, block: &[u8], cut: bool, cfg: &HttpConfig, allow: &[String]) -> Fields {
         let mut f = Fields::default();
-        let mut pick = |n: Cow<'_, [u8]>, v: Cow<'_, [u8]>| pick(&mut f, &n, &v, cfg, allow);
+        let mut pick = |n: &[u8], v: &[u8]| pick(&mut f, n, v, cfg, allow);
         let ok = if self.lost {
             let mut fresh = decoder();
-            fresh.set_max_table_size(MAX_TABLE);
-            let ok = fresh.decode_with_cb(block, &mut pick).is_ok();
+            fresh.set_max_size(MAX_TABLE);
+            let ok = fresh.decode(block, &mut pick).is_ok();
             if ok && !cut && block.first() == Some(&0x20) {
                 // `0x20`: size update to 0; the peer's table is empty too.
                 self.decoder = fresh;
@@ -101,7 +99,7 @@ impl Table {
             }
             ok
         } else {
-            let ok = self.decoder.decode_with_cb(block, &mut pick).is_ok();
+            let ok = self.decoder.decode(block, &mut pick).is_ok();
             self.lost = !ok || cut;
             ok
         };

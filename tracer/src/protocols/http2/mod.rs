@@ -1,6 +1,7 @@
 //! HTTP/2 over cleartext TCP with prior knowledge (RFC 9113 section 3.3),
 //! and the gRPC calls it carries. Each direction is framed on its own
-//! ([`frame::Framer`]) and has its own HPACK table ([`hpack::Table`]);
+//! ([`frame::Framer`]) and has its own HPACK table ([`hpack::Table`],
+//! decoded by [`decoder`]);
 //! frames are paired into exchanges by stream id ([`streams`]): many
 //! streams at once per connection, each one exchange, from the first
 //! HEADERS of its request to the END_STREAM (or RST_STREAM) of its
@@ -13,10 +14,13 @@
 //! stream ids and flags could be read, and frames lack a signature strong
 //! enough to tell them from other bytes.
 
+pub mod decoder;
 pub mod frame;
 pub mod hpack;
+pub mod huffman;
 pub mod span;
 pub mod streams;
+pub mod tables;
 pub mod upgrade;
 
 use std::sync::Arc;
