@@ -28,6 +28,9 @@
 //! - `http2/recorded`: the grpcio session of
 //!   src/protocols/http2/fixtures/grpcio.txt (18 calls of grpcio's C core,
 //!   client and server, each read as recorded), `REPEAT` connections.
+//! - `http2/grpc+huffman`: the same calls with every header value
+//!   Huffman-coded and never indexed (as clients that do not index send
+//!   them: each block decoded whole, each string through the Huffman code).
 //! - `http2/concurrent`: 100 streams at once on a connection, each answer
 //!   in 4 DATA frames, the frames of different streams interleaved in
 //!   each syscall; elements are frames.
@@ -266,9 +269,70 @@ fn is_last_of_write(s: u32, ids: &[u32]) -> bool {
     (s - ids[0]) / 2 % PER_WRITE == PER_WRITE - 1 || s == ids[ids.len() - 1]
 }
 
+/// An HPACK integer with an N-bit prefix after `flags`.
+fn hpack_int(v: usize, prefix: u8, flags: u8) -> Vec<u8> {
+    let mask = (1usize << prefix) - 1;
+    if v < mask {
+        return vec![flags | v as u8];
+    }
+    let mut out = vec![flags | mask as u8];
+    let mut rest = v - mask;
+    while rest >= 128 {
+        out.push((rest % 128) as u8 | 0x80);
+        rest /= 128;
+    }
+    out.push(rest as u8);
+    out
+}
+
+/// A Huffman-coded string literal.
+fn hpack_huffman(s: &[u8]) -> Vec<u8> {
+    let mut bits: Vec<bool> = Vec::new();
+    for &b in s {
+        let (code, n) = tracer::protocols::http2::tables::HUFFMAN[b as usize];
+        bits.extend((0..n).rev().map(|i| (code >> i) & 1 == 1));
+    }
+    while !bits.len().is_multiple_of(8) {
+        bits.push(true);
+    }
+    let body: Vec<u8> = bits.chunks(8).map(|c| c.iter().fold(0u8, |a, b| a << 1 | u8::from(*b))).collect();
+    [hpack_int(body.len(), 7, 0x80), body].concat()
+}
+
+/// A block of fields never indexed, values Huffman-coded: names by their
+/// static index, or (0) as Huffman literals too.
+fn hpack_plain(fields: &[(usize, &[u8], &[u8])]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for (index, name, value) in fields {
+        out.extend(hpack_int(*index, 4, 0x10));
+        if *index == 0 {
+            out.extend(hpack_huffman(name));
+        }
+        out.extend(hpack_huffman(value));
+    }
+    out
+}
+
+/// HPACK encoding of the bench's blocks: loona's encoder (dynamic table,
+/// no Huffman) or [`hpack_plain`].
+enum Hpack {
+    Indexed(loona_hpack::Encoder<'static>),
+    Huffman,
+}
+
+impl Hpack {
+    fn encode(&mut self, fields: &[(usize, &[u8], &[u8])]) -> Vec<u8> {
+        match self {
+            Hpack::Indexed(e) => e.encode(fields.iter().map(|(_, n, v)| (*n, *v))),
+            Hpack::Huffman => hpack_plain(fields),
+        }
+    }
+}
+
 /// A connection of HTTP/2 syscalls, and how many frames they carry.
-fn h2_conn(calls: usize, concurrent: usize) -> (Conn, usize) {
-    let (mut req_enc, mut resp_enc) = (loona_hpack::Encoder::new(), loona_hpack::Encoder::new());
+fn h2_conn(calls: usize, concurrent: usize, huffman: bool) -> (Conn, usize) {
+    let new = || if huffman { Hpack::Huffman } else { Hpack::Indexed(loona_hpack::Encoder::new()) };
+    let (mut req_enc, mut resp_enc) = (new(), new());
     let mut frames = 3;
     let settings = h2_frame(4, 0, 0, &[0, 3, 0, 0, 0, 100, 0, 4, 0, 0x40, 0, 0]);
     let mut reads = vec![(Side::Request, [H2_PREFACE, &settings].concat()), (Side::Response, settings.clone())];
@@ -282,32 +346,35 @@ fn h2_conn(calls: usize, concurrent: usize) -> (Conn, usize) {
         let mut req = Vec::new();
         for &s in &ids {
             let path = if s % 3 == 0 { "/shop.Cart/AddItem" } else { "/shop.Catalog/GetProduct" };
-            let fields: [(&[u8], &[u8]); 8] = [
-                (b":method", b"POST"),
-                (b":scheme", b"http"),
-                (b":path", path.as_bytes()),
-                (b":authority", b"catalog.shop.svc:50051"),
-                (b"content-type", b"application/grpc"),
-                (b"te", b"trailers"),
-                (b"grpc-accept-encoding", b"identity,deflate,gzip"),
-                (b"user-agent", b"grpc-python/1.60.0 grpc-c/37.0.0 (linux; chttp2)"),
+            let fields: [(usize, &[u8], &[u8]); 8] = [
+                (2, b":method", b"POST"),
+                (6, b":scheme", b"http"),
+                (4, b":path", path.as_bytes()),
+                (1, b":authority", b"catalog.shop.svc:50051"),
+                (31, b"content-type", b"application/grpc"),
+                (0, b"te", b"trailers"),
+                (0, b"grpc-accept-encoding", b"identity,deflate,gzip"),
+                (58, b"user-agent", b"grpc-python/1.60.0 grpc-c/37.0.0 (linux; chttp2)"),
             ];
-            req.extend(h2_frame(1, 4, s, &req_enc.encode(fields)));
+            req.extend(h2_frame(1, 4, s, &req_enc.encode(&fields)));
             req.extend(h2_frame(0, 1, s, &message));
             frames += 2;
             if is_last_of_write(s, &ids) || concurrent == 1 {
                 reads.push((Side::Request, std::mem::take(&mut req)));
             }
         }
-        let head: [(&[u8], &[u8]); 3] =
-            [(b":status", b"200"), (b"content-type", b"application/grpc"), (b"grpc-accept-encoding", b"identity")];
-        let trailers: [(&[u8], &[u8]); 2] = [(b"grpc-status", b"0"), (b"grpc-message", b"")];
+        let head: [(usize, &[u8], &[u8]); 3] = [
+            (8, b":status", b"200"),
+            (31, b"content-type", b"application/grpc"),
+            (0, b"grpc-accept-encoding", b"identity"),
+        ];
+        let trailers: [(usize, &[u8], &[u8]); 2] = [(0, b"grpc-status", b"0"), (0, b"grpc-message", b"")];
         if concurrent == 1 {
             let s = ids[0];
             let answer = [
-                h2_frame(1, 4, s, &resp_enc.encode(head)),
+                h2_frame(1, 4, s, &resp_enc.encode(&head)),
                 h2_frame(0, 0, s, &message),
-                h2_frame(1, 5, s, &resp_enc.encode(trailers)),
+                h2_frame(1, 5, s, &resp_enc.encode(&trailers)),
             ]
             .concat();
             frames += 3;
@@ -317,7 +384,7 @@ fn h2_conn(calls: usize, concurrent: usize) -> (Conn, usize) {
         // Heads of every stream, then 4 DATA rounds interleaved, then trailers.
         let mut answer = Vec::new();
         for &s in &ids {
-            answer.extend(h2_frame(1, 4, s, &resp_enc.encode(head)));
+            answer.extend(h2_frame(1, 4, s, &resp_enc.encode(&head)));
             if is_last_of_write(s, &ids) {
                 reads.push((Side::Response, std::mem::take(&mut answer)));
             }
@@ -331,7 +398,7 @@ fn h2_conn(calls: usize, concurrent: usize) -> (Conn, usize) {
             }
         }
         for &s in &ids {
-            answer.extend(h2_frame(1, 5, s, &resp_enc.encode(trailers)));
+            answer.extend(h2_frame(1, 5, s, &resp_enc.encode(&trailers)));
             if is_last_of_write(s, &ids) {
                 reads.push((Side::Response, std::mem::take(&mut answer)));
             }
@@ -408,8 +475,8 @@ fn http2_benches(c: &mut Criterion) {
             })
         });
     }
-    for (name, concurrent) in [("grpc", 1), ("concurrent", 100)] {
-        let (conn, frames) = h2_conn(20_000, concurrent);
+    for (name, concurrent, huffman) in [("grpc", 1, false), ("grpc+huffman", 1, true), ("concurrent", 100, false)] {
+        let (conn, frames) = h2_conn(20_000, concurrent, huffman);
         let mut out = Vec::new();
         run_h2(&conn, &mut out);
         eprintln!("http2/{name}: {} segments, {frames} frames, {} exchanges", conn.len(), out.len());

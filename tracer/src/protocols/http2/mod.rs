@@ -172,7 +172,7 @@ impl Http2 {
                     dir.block = None;
                     self.streams.framing_lost(side);
                 }
-                Item::Resumed => {}
+                Item::Resumed => self.streams.framing_resumed(side),
             }
         }
         self.items = items; // keep the allocation for the next segment

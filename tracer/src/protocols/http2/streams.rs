@@ -60,6 +60,9 @@ pub struct Streams {
     /// Request frames were lost on this connection: a response on a stream
     /// not open may answer a request never read.
     requests_lost: bool,
+    /// The response direction is out of step now: a stream opened meanwhile
+    /// may have its answer in frames never read.
+    responses_lost_now: bool,
     counts: ParserCounts,
 }
 
@@ -143,7 +146,7 @@ impl Streams {
                         resp_body: 0,
                         grpc_status: None,
                         req_lost: false,
-                        resp_lost: false,
+                        resp_lost: self.responses_lost_now,
                         trailers_incomplete: false,
                     },
                 );
@@ -267,11 +270,19 @@ impl Streams {
     /// are no longer counted whole.
     pub fn framing_lost(&mut self, side: Side) {
         self.requests_lost |= side == Side::Request;
+        self.responses_lost_now |= side == Side::Response;
         for s in self.open.values_mut() {
             match side {
                 Side::Request => s.req_lost = true,
                 Side::Response => s.resp_lost = true,
             }
+        }
+    }
+
+    /// Framing resumed in one direction.
+    pub fn framing_resumed(&mut self, side: Side) {
+        if side == Side::Response {
+            self.responses_lost_now = false;
         }
     }
 
