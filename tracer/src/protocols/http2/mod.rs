@@ -313,6 +313,9 @@ impl Http2 {
 #[path = "tests.rs"]
 mod tests;
 #[cfg(test)]
+#[path = "tests_lost.rs"]
+mod tests_lost;
+#[cfg(test)]
 #[path = "tests_prop.rs"]
 mod tests_prop;
 #[cfg(test)]
