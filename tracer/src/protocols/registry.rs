@@ -110,5 +110,13 @@ mod tests {
         let (side, _) = detect(b"HTTP/1.1 200 OK\r\n", &cfg, ConnHints::default()).unwrap();
         assert_eq!(side, Side::Response);
         assert!(detect(b"\x00\x01garbage", &cfg, ConnHints::default()).is_none());
+        // HTTP/2: the preface, and an HTTP/1 request asking for h2c.
+        let (side, p) = detect(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", &cfg, ConnHints::default()).unwrap();
+        assert_eq!((side, p.name()), (Side::Request, "http2"));
+        let h2c = b"GET / HTTP/1.1\r\nHost: a\r\nConnection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\n\r\n";
+        let (_, p) = detect(h2c, &cfg, ConnHints::default()).unwrap();
+        assert_eq!(p.name(), "http2", "the HTTP/2 parser, reading HTTP/1 until the server switches");
+        let ws = b"GET / HTTP/1.1\r\nUpgrade: websocket\r\n\r\n";
+        assert_eq!(detect(ws, &cfg, ConnHints::default()).unwrap().1.name(), "http");
     }
 }
