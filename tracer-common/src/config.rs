@@ -117,10 +117,14 @@ pub struct ProbeConfig {
     pub netns: u32,
     /// 1: data events of processes in `GO_PROCS` carry their goroutine id.
     pub go: u32,
+    /// 1: TLS library uprobes are attached; the data probe looks up whether
+    /// the thread is inside a TLS call (`crate::tls`).
+    pub tls: u32,
+    pub _pad: u32,
 }
 
 const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 64);
-const _: () = assert!(core::mem::size_of::<ProbeConfig>() == 120);
+const _: () = assert!(core::mem::size_of::<ProbeConfig>() == 128);
 
 #[cfg(feature = "user")]
 unsafe impl aya::Pod for ProbeConfig {}

@@ -115,11 +115,15 @@ pub enum Syscall {
     /// io_uring, or a read/write that began before the agent attached): bytes
     /// and sequence number only, no payload.
     Other = 8,
+    /// Plaintext a TLS library (OpenSSL's SSL_read / SSL_read_ex) returned.
+    SslRead = 9,
+    /// Plaintext a TLS library (SSL_write / SSL_write_ex) accepted.
+    SslWrite = 10,
 }
 
 impl Syscall {
     pub const fn is_send(self) -> bool {
-        matches!(self, Syscall::Write | Syscall::Writev | Syscall::Sendto | Syscall::Sendmsg)
+        matches!(self, Syscall::Write | Syscall::Writev | Syscall::Sendto | Syscall::Sendmsg | Syscall::SslWrite)
     }
 
     pub fn from_u8(v: u8) -> Option<Self> {
@@ -133,6 +137,8 @@ impl Syscall {
             6 => Syscall::Recvmsg,
             7 => Syscall::Sendmsg,
             8 => Syscall::Other,
+            9 => Syscall::SslRead,
+            10 => Syscall::SslWrite,
             _ => return None,
         })
     }
@@ -148,6 +154,8 @@ impl Syscall {
             Syscall::Recvmsg => "recvmsg",
             Syscall::Sendmsg => "sendmsg",
             Syscall::Other => "other",
+            Syscall::SslRead => "ssl_read",
+            Syscall::SslWrite => "ssl_write",
         }
     }
 }
@@ -158,6 +166,14 @@ pub const DATA_SEQ_VALID: u8 = 1;
 pub const DATA_PAYLOAD_PARTIAL: u8 = 2;
 /// [`DataEvent::flags`]: the process sent the bytes (else it received them).
 pub const DATA_EGRESS: u8 = 4;
+/// [`DataEvent::flags`]: TLS plaintext from a library uprobe (syscall
+/// `SslRead`/`SslWrite`); `seq` (when valid) is the TCP sequence number of
+/// the first ciphertext byte the call moved, a key for linking the two ends,
+/// not a position in the plaintext.
+pub const DATA_TLS_PLAIN: u8 = 8;
+/// [`DataEvent::flags`]: ciphertext moved inside a TLS library call: bytes
+/// and sequence number only, no payload (the plaintext event carries it).
+pub const DATA_TLS_CIPHER: u8 = 16;
 
 /// A read/write-family syscall that moved bytes on a TCP socket. The first
 /// `payload_len` bytes of the data follow this struct in the record.

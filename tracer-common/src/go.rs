@@ -14,7 +14,24 @@ pub const GO_WRITERS: &str = "GO_WRITERS";
 /// request the connection carries now (set by each RoundTrip on it).
 pub const GO_CALLERS: &str = "GO_CALLERS";
 
+/// Hash map [`GoFile`] -> [`GoProc`], written by the agent for every Go
+/// executable it has read: the exec probe puts a new process of one of
+/// them into `GO_PROCS` at once (a short-lived Go client would finish
+/// before the agent's watcher saw its exec record), and takes any other
+/// exec'd pid out.
+pub const GO_FILES: &str = "GO_FILES";
+
 pub const GO_PROCS_MAX: u32 = 4096;
+pub const GO_FILES_MAX: u32 = 1024;
+
+/// An executable by the kernel's identity of its file: `s_dev` of its
+/// filesystem (MAJOR << 20 | MINOR) and its inode number.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct GoFile {
+    pub dev: u64,
+    pub ino: u64,
+}
 pub const GO_WRITERS_MAX: u32 = 65536;
 pub const GO_CALLERS_MAX: u32 = 65536;
 
@@ -43,8 +60,11 @@ pub struct GoKey {
 
 const _: () = assert!(core::mem::size_of::<GoProc>() == 16);
 const _: () = assert!(core::mem::size_of::<GoKey>() == 16);
+const _: () = assert!(core::mem::size_of::<GoFile>() == 16);
 
 #[cfg(feature = "user")]
 unsafe impl aya::Pod for GoProc {}
 #[cfg(feature = "user")]
 unsafe impl aya::Pod for GoKey {}
+#[cfg(feature = "user")]
+unsafe impl aya::Pod for GoFile {}

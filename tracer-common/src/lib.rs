@@ -8,3 +8,4 @@ pub mod event;
 pub mod go;
 pub mod maps;
 pub mod process;
+pub mod tls;

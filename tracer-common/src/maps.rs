@@ -7,6 +7,16 @@ pub const COUNTERS: &str = "COUNTERS";
 /// Read-only global holding [`crate::config::ProbeConfig`].
 pub const PROBE_CONFIG: &str = "PROBE_CONFIG";
 
+/// LRU map struct sock -> verdict (`VERDICT_*`), written by the agent: what
+/// the data probe ships for a socket's syscalls. Absent: payload up to the
+/// capture size. Taken out by the kernel at connect, accept and close, so a
+/// reused socket address starts over.
+pub const SOCK_VERDICT: &str = "SOCK_VERDICT";
+pub const SOCK_VERDICT_MAX: u32 = 65536;
+/// Bytes and sequence numbers only: no parser reads this socket (its
+/// protocol is not one the agent knows).
+pub const VERDICT_COUNT_ONLY: u8 = 1;
+
 /// Ring buffer size in bytes (power of two, multiple of the page size).
 pub const EVENTS_BYTES: u32 = 8 << 20;
 
@@ -33,10 +43,20 @@ pub enum Counter {
     /// `GO_CALLERS` (evicted, or its request sent before the agent
     /// attached): the write is credited to the writeLoop itself.
     GoHandoffMissed = 6,
+    /// A TLS library call returned plaintext with no socket known for its
+    /// SSL object (no syscall inside the call, none learned before): the
+    /// plaintext is not reported.
+    TlsNoSocket = 7,
+    /// A TLS library call's plaintext could not be copied or its length
+    /// read (`*_ex` out-parameter): not reported.
+    TlsReadFailed = 8,
+    /// Data events shipped without payload because the agent said the
+    /// socket needs none (`SOCK_VERDICT`).
+    PayloadSkipped = 9,
 }
 
 impl Counter {
-    pub const ALL: [Counter; 7] = [
+    pub const ALL: [Counter; 10] = [
         Counter::EventsSubmitted,
         Counter::RingbufFull,
         Counter::RegsReadFailed,
@@ -44,6 +64,9 @@ impl Counter {
         Counter::SockReadFailed,
         Counter::GoGoidReadFailed,
         Counter::GoHandoffMissed,
+        Counter::TlsNoSocket,
+        Counter::TlsReadFailed,
+        Counter::PayloadSkipped,
     ];
     pub const COUNT: u32 = Self::ALL.len() as u32;
 
@@ -56,6 +79,9 @@ impl Counter {
             Counter::SockReadFailed => "sock_read_failed",
             Counter::GoGoidReadFailed => "go_goid_read_failed",
             Counter::GoHandoffMissed => "go_handoff_missed",
+            Counter::TlsNoSocket => "tls_no_socket",
+            Counter::TlsReadFailed => "tls_read_failed",
+            Counter::PayloadSkipped => "payload_skipped",
         }
     }
 }

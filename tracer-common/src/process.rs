@@ -74,6 +74,16 @@ pub struct ProcessConfig {
     pub enabled: u16,
     /// The agent's own tgid.
     pub self_pid: u32,
+    /// mm_struct.exe_file, file.f_inode, inode.i_ino, inode.i_sb,
+    /// super_block.s_dev: the executable's file identity at exec, so a
+    /// process of a known Go binary is probed from its first instruction
+    /// (`crate::go::GO_FILES`). 0 in `mm_exe_file`: not read.
+    pub mm_exe_file: u16,
+    pub file_inode: u16,
+    pub inode_ino: u16,
+    pub inode_sb: u16,
+    pub sb_dev: u16,
+    pub _pad: u16,
 }
 
 /// Global holding [`ProcessConfig`].
@@ -81,7 +91,7 @@ pub const PROCESS_CONFIG: &str = "PROCESS_CONFIG";
 
 const _: () = assert!(core::mem::size_of::<ExecEvent>() == 64);
 const _: () = assert!(core::mem::size_of::<ForkEvent>() == 32);
-const _: () = assert!(core::mem::size_of::<ProcessConfig>() == 16);
+const _: () = assert!(core::mem::size_of::<ProcessConfig>() == 28);
 
 #[cfg(feature = "user")]
 unsafe impl aya::Pod for ProcessConfig {}

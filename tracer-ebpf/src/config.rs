@@ -43,6 +43,8 @@ static PROBE_CONFIG: ProbeConfig = ProbeConfig {
     wakeup_bytes: 0,
     netns: 0,
     go: 0,
+    tls: 0,
+    _pad: 0,
 };
 
 // Volatile reads so the compiler does not fold the zero initialiser: the
@@ -81,4 +83,9 @@ pub fn netns() -> u32 {
 #[inline(always)]
 pub fn go() -> u32 {
     unsafe { core::ptr::read_volatile(&raw const PROBE_CONFIG.go) }
+}
+
+#[inline(always)]
+pub fn tls() -> u32 {
+    unsafe { core::ptr::read_volatile(&raw const PROBE_CONFIG.tls) }
 }

@@ -9,6 +9,8 @@
 //!   fork records for service identity (tracer_common::process)
 //! - `probes::go`: goroutine ids of Go processes' data events, and entry
 //!   uprobes on net/http's hand-offs between goroutines
+//! - `probes::tls`: uprobes and uretprobes on OpenSSL's SSL_read/SSL_write
+//!   family -> TLS plaintext as data events of the call's socket
 //!
 //! [`ConnEvent`]: tracer_common::event::ConnEvent
 //! [`DataEvent`]: tracer_common::event::DataEvent

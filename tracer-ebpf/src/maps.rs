@@ -3,18 +3,34 @@
 use aya_ebpf::{
     bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
     macros::map,
-    maps::{PerCpuArray, RingBuf},
+    maps::{LruHashMap, PerCpuArray, RingBuf},
 };
 use tracer_common::{
     config::MAX_CAPTURE,
     event::DataEvent,
-    maps::{Counter, EVENTS_BYTES},
+    maps::{Counter, EVENTS_BYTES, SOCK_VERDICT_MAX, VERDICT_COUNT_ONLY},
 };
 
 use crate::config;
 
 #[map(name = "EVENTS")]
 pub static EVENTS: RingBuf = RingBuf::with_byte_size(EVENTS_BYTES, 0);
+
+#[map(name = "SOCK_VERDICT")]
+pub static SOCK_VERDICT: LruHashMap<u64, u8> = LruHashMap::with_max_entries(SOCK_VERDICT_MAX, 0);
+
+/// The agent said no parser reads this socket: ship no payload.
+#[inline(always)]
+pub fn count_only(sk: u64) -> bool {
+    unsafe { SOCK_VERDICT.get(sk) }.is_some_and(|v| *v == VERDICT_COUNT_ONLY)
+}
+
+/// A socket starts (or ends) a connection: whatever was said of the
+/// address before is not said of it.
+#[inline(always)]
+pub fn forget_verdict(sk: u64) {
+    let _ = SOCK_VERDICT.remove(sk);
+}
 
 #[map(name = "COUNTERS")]
 pub static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(Counter::COUNT, 0);

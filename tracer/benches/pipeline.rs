@@ -13,6 +13,8 @@
 //!   parents and trace ids resolved (peer-socket rule, both ends are in the
 //!   stream), released; default limits, so past 30 000 held spans the oldest
 //!   leave early as on a busy node (elements are spans).
+//! - `link_spans+business`: the same with the business matcher naming each
+//!   entry span's transaction and the linker carrying it down its chain.
 //! - `otlp_encode_spans`: those spans -> OTLP `ExportTraceServiceRequest`s
 //!   (batches of 512, grouped by service instance, cut under 4 MiB) -> protobuf
 //!   bytes, what the exporter does before compression and the network
@@ -46,6 +48,7 @@ use std::{
 use bytes::Bytes;
 use criterion::{Criterion, SamplingMode, Throughput, criterion_group, criterion_main};
 use tracer::{
+    business::{BusinessConfig, Matcher},
     capture::{
         decode::decode,
         event::{Comm, Data, Direction, Event, StateChange, Task, TcpStats, Tuple},
@@ -170,6 +173,7 @@ impl Gen {
             payload: Bytes::copy_from_slice(&bytes[..bytes.len().min(CAPTURE)]),
             partial: false,
             goid: 0,
+            tls: Default::default(),
         }));
     }
 
@@ -453,6 +457,28 @@ fn benches(c: &mut Criterion) {
             let start = thread_cpu();
             for batch in owned {
                 let mut linker = Linker::new(LinkConfig::default());
+                for s in batch {
+                    linker.insert(s, &mut out);
+                }
+                linker.release_due(u64::MAX, &mut out);
+                black_box(out.len());
+                out.clear();
+            }
+            thread_cpu() - start
+        })
+    });
+
+    // The same with the business matcher naming every entry span's
+    // transaction (default rules: `{service} {method} {route}`) and the
+    // linker carrying it down the chain: the cost of issue 16 on the chain stage.
+    g.bench_function("link_spans+business", |b| {
+        b.iter_custom(|n| {
+            let owned: Vec<Vec<_>> = (0..n).map(|_| spans.iter().map(|s| (**s).clone()).collect()).collect();
+            let mut out = Vec::with_capacity(spans.len());
+            let start = thread_cpu();
+            for batch in owned {
+                let matcher = Matcher::new(&BusinessConfig::default());
+                let mut linker = Linker::new(LinkConfig::default()).with_classifier(Some(Box::new(matcher)));
                 for s in batch {
                     linker.insert(s, &mut out);
                 }

@@ -8,6 +8,7 @@ use serde::Deserialize;
 use tracer_common::config::MAX_CAPTURE;
 
 use crate::{
+    business::BusinessConfig,
     chain::link::LinkConfig,
     export::{lines::OutputFormat, otlp::OtlpConfig},
     k8s::K8sConfig,
@@ -40,6 +41,8 @@ pub struct Config {
     pub topology: TopologyConfig,
     /// Embedded store of recent traces (API and web page).
     pub store: StoreConfig,
+    /// Business transactions, their KPIs, targets and SLOs.
+    pub business: BusinessConfig,
     /// Pod and workload names from the API server, when in a cluster.
     pub kubernetes: K8sConfig,
     /// How the agent's threads ask to be scheduled (a long slice: the traced
@@ -47,6 +50,8 @@ pub struct Config {
     pub scheduler: crate::sched::SchedConfig,
     /// Runtime hooks (uprobes) that give call chains task identity.
     pub runtimes: RuntimesConfig,
+    /// TLS plaintext by uprobes on TLS libraries.
+    pub tls: TlsConfig,
     /// What `tracer run` prints on stdout: json, text or none.
     pub output: OutputFormat,
     /// Also print one line per data event (debugging capture).
@@ -65,9 +70,11 @@ impl Default for Config {
             otlp: OtlpConfig::default(),
             topology: TopologyConfig::default(),
             store: StoreConfig::default(),
+            business: BusinessConfig::default(),
             kubernetes: K8sConfig::default(),
             scheduler: crate::sched::SchedConfig::default(),
             runtimes: RuntimesConfig::default(),
+            tls: TlsConfig::default(),
             output: OutputFormat::Text,
             data_events: false,
         }
@@ -177,6 +184,25 @@ pub struct RuntimesConfig {
     pub go: bool,
 }
 
+/// `[tls]`: plaintext of TLS connections read where the library hands it
+/// over (`crate::tls`).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TlsConfig {
+    /// Uprobes on OpenSSL's libssl (SSL_read/SSL_write and their `_ex`
+    /// forms) in every library file processes map. Default true.
+    pub openssl: bool,
+    /// Library files probed at most (each costs 8 uprobes); past it a file
+    /// is skipped and counted.
+    pub max_libraries: usize,
+}
+
+impl Default for TlsConfig {
+    fn default() -> Self {
+        TlsConfig { openssl: true, max_libraries: 64 }
+    }
+}
+
 impl Default for RuntimesConfig {
     fn default() -> Self {
         RuntimesConfig { go: true }
@@ -278,6 +304,7 @@ impl Config {
             bail!("capture.capture_bytes (--capture-bytes): {} is more than {MAX_CAPTURE}", self.capture.capture_bytes);
         }
         self.capture.netns_inode().context("capture.netns (--netns)")?;
+        self.business.validate(&self.http.request_headers, self.http.redact_query_values)?;
         Ok(())
     }
 }
@@ -319,5 +346,7 @@ mod tests {
         assert!(msg.contains("capture.capture_bytes"), "{msg}");
         let msg = format!("{:#}", load("[capture]\nnetns = \"/nonexistent/ns\"\n").unwrap_err());
         assert!(msg.contains("capture.netns"), "{msg}");
+        let msg = format!("{:#}", load("[[business.transactions]]\nname = \"a\"\nroute = \"a\"\n").unwrap_err());
+        assert!(msg.contains("business.transactions[0].route"), "{msg}");
     }
 }

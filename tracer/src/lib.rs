@@ -22,6 +22,7 @@ pub mod span;
 pub mod store;
 pub mod supervisor;
 pub mod telemetry;
+pub mod tls;
 pub mod topology;
 pub mod ui;
 

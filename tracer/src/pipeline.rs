@@ -7,6 +7,7 @@
 //!   --chain_to_export--> export::lines (stdout)
 //!   and chain --Sink (bounded queues)--> export::otlp (OTLP/gRPC or HTTP),
 //!                                        topology (service graph, /api/topology),
+//!                                        business (transactions, /api/transactions),
 //!                                        store (recent traces, /api/traces)
 //! api (/healthz /readyz /metrics /api/* and the web page at /)
 //! ```
@@ -25,6 +26,7 @@ use tokio::sync::{mpsc, watch};
 
 use crate::{
     api,
+    business::Business,
     capture::reader::Reader,
     chain::{self, ChainConfig},
     config::Config,
@@ -75,7 +77,8 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<()> 
     }
     let (topology, topology_sink) = Topology::new(cfg.topology.clone(), telemetry.clone());
     let (store, store_sink) = Store::new(cfg.store.clone(), telemetry.clone());
-    let api_routes = vec![topology.routes(), store.routes(), ui::routes()];
+    let (business, business_sink, matcher) = Business::new(cfg.business.clone(), telemetry.clone());
+    let api_routes = vec![topology.routes(), store.routes(), business.routes(), ui::routes()];
     let api_task = sup.spawn("api", api::serve(listener, telemetry.clone(), sup.clone(), api_routes, stop_rx.clone()));
 
     let mut probes = Probes::load(&LoadOptions {
@@ -84,6 +87,7 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<()> 
         accept_hook: cfg.capture.accept_hook,
         netns: cfg.capture.netns_inode()?,
         go: cfg.runtimes.go,
+        tls: cfg.tls.openssl,
     })?;
     // What this kernel lacks stays visible on /readyz, not only in the log.
     for d in probes.degraded.clone() {
@@ -125,12 +129,13 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<()> 
     };
     // The exporter stops after the chain stage released its last spans.
     let (export_stop_tx, export_stop_rx) = watch::channel(false);
-    let mut sinks: Vec<Arc<dyn Sink>> = vec![topology_sink, store_sink];
+    let mut sinks: Vec<Arc<dyn Sink>> = vec![topology_sink, store_sink, business_sink];
     if let Some(o) = &otlp {
         sinks.push(Arc::new(o.sender()));
     }
     let metrics_exporter = otlp.as_ref().and_then(OtlpExporter::metrics_exporter);
-    let topology_task = sup.spawn("topology", topology.run(export_stop_rx.clone(), metrics_exporter));
+    let topology_task = sup.spawn("topology", topology.run(export_stop_rx.clone(), metrics_exporter.clone()));
+    let business_task = sup.spawn("business", business.run(export_stop_rx.clone(), metrics_exporter));
     let store_task = sup.spawn("store", store.run(export_stop_rx.clone()));
     let otlp_task = otlp.map(|e| sup.spawn("otlp", e.run(export_stop_rx)));
     // What each process was started as: written by the reader (exec and fork
@@ -146,6 +151,7 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<()> 
                 sinks,
                 k8s: k8s.clone(),
                 starts: process_starts.clone(),
+                classify: Some(Box::new(matcher)),
             },
             chain_rx,
             chain_to_export,
@@ -164,6 +170,7 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<()> 
         // Data records only exist to be printed.
         cfg.data_events && cfg.output != OutputFormat::None,
         cfg.protocol_config(),
+        Some(conntrack::Verdicts::new(probes.take_sock_verdicts()?)),
     );
     let conntrack_task = sup.spawn("conntrack", async {
         conntrack.await;
@@ -171,6 +178,12 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<()> 
     });
     // Go processes, probed for goroutine ids (exec pids from the reader).
     let go_execs = probes.go.then(|| std::sync::mpsc::sync_channel(crate::runtimes::go::EXEC_QUEUE));
+    // TLS libraries, probed as processes start (exec pids from the reader).
+    let tls_execs = probes.tls.then(|| std::sync::mpsc::sync_channel(crate::tls::EXEC_QUEUE));
+    let execs = [("capture_to_go_runtime", &go_execs), ("capture_to_tls_libs", &tls_execs)]
+        .into_iter()
+        .filter_map(|(stage, c)| Some((stage, c.as_ref()?.0.clone())))
+        .collect();
     let reader_task = sup.spawn(
         "capture",
         Reader {
@@ -179,7 +192,7 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<()> 
             telemetry: telemetry.clone(),
             drain_interval: cfg.capture.drain_interval(),
             starts: process_starts.clone(),
-            execs: go_execs.as_ref().map(|(tx, _)| tx.clone()),
+            execs,
         }
         .run(stop_rx.clone()),
     );
@@ -190,6 +203,12 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<()> 
     let probes = Arc::new(std::sync::Mutex::new(probes));
     let go_watcher = match go_execs {
         Some((tx, rx)) => Some(crate::runtimes::go::Watcher::spawn(probes.clone(), tx, rx, telemetry.clone())?),
+        None => None,
+    };
+    let tls_watcher = match tls_execs {
+        Some((tx, rx)) => {
+            Some(crate::tls::Watcher::spawn(probes.clone(), cfg.tls.max_libraries, tx, rx, telemetry.clone())?)
+        }
         None => None,
     };
     telemetry.set_ready();
@@ -206,6 +225,9 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<()> 
     sup.stopping();
     tracing::info!("shutting down: detaching probes");
     if let Some(w) = go_watcher {
+        w.stop();
+    }
+    if let Some(w) = tls_watcher {
         w.stop();
     }
     drop(probes);
@@ -231,6 +253,7 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<()> 
             t.await??;
         }
         topology_task.await??;
+        business_task.await??;
         store_task.await??;
         api_task.await??;
         anyhow::Ok(())

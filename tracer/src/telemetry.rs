@@ -53,6 +53,12 @@ pub struct Telemetry {
     pub runtime_go: Family<Labels, Counter>,
     /// net/http hand-off uprobes attached now.
     pub runtime_go_uprobes: Gauge,
+    /// Verdicts written into the kernel's per-socket map, by verdict.
+    pub sock_verdicts: Family<Labels, Counter>,
+    /// TLS library files looked at, by outcome (`crate::tls`).
+    pub tls_libraries: Family<Labels, Counter>,
+    /// TLS library uprobes and uretprobes attached.
+    pub tls_uprobes: Gauge,
     /// OTLP exporter: items exported, dropped by reason, retries, queue fill.
     pub otlp: OtlpMetrics,
     ready: AtomicBool,
@@ -85,6 +91,9 @@ impl Telemetry {
             identity_starts: Family::default(),
             runtime_go: Family::default(),
             runtime_go_uprobes: Gauge::default(),
+            sock_verdicts: Family::default(),
+            tls_libraries: Family::default(),
+            tls_uprobes: Gauge::default(),
             otlp: OtlpMetrics::default(),
             ready: AtomicBool::new(false),
             refreshers: Mutex::new(Vec::new()),
@@ -143,13 +152,28 @@ impl Telemetry {
         );
         registry.register(
             "runtime_go",
-            "Go runtime probing ([runtimes] go): what=probed (Go processes whose data events carry goroutine ids), skipped (Go, no goid offset known), procs_full (more Go processes than the kernel map holds), uprobe_skipped (a net/http function not in the symbol table), uprobe_failed",
+            "Go runtime probing ([runtimes] go): what=probed (Go processes whose data events carry goroutine ids), skipped (Go, no goid offset known), procs_full (more Go processes than the kernel map holds), files_full (more Go executables than the exec probe's map holds), uprobe_skipped (a net/http function not in the symbol table), uprobe_failed",
             t.runtime_go.clone(),
         );
         registry.register(
             "runtime_go_uprobes",
             "net/http hand-off uprobes attached to Go executables",
             t.runtime_go_uprobes.clone(),
+        );
+        registry.register(
+            "sock_verdicts",
+            "Per-socket verdicts the agent gave the kernel: verdict=count_only (no known protocol: bytes only from then on, tracer_kernel_total{counter=\"payload_skipped\"} counts the events), failed (the map refused)",
+            t.sock_verdicts.clone(),
+        );
+        registry.register(
+            "tls_libraries",
+            "TLS library files ([tls] openssl): what=probed (uprobes attached), no_symbols (no SSL_read/SSL_write defined), over_cap (past [tls] max_libraries), attach_failed",
+            t.tls_libraries.clone(),
+        );
+        registry.register(
+            "tls_uprobes",
+            "Uprobes and uretprobes attached to TLS library functions (SSL_read, SSL_write and their _ex forms)",
+            t.tls_uprobes.clone(),
         );
         t.otlp.register(&mut registry);
         Arc::new(Telemetry { registry: Mutex::new(registry), ..t })

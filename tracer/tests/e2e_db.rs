@@ -11,7 +11,6 @@ mod common;
 
 use std::{
     collections::HashMap,
-    path::{Path, PathBuf},
     process::{Command, Stdio},
     time::Duration,
 };
@@ -24,18 +23,6 @@ const NUMBER: &str = "987654321";
 
 fn fixture(name: &str) -> String {
     format!("{}/tests/fixtures/db/{name}", env!("CARGO_MANIFEST_DIR"))
-}
-
-/// A fresh directory under the system temp dir, owned by `owner` if given.
-fn scratch(tag: &str, owner: Option<&str>) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("tracer-e2e-{tag}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    if let Some(owner) = owner {
-        let st = Command::new("chown").args([owner, dir.to_str().unwrap()]).status().unwrap();
-        assert!(st.success());
-    }
-    dir
 }
 
 /// Run a Python client fixture; its last line of stdout is its JSON report.
@@ -63,93 +50,6 @@ fn redis_server(port: u16, password: &str) -> Proc {
     );
     wait_listening(&format!("127.0.0.1:{port}"), None);
     p
-}
-
-/// PostgreSQL 15 in a fresh cluster (initdb, trust auth on 127.0.0.1), run
-/// as the `postgres` user Debian's package creates.
-struct Postgres {
-    _proc: Proc,
-    dir: PathBuf,
-}
-
-impl Drop for Postgres {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-fn postgres(port: u16) -> Postgres {
-    let bin = Path::new("/usr/lib/postgresql/15/bin");
-    let dir = scratch("pg", Some("postgres"));
-    let data = dir.join("data");
-    let st = Command::new("runuser")
-        .args(["-u", "postgres", "--"])
-        .arg(bin.join("initdb"))
-        .args(["-D", data.to_str().unwrap(), "-U", "postgres", "--auth=trust", "-E", "UTF8"])
-        .stdout(Stdio::null())
-        .status()
-        .expect("initdb (apt install postgresql)");
-    assert!(st.success(), "initdb");
-    let proc = Proc(
-        Command::new("runuser")
-            .args(["-u", "postgres", "--"])
-            .arg(bin.join("postgres"))
-            .args(["-D", data.to_str().unwrap(), "-p", &port.to_string(), "-k", dir.to_str().unwrap()])
-            .args(["-c", "listen_addresses=127.0.0.1", "-c", "fsync=off"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    wait_listening(&format!("127.0.0.1:{port}"), None);
-    // Accepting connections is not yet ready for queries.
-    wait_until("postgres ready", Duration::from_secs(20), || {
-        let ok = Command::new("psql")
-            .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-U", "postgres", "-c", "select 1"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success());
-        (ok, ())
-    });
-    Postgres { _proc: proc, dir }
-}
-
-/// MariaDB 10.11 in a fresh data directory; root without password over TCP.
-struct Mariadb {
-    _proc: Proc,
-    dir: PathBuf,
-}
-
-impl Drop for Mariadb {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-fn mariadb(port: u16) -> Mariadb {
-    let dir = scratch("mariadb", None);
-    let data = dir.join("data");
-    let st = Command::new("mariadb-install-db")
-        .args(["--user=root", "--auth-root-authentication-method=normal", "--skip-test-db"])
-        .arg(format!("--datadir={}", data.display()))
-        .stdout(Stdio::null())
-        .status()
-        .expect("mariadb-install-db (apt install mariadb-server)");
-    assert!(st.success(), "mariadb-install-db");
-    let proc = Proc(
-        Command::new("mariadbd")
-            .args(["--user=root", "--bind-address=127.0.0.1", "--skip-log-bin", "--innodb-buffer-pool-size=16M"])
-            .arg(format!("--datadir={}", data.display()))
-            .arg(format!("--port={port}"))
-            .arg(format!("--socket={}", dir.join("sock").display()))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    wait_listening(&format!("127.0.0.1:{port}"), None);
-    Mariadb { _proc: proc, dir }
 }
 
 /// Spans of one database system seen from `kind`'s end, by operation.
@@ -223,7 +123,7 @@ fn redis_commands_are_spans_without_their_arguments() {
 fn postgres_queries_are_literal_free_spans() {
     let agent = Agent::start(&["--db-query-text"]);
     let port = free_port();
-    let _pg = postgres(port);
+    let _pg = postgres(port, &[]);
     let done = client("pg_client.py", &[&port.to_string(), "postgres", SECRET, NUMBER], "pgcli");
     let want = |k: &str| done[k].as_u64().unwrap() as usize;
     let total = want("simple") + want("extended");
@@ -259,7 +159,7 @@ fn postgres_queries_are_literal_free_spans() {
 fn mariadb_queries_and_prepared_statements_are_literal_free_spans() {
     let agent = Agent::start(&["--db-query-text"]);
     let port = free_port();
-    let _db = mariadb(port);
+    let _db = mariadb(port, &[]);
     let done = client("mysql_client.py", &[&port.to_string(), "shop", SECRET, NUMBER], "mysqlcli");
     let want = |k: &str| done[k].as_u64().unwrap() as usize;
     // The text protocol's SELECT and every execution of the prepared one.
@@ -310,7 +210,7 @@ fn database_calls_are_children_of_the_request_and_edges_of_the_map() {
     let agent =
         Agent::start_env(&[], &[("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint), ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc")]);
     let (pg_port, redis_port, port) = (free_port(), free_port(), free_port());
-    let _pg = postgres(pg_port);
+    let _pg = postgres(pg_port, &[]);
     let _redis = redis_server(redis_port, "unused-password");
     // Redis without a password for the service.
     let st = Command::new("redis-cli")

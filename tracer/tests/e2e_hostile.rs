@@ -325,3 +325,44 @@ fn header_early_in_a_head_longer_than_the_capture_is_recorded() {
     let _ = std::fs::remove_file(&cfg);
     agent.stop();
 }
+
+/// A protocol the agent does not know: once given up on, the kernel ships
+/// its syscalls without payload (the per-socket verdict), bytes still
+/// counted; a new connection to the same server starts over.
+#[test]
+fn unknown_protocol_sockets_ship_bytes_only_after_detection_gives_up() {
+    let port = free_port();
+    let server = format!(
+        "import socket\ns = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n\
+         s.bind(('127.0.0.1', {port})); s.listen(8)\n\
+         while True:\n    c, _ = s.accept()\n    while True:\n        b = c.recv(65536)\n        if not b: break\n        c.sendall(b)\n    c.close()\n"
+    );
+    let _srv = Proc(Command::new("python3").args(["-c", &server]).spawn().expect("python3"));
+    wait_listening(&format!("127.0.0.1:{port}"), None);
+    let agent = Agent::start(&["--data-events"]);
+    let client = format!(
+        "import socket, time\n\
+         for conn in range(2):\n    c = socket.create_connection(('127.0.0.1', {port}))\n    for i in range(20):\n        c.sendall(bytes([0, 1, 2, i]) * 75); c.recv(65536); time.sleep(0.002)\n    c.close()\n"
+    );
+    assert!(Command::new("python3").args(["-c", &client]).status().unwrap().success());
+    let closed = |v: &Value| v["type"] == "connection" && v["event"] == "close" && port_of(&v["remote"]) == port;
+    agent.wait_for("the first client connection's close", closed);
+    std::thread::sleep(Duration::from_millis(500));
+    let lines: Vec<Value> = agent.all_output().lines().filter_map(|l| serde_json::from_str::<Value>(l).ok()).collect();
+    let conns: Vec<&Value> = lines.iter().filter(|v| closed(v)).collect();
+    assert_eq!(conns.len(), 2, "two client connections");
+    for c in &conns {
+        assert_eq!(c["bytes_sent"], 20 * 300, "bytes are counted whatever is captured: {c}");
+        let local = c["local"].as_str().unwrap();
+        let sends: Vec<&Value> =
+            lines.iter().filter(|v| v["type"] == "data" && v["local"] == local && v["direction"] == "egress").collect();
+        assert_eq!(sends.len(), 20, "{local}");
+        let with_payload = sends.iter().take_while(|d| d["payload_len"] != 0).count();
+        assert!(with_payload >= 1, "a new connection is captured again from its first byte");
+        assert!(with_payload <= 10, "given up on after its first segments: {with_payload} with payload");
+        assert!(sends[with_payload..].iter().all(|d| d["payload_len"] == 0), "no payload once given up on");
+    }
+    assert!(agent.metric("tracer_kernel_total{counter=\"payload_skipped\"}") >= 2 * 10);
+    assert!(agent.metric("tracer_sock_verdicts_total{verdict=\"count_only\"}") >= 2);
+    agent.stop();
+}

@@ -49,7 +49,9 @@ fn servicegraph_at_receiver(rx: &OtlpReceiver) -> BTreeMap<(String, String, Stri
     let mut out = BTreeMap::new();
     for r in rx.requests().iter().filter(|r| r["signal"] == "metrics") {
         for rm in r["request"]["resourceMetrics"].as_array().into_iter().flatten() {
-            for sm in rm["scopeMetrics"].as_array().into_iter().flatten() {
+            // The connector's scope only (the business view exports too).
+            let scopes = rm["scopeMetrics"].as_array().into_iter().flatten();
+            for sm in scopes.filter(|sm| sm["scope"]["name"] == "traces_service_graph") {
                 for m in sm["metrics"].as_array().into_iter().flatten() {
                     let name = m["name"].as_str().unwrap().to_string();
                     let (points, field) = if m.get("sum").is_some() {

@@ -413,6 +413,8 @@ fn synthetic_trace(t: u8, svc: usize, leaf: usize) -> Vec<tracer::span::Span> {
         remote: "127.0.0.1:2000".parse().unwrap(),
         context_from_header: false,
         peer_service: Some(service(peer)),
+        transaction: None,
+        business_entry: false,
     };
     vec![
         span(5, 4, SpanKind::Server, &leaf, &mid, 300, 700),

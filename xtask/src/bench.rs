@@ -1,5 +1,6 @@
 //! `cargo xtask bench`: what the tracer costs a busy HTTP server (or, with
-//! `--server redis`, redis-server under redis-benchmark, the same rounds).
+//! `--server redis`, redis-server under redis-benchmark, the same rounds;
+//! `--server nginx-tls`, nginx over HTTPS: the TLS uprobes' cost).
 //!
 //! nginx (one worker, a 6-byte `return 200` on loopback) is loaded by wrk in
 //! rounds; each round is an untraced run then a traced run, back to back. The
@@ -51,6 +52,9 @@ const REDIS_BENCHMARK: &str = "/usr/bin/redis-benchmark";
 pub enum Server {
     /// nginx (one worker) under wrk.
     Nginx,
+    /// The same over HTTPS (a self-signed certificate made by openssl(1)):
+    /// both ends' plaintext comes from the libssl uprobes.
+    NginxTls,
     /// redis-server under redis-benchmark (SET and GET, no pipelining).
     Redis,
 }
@@ -97,7 +101,7 @@ pub fn run(args: Args) -> Result<()> {
         bail!("the bench loads the tracer's eBPF programs: run `sudo -E cargo xtask bench` (or as root)");
     }
     let tools = match args.server {
-        Server::Nginx => [(NGINX, "nginx"), (WRK, "wrk")],
+        Server::Nginx | Server::NginxTls => [(NGINX, "nginx"), (WRK, "wrk")],
         Server::Redis => [(REDIS_SERVER, "redis-server"), (REDIS_BENCHMARK, "redis-tools")],
     };
     for (tool, package) in tools {
@@ -132,12 +136,14 @@ pub fn run(args: Args) -> Result<()> {
             .with_context(|| format!("writing {}", script.display()))?;
     }
     let server = match args.server {
-        Server::Nginx => start_nginx(&dir)?,
+        Server::Nginx => start_nginx(&dir, false)?,
+        Server::NginxTls => start_nginx(&dir, true)?,
         Server::Redis => start_redis(&dir)?,
     };
-    let url = format!("http://127.0.0.1:{}/", server.port);
+    let scheme = if args.server == Server::NginxTls { "https" } else { "http" };
+    let url = format!("{scheme}://127.0.0.1:{}/", server.port);
     let load = |secs: u32| match args.server {
-        Server::Nginx => wrk(&args, &url, secs),
+        Server::Nginx | Server::NginxTls => wrk(&args, &url, secs),
         Server::Redis => redis_benchmark(&args, server.port, secs),
     };
     eprintln!(
@@ -335,6 +341,10 @@ fn summarize(args: &Args, rounds: &[Round], figures: &[Figure]) -> (String, Stri
         (Server::Redis, _) => format!("redis-server under redis-benchmark -c{connections} -t set,get"),
         (Server::Nginx, Some(r)) => format!("nginx under wrk -t{threads} -c{connections} at ~{r} req/s offered"),
         (Server::Nginx, None) => format!("nginx under wrk -t{threads} -c{connections} as fast as nginx answers"),
+        (Server::NginxTls, Some(r)) => {
+            format!("nginx HTTPS under wrk -t{threads} -c{connections} at ~{r} req/s offered")
+        }
+        (Server::NginxTls, None) => format!("nginx HTTPS under wrk -t{threads} -c{connections} as fast as it answers"),
     };
     let mut text = format!(
         "\n{load}, {n} rounds x {duration} s; medians over rounds, ratios paired per round\n\
@@ -521,9 +531,27 @@ fn parse_redis_csv(out: &str, per_test: u64, wall_s: f64) -> Result<Load> {
     Ok(Load { rps: requests as f64 / busy_s, p99_s, requests, wall_s })
 }
 
-fn start_nginx(dir: &Path) -> Result<Target> {
+fn start_nginx(dir: &Path, tls: bool) -> Result<Target> {
     let port = free_port()?;
     let d = dir.display();
+    let listen = if tls {
+        let st = Command::new("openssl")
+            .args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1"])
+            .arg("-keyout")
+            .arg(dir.join("key.pem"))
+            .arg("-out")
+            .arg(dir.join("cert.pem"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .context("running openssl (apt install openssl)")?;
+        if !st.success() {
+            bail!("openssl req failed: {st}");
+        }
+        format!("127.0.0.1:{port} ssl; ssl_certificate {d}/cert.pem; ssl_certificate_key {d}/key.pem")
+    } else {
+        format!("127.0.0.1:{port}")
+    };
     // Debian's nginx is built with logs and temp paths under /var: keep
     // everything it writes inside `dir`.
     let conf = format!(
@@ -538,7 +566,7 @@ http {{
     client_body_temp_path {d}/tmp-body; proxy_temp_path {d}/tmp-proxy; fastcgi_temp_path {d}/tmp-fastcgi;
     uwsgi_temp_path {d}/tmp-uwsgi; scgi_temp_path {d}/tmp-scgi;
     server {{
-        listen 127.0.0.1:{port};
+        listen {listen};
         location / {{ return 200 "hello\n"; }}
     }}
 }}

@@ -97,7 +97,8 @@ const NEEDS: &[Need] = &[
     },
     apt("wrk", "wrk", "cargo xtask bench"),
     apt("nghttp", "nghttp2-client", "e2e_http2 (many HTTP/2 streams on one connection)"),
-    apt("bpftool", "bpftool", "e2e_tcp (programs left behind)"),
+    apt("bpftool", "bpftool", "e2e_tcp, e2e_tls (programs left behind)"),
+    apt("openssl", "openssl", "e2e_tls (a self-signed certificate)"),
     apt("setpriv", "util-linux", "e2e_tcp (unprivileged client)"),
     apt("sysctl", "procps", "e2e_tcp (SYN retries in a namespace)"),
     // Middle tiers of each runtime (e2e_runtimes) and named interpreters

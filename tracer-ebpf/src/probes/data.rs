@@ -26,8 +26,8 @@ use aya_ebpf::{
 use tracer_common::{
     config::{KernelOffsets, MAX_CAPTURE, MAX_IOV},
     event::{
-        AF_INET, AF_INET6, DATA_EGRESS, DATA_PAYLOAD_PARTIAL, DATA_SEQ_VALID, DataEvent, EVENT_VERSION, EventKind,
-        Syscall, tcp_state,
+        AF_INET, AF_INET6, DATA_EGRESS, DATA_PAYLOAD_PARTIAL, DATA_SEQ_VALID, DATA_TLS_CIPHER, DataEvent,
+        EVENT_VERSION, EventKind, Syscall, tcp_state,
     },
     maps::Counter,
 };
@@ -95,7 +95,12 @@ fn sock_length(ctx: &RawTracePointContext, send: bool) -> i32 {
         *s = s.wrapping_sub(fin_consumed(sk, &o, &common, s.wrapping_add(ret as u32)));
     }
     let call = current_call(&o, send);
-    let _ = emit(&Head { o: &o, pid_tgid, sk, common: &common, seq: seq.ok(), call: &call, ret: ret as u64, send });
+    let seq = seq.ok();
+    let goroutine = super::go::running((pid_tgid >> 32) as u32);
+    let cipher = super::tls::note_ciphertext(pid_tgid, goroutine, sk, seq, call.fd, send);
+    let goid = goroutine.map_or(0, |g| super::go::handed_off((pid_tgid >> 32) as u32, g));
+    let h = Head { o: &o, pid_tgid, sk, common: &common, seq, call: &call, ret: ret as u64, send, cipher, goid };
+    let _ = emit(&h);
     0
 }
 
@@ -170,11 +175,15 @@ struct Head<'a> {
     call: &'a Call,
     ret: u64,
     send: bool,
+    /// Inside a TLS library call: ciphertext, no payload (the call's
+    /// plaintext is reported at its return).
+    cipher: bool,
+    goid: u64,
 }
 
 #[inline(always)]
 fn emit(h: &Head) -> Result<(), i64> {
-    let Head { o, pid_tgid, sk, common, seq, call, ret, send } = *h;
+    let Head { o, pid_tgid, sk, common, seq, call, ret, send, cipher, goid } = *h;
     let Some(s) = DATA_SCRATCH.get_ptr_mut(0) else {
         return Err(0);
     };
@@ -197,15 +206,22 @@ fn emit(h: &Head) -> Result<(), i64> {
     // RTT travels with state changes (ESTABLISHED, CLOSE), not per syscall.
     ev.srtt_us = 0;
     ev.syscall = call.syscall as u8;
-    ev.flags = if seq.is_some() { DATA_SEQ_VALID } else { 0 } | if send { DATA_EGRESS } else { 0 };
+    ev.flags = if seq.is_some() { DATA_SEQ_VALID } else { 0 }
+        | if send { DATA_EGRESS } else { 0 }
+        | if cipher { DATA_TLS_CIPHER } else { 0 };
     ev._pad = 0;
-    ev.goid = super::go::data_goid(ev.task.pid);
+    ev.goid = goid;
 
-    let mut want = config::capture_bytes() as u64;
+    let skipped = !cipher && maps::count_only(sk);
+    if skipped {
+        maps::count(Counter::PayloadSkipped);
+    }
+    let mut want = if cipher || skipped { 0 } else { config::capture_bytes() as u64 };
     if want > ret {
         want = ret;
     }
     let (copied, partial) = match call.syscall {
+        _ if want == 0 => (0, false),
         Syscall::Readv | Syscall::Writev => copy_iov(s, call.ptr, call.len, want),
         Syscall::Recvmsg | Syscall::Sendmsg => {
             // struct user_msghdr (UAPI): msg_iov at 16, msg_iovlen at 24.
@@ -230,7 +246,7 @@ fn emit(h: &Head) -> Result<(), i64> {
 
 /// Copy `want` bytes from one user buffer. Returns (copied, partial).
 #[inline(always)]
-fn copy_flat(s: &mut DataScratch, src: u64, want: u64) -> (usize, bool) {
+pub fn copy_flat(s: &mut DataScratch, src: u64, want: u64) -> (usize, bool) {
     let mut n = want as usize;
     if n > MAX_CAPTURE {
         n = MAX_CAPTURE;

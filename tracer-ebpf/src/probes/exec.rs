@@ -35,6 +35,7 @@ use tracer_common::{
 
 use super::field;
 use crate::{maps, sock::read};
+use tracer_common::go::GoFile;
 
 #[unsafe(no_mangle)]
 static PROCESS_CONFIG: ProcessConfig = ProcessConfig {
@@ -45,6 +46,12 @@ static PROCESS_CONFIG: ProcessConfig = ProcessConfig {
     mm_arg_start: 0,
     enabled: 0,
     self_pid: 0,
+    mm_exe_file: 0,
+    file_inode: 0,
+    inode_ino: 0,
+    inode_sb: 0,
+    sb_dev: 0,
+    _pad: 0,
 };
 
 #[inline(always)]
@@ -94,6 +101,7 @@ fn try_sched_process_exec(ctx: &TracePointContext) -> Result<(), i64> {
     if mm == 0 {
         return Ok(());
     }
+    super::go::on_exec(pid, exe_file(mm, &c));
     // arg_start, arg_end, env_start, env_end
     let area: [u64; 4] = read(mm, c.mm_arg_start)?;
     let start: u64 = read(task, c.task_start_boottime)?;
@@ -153,6 +161,20 @@ fn try_sched_process_exec(ctx: &TracePointContext) -> Result<(), i64> {
     Ok(())
 }
 
+/// The executable's (s_dev, inode number), when the agent knows where.
+#[inline(always)]
+fn exe_file(mm: u64, c: &ProcessConfig) -> Option<GoFile> {
+    if c.mm_exe_file == 0 {
+        return None;
+    }
+    let file: u64 = read(mm, c.mm_exe_file).ok()?;
+    let inode: u64 = read(file, c.file_inode).ok()?;
+    let ino: u64 = read(inode, c.inode_ino).ok()?;
+    let sb: u64 = read(inode, c.inode_sb).ok()?;
+    let dev: u32 = read(sb, c.sb_dev).ok()?;
+    Some(GoFile { dev: u64::from(dev), ino })
+}
+
 // sched_process_fork: TP_PROTO(struct task_struct *parent, struct task_struct *child)
 #[raw_tracepoint(tracepoint = "sched_process_fork")]
 pub fn sched_process_fork(ctx: RawTracePointContext) -> i32 {
@@ -173,6 +195,7 @@ fn try_sched_process_fork(ctx: &RawTracePointContext) -> Result<(), i64> {
         return Ok(());
     }
     let parent_tgid: i32 = read(parent, c.task_tgid)?;
+    super::go::on_fork(parent_tgid as u32, child_pid as u32);
     let e = ForkEvent {
         header: EventHeader {
             kind: EventKind::Fork as u16,

@@ -32,7 +32,7 @@ use aya_ebpf::{
     programs::ProbeContext,
 };
 use tracer_common::{
-    go::{GO_CALLERS_MAX, GO_PROCS_MAX, GO_WRITERS_MAX, GoKey, GoProc},
+    go::{GO_CALLERS_MAX, GO_FILES_MAX, GO_PROCS_MAX, GO_WRITERS_MAX, GoFile, GoKey, GoProc},
     maps::Counter,
 };
 
@@ -40,6 +40,43 @@ use crate::{config, maps};
 
 #[map(name = "GO_PROCS")]
 static GO_PROCS: HashMap<u32, GoProc> = HashMap::with_max_entries(GO_PROCS_MAX, 0);
+
+#[map(name = "GO_FILES")]
+static GO_FILES: HashMap<GoFile, GoProc> = HashMap::with_max_entries(GO_FILES_MAX, 0);
+
+/// A process exec'd `exe`: a known Go executable is probed from now on;
+/// any other program leaves `GO_PROCS` (a reused pid is not Go).
+#[inline(always)]
+pub fn on_exec(pid: u32, exe: Option<GoFile>) {
+    if config::go() == 0 {
+        return;
+    }
+    match exe.and_then(|f| unsafe { GO_FILES.get(f) }) {
+        Some(p) => {
+            let _ = GO_PROCS.insert(pid, *p, 0);
+        }
+        None => {
+            let _ = GO_PROCS.remove(pid);
+        }
+    }
+}
+
+/// A new process: it runs its parent's program until it execs.
+#[inline(always)]
+pub fn on_fork(parent: u32, child: u32) {
+    if config::go() == 0 {
+        return;
+    }
+    match unsafe { GO_PROCS.get(parent) } {
+        Some(p) => {
+            let p = *p;
+            let _ = GO_PROCS.insert(child, p, 0);
+        }
+        None => {
+            let _ = GO_PROCS.remove(child);
+        }
+    }
+}
 
 #[map(name = "GO_WRITERS")]
 static GO_WRITERS: LruHashMap<GoKey, u64> = LruHashMap::with_max_entries(GO_WRITERS_MAX, 0);
@@ -68,20 +105,35 @@ fn running_goid(p: &GoProc) -> Option<u64> {
     (goid != 0).then_some(goid)
 }
 
+/// The goroutine running now in `pid` (None: not a probed Go process, or
+/// unreadable, counted).
+#[inline(always)]
+pub fn running(pid: u32) -> Option<u64> {
+    if config::go() == 0 {
+        return None;
+    }
+    let p = unsafe { GO_PROCS.get(pid) }?;
+    let goid = running_goid(p);
+    if goid.is_none() {
+        maps::count(Counter::GoGoidReadFailed);
+    }
+    goid
+}
+
 /// The goroutine a data event of `pid` belongs to (0: not a probed Go
 /// process, or unreadable, counted).
 #[inline(always)]
 pub fn data_goid(pid: u32) -> u64 {
-    if config::go() == 0 {
-        return 0;
+    match running(pid) {
+        Some(goid) => handed_off(pid, goid),
+        None => 0,
     }
-    let Some(p) = (unsafe { GO_PROCS.get(pid) }) else {
-        return 0;
-    };
-    let Some(goid) = running_goid(p) else {
-        maps::count(Counter::GoGoidReadFailed);
-        return 0;
-    };
+}
+
+/// The goroutine the running one `goid` works for: the caller of the
+/// connection a net/http writeLoop writes for, else itself.
+#[inline(always)]
+pub fn handed_off(pid: u32, goid: u64) -> u64 {
     let Some(pc) = (unsafe { GO_WRITERS.get(GoKey { pid, _pad: 0, value: goid }) }).copied() else {
         return goid;
     };

@@ -75,6 +75,10 @@ fn try_inet_sock_set_state(ctx: &TracePointContext) -> Result<(), i64> {
     }
 
     let sk: u64 = field(ctx, fmt::SKADDR);
+    if new != tcp_state::ESTABLISHED || old == tcp_state::SYN_RECV {
+        // connect, accept, close: a new connection at this address, or none.
+        maps::forget_verdict(sk);
+    }
     if !sock::in_watched_netns(sk, &config::offsets()) {
         return Ok(());
     }

@@ -4,6 +4,7 @@ pub mod data;
 pub mod exec;
 pub mod go;
 pub mod lifecycle;
+pub mod tls;
 
 use aya_ebpf::{EbpfContext as _, programs::TracePointContext};
 

@@ -30,19 +30,55 @@ pub const ALERT_RULES: [AlertRule; 2] = [
     AlertRule { name: "ticket", factor: 6.0, long_min: 360, short_min: 30 },
 ];
 
+/// Counts of one slot (a minute or an hour); u32 holds 4 billion events a
+/// slot, and keeps 3 days of minutes at 52 KiB.
 #[derive(Clone, Copy, Debug, Default)]
-struct Minute {
-    /// Unix minute this slot holds; a slot with an older minute is stale.
-    minute: u64,
-    good: u64,
-    bad: u64,
+struct Slot {
+    /// Unix minute (or hour) this slot holds; a slot with another is stale.
+    at: u32,
+    good: u32,
+    bad: u32,
+}
+
+/// A ring of slots indexed by time.
+#[derive(Debug)]
+struct Ring(Vec<Slot>);
+
+impl Ring {
+    fn record(&mut self, at: u64, good: bool) {
+        let len = self.0.len() as u64;
+        let slot = &mut self.0[(at % len) as usize];
+        let at = at as u32;
+        if slot.at != at || slot.good + slot.bad == 0 {
+            *slot = Slot { at, good: 0, bad: 0 };
+        }
+        if good {
+            slot.good = slot.good.saturating_add(1);
+        } else {
+            slot.bad = slot.bad.saturating_add(1);
+        }
+    }
+
+    /// (good, bad) over the `n` slots ending with `now` (inclusive).
+    fn counts(&self, now: u64, n: u64) -> (u64, u64) {
+        let n = n.min(self.0.len() as u64).max(1);
+        let (first, now) = (now.saturating_sub(n - 1) as u32, now as u32);
+        self.0
+            .iter()
+            .filter(|m| m.at >= first && m.at <= now && (m.good + m.bad) > 0)
+            .fold((0, 0), |(g, b), m| (g + u64::from(m.good), b + u64::from(m.bad)))
+    }
 }
 
 /// One SLO (availability or latency) of one transaction.
 #[derive(Debug)]
 pub struct Slo {
     pub objective: f64,
-    ring: Vec<Minute>,
+    /// Minutes of the longest burn window (3 d): the burn rates.
+    minutes: Ring,
+    /// Hours of the SLO window: the budget (28 d is 672 slots).
+    hours: Ring,
+    window_minutes: u64,
     /// Start minute of each firing alert, by rule index.
     firing: [Option<u64>; ALERT_RULES.len()],
 }
@@ -56,38 +92,32 @@ pub struct AlertState {
 }
 
 impl Slo {
-    /// The ring holds the SLO window (at least the longest burn window), one
-    /// slot per minute: 28 d is 40,320 slots of 24 bytes, under 1 MiB.
+    /// Burn rates read a ring of minutes as long as the longest burn window;
+    /// the budget reads hours over the SLO window (its first hour is whole
+    /// or left out: the budget is exact to the hour). 28 d costs 60 KiB.
     pub fn new(objective: f64, window: Duration) -> Self {
-        let minutes = (window.as_secs() / 60).max(BURN_WINDOWS[2].1) as usize;
-        Slo { objective, ring: vec![Minute::default(); minutes], firing: [None; ALERT_RULES.len()] }
+        let window_minutes = (window.as_secs() / 60).max(1);
+        Slo {
+            objective,
+            minutes: Ring(vec![Slot::default(); BURN_WINDOWS[2].1 as usize]),
+            hours: Ring(vec![Slot::default(); window_minutes.div_ceil(60) as usize]),
+            window_minutes,
+            firing: [None; ALERT_RULES.len()],
+        }
     }
 
     pub fn window_minutes(&self) -> u64 {
-        self.ring.len() as u64
+        self.window_minutes
     }
 
     pub fn record(&mut self, minute: u64, good: bool) {
-        let len = self.ring.len();
-        let slot = &mut self.ring[(minute % len as u64) as usize];
-        if slot.minute != minute {
-            *slot = Minute { minute, good: 0, bad: 0 };
-        }
-        if good {
-            slot.good += 1;
-        } else {
-            slot.bad += 1;
-        }
+        self.minutes.record(minute, good);
+        self.hours.record(minute / 60, good);
     }
 
     /// (good, bad) over the `minutes` ending with `now` (inclusive).
     fn counts(&self, now: u64, minutes: u64) -> (u64, u64) {
-        let minutes = minutes.min(self.ring.len() as u64);
-        let first = now.saturating_sub(minutes - 1);
-        self.ring
-            .iter()
-            .filter(|m| m.minute >= first && m.minute <= now && (m.good + m.bad) > 0)
-            .fold((0, 0), |(g, b), m| (g + m.good, b + m.bad))
+        self.minutes.counts(now, minutes)
     }
 
     /// Error rate over the window divided by the rate the objective allows;
@@ -101,7 +131,7 @@ impl Slo {
     /// Share of the error budget left over the SLO window: 1 − bad / allowed,
     /// where allowed = (1 − objective) × events. Negative once overspent.
     pub fn budget_remaining(&self, now: u64) -> Option<f64> {
-        let (good, bad) = self.counts(now, self.window_minutes());
+        let (good, bad) = self.hours.counts(now / 60, self.window_minutes.div_ceil(60));
         let total = good + bad;
         (total > 0).then(|| 1.0 - bad as f64 / ((1.0 - self.objective) * total as f64))
     }
@@ -176,6 +206,18 @@ mod tests {
         let s = slo.evaluate(T0 + 85);
         assert!(slo.burn_rate(T0 + 85, 60).unwrap() > 14.4);
         assert!(!s[0].firing && s[0].since_minute.is_none(), "{s:?}");
+    }
+
+    #[test]
+    fn budget_reads_the_whole_window_beyond_the_burn_minutes() {
+        let mut slo = Slo::new(0.99, Duration::from_secs(7 * 86400));
+        fill(&mut slo, T0, T0 + 60, 99, 1); // 1 % errors 5 days ago: the whole budget
+        let now = T0 + 5 * 1440;
+        fill(&mut slo, now - 60, now, 100, 0);
+        assert_eq!(slo.burn_rate(now, 4320), Some(0.0), "gone from the 3 d burn window");
+        let r = slo.budget_remaining(now).unwrap();
+        assert!((r - 0.5).abs() < 1e-9, "{r}");
+        assert_eq!(slo.budget_remaining(now + 3 * 1440), Some(1.0), "out of the 7 d window");
     }
 
     #[test]

@@ -6,11 +6,11 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use bytes::Bytes;
 use tracer_common::event::{
-    AF_INET, AF_INET6, AcceptEvent, ConnEvent, DATA_EGRESS, DATA_PAYLOAD_PARTIAL, DATA_SEQ_VALID, DataEvent,
-    EVENT_VERSION, EventHeader, EventKind, SockTuple, Syscall, Task as RawTask,
+    AF_INET, AF_INET6, AcceptEvent, ConnEvent, DATA_EGRESS, DATA_PAYLOAD_PARTIAL, DATA_SEQ_VALID, DATA_TLS_CIPHER,
+    DATA_TLS_PLAIN, DataEvent, EVENT_VERSION, EventHeader, EventKind, SockTuple, Syscall, Task as RawTask,
 };
 
-use super::event::{Accept, Comm, Data, Direction, Event, StateChange, Task, TcpStats, Tuple};
+use super::event::{Accept, Comm, Data, Direction, Event, StateChange, Task, TcpStats, Tls, Tuple};
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum DecodeError {
@@ -87,6 +87,13 @@ pub fn decode(buf: &[u8]) -> Result<Event, DecodeError> {
                 payload: Bytes::copy_from_slice(&buf[start..end]),
                 partial: e.flags & DATA_PAYLOAD_PARTIAL != 0,
                 goid: e.goid,
+                tls: if e.flags & DATA_TLS_PLAIN != 0 {
+                    Tls::Plain
+                } else if e.flags & DATA_TLS_CIPHER != 0 {
+                    Tls::Cipher
+                } else {
+                    Tls::No
+                },
             }))
         }
         k => Err(DecodeError::Kind(k)),

@@ -101,6 +101,22 @@ pub struct Data {
     /// running one, or the one it works for after a net/http hand-off);
     /// 0 otherwise.
     pub goid: u64,
+    /// Whether these bytes are TLS, and which layer of it.
+    pub tls: Tls,
+}
+
+/// The TLS layer a data event shows.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Tls {
+    /// Not inside a probed TLS library call (cleartext, or ciphertext the
+    /// library moved outside its read/write calls: the handshake).
+    #[default]
+    No,
+    /// Plaintext a TLS library call returned or accepted (`seq`, when set,
+    /// is the first ciphertext byte's: a key for linking, not a position).
+    Plain,
+    /// Ciphertext moved inside a TLS library call: counted, no payload.
+    Cipher,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]

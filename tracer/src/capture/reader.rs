@@ -28,15 +28,16 @@ pub struct Reader {
     /// Exec and fork records go here, not downstream: the span stage reads
     /// them from it (before the events that follow them in the ring).
     pub starts: ProcessStarts,
-    /// Pids of exec records, for the Go watcher (`crate::runtimes::go`);
-    /// never waited on (full: counted).
-    pub execs: Option<std::sync::mpsc::SyncSender<u32>>,
+    /// Pids of exec records, for the watchers that probe new processes
+    /// (`crate::runtimes::go`, `crate::tls`), each with the name its drops
+    /// are counted under; never waited on (full: counted).
+    pub execs: Vec<(&'static str, std::sync::mpsc::SyncSender<u32>)>,
 }
 
 impl Reader {
     pub async fn run(self, mut shutdown: watch::Receiver<bool>) -> Result<()> {
         let Reader { ring, out, telemetry, drain_interval, starts, execs } = self;
-        let execs = execs.as_ref();
+        let execs = execs.as_slice();
         // SAFETY: the ring buffer owns its fd and lives inside the AsyncFd, so the
         // fd stays open for as long as it is registered.
         let mut fd =
@@ -65,7 +66,7 @@ fn drain(
     out: &mpsc::Sender<Vec<Event>>,
     tel: &Telemetry,
     starts: &ProcessStarts,
-    execs: Option<&std::sync::mpsc::SyncSender<u32>>,
+    execs: &[(&'static str, std::sync::mpsc::SyncSender<u32>)],
 ) {
     let mut batch = Vec::with_capacity(BATCH);
     // Counted per drain, not per record: a labelled counter lookup costs
@@ -79,11 +80,13 @@ fn drain(
                         c.1 += 1;
                     }
                     starts.apply(&ev);
-                    if let (super::process::ProcessEvent::Exec(e), Some(tx)) = (&ev, execs)
-                        && let Err(std::sync::mpsc::TrySendError::Full(_)) = tx.try_send(e.pid)
-                    {
-                        // The watcher's /proc rescan finds it later.
-                        tel.drop_event("capture_to_go_runtime", "queue_full", 1);
+                    if let super::process::ProcessEvent::Exec(e) = &ev {
+                        for (stage, tx) in execs {
+                            if let Err(std::sync::mpsc::TrySendError::Full(_)) = tx.try_send(e.pid) {
+                                // The watcher's /proc rescan finds it later.
+                                tel.drop_event(stage, "queue_full", 1);
+                            }
+                        }
                     }
                 }
                 Err(e) => {

@@ -73,5 +73,7 @@ pub fn span(call: &CallRecord, d: Described, kind: SpanKind, service: Arc<Servic
         remote: call.tuple.remote,
         context_from_header: context.is_some(),
         peer_service: None,
+        transaction: None,
+        business_entry: false,
     }
 }

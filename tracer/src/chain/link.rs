@@ -41,9 +41,21 @@ use super::{
     threads::{self, Id, Threads, Verdict},
 };
 use crate::{
+    business::Transaction,
     identity::Service,
-    span::{Span, SpanId, SpanKind, TraceId},
+    span::{Key, Span, SpanId, SpanKind, TraceId, Value},
 };
+
+/// Names the business transaction an entry SERVER span starts: the first
+/// SERVER span along its chain (its callers on this node, if any, are
+/// clients serving no request that has a transaction: curl, a load
+/// generator, an unnamed entry). The linker carries the name to every span
+/// of the chain below. `crate::business::Matcher` is the agent's.
+pub trait Classify: Send {
+    fn classify(&mut self, entry: &Span) -> Option<Arc<Transaction>>;
+}
+
+type Txn = Option<Arc<Transaction>>;
 
 /// `[chain]` config section.
 #[derive(Clone, Debug, Deserialize)]
@@ -211,9 +223,11 @@ pub struct Linker {
     content: Content,
     /// Trace ids already fixed (span id -> trace id), so later children and
     /// parents agree; bounded with the buffer.
-    fixed: HashMap<SpanId, TraceId>,
+    /// With the transaction of each, once known.
+    fixed: HashMap<SpanId, (TraceId, Txn)>,
     fixed_order: VecDeque<SpanId>,
     pub counters: LinkCounters,
+    classify: Option<Box<dyn Classify>>,
 }
 
 impl Linker {
@@ -230,6 +244,24 @@ impl Linker {
             fixed: HashMap::new(),
             fixed_order: VecDeque::new(),
             counters: LinkCounters::default(),
+            classify: None,
+        }
+    }
+
+    /// Entry spans get their transaction from `c`, and their chains with them.
+    pub fn with_classifier(mut self, c: Option<Box<dyn Classify>>) -> Self {
+        self.classify = c;
+        self
+    }
+
+    /// Without linking every SERVER span is an entry: name its transaction.
+    pub fn classify_unlinked(&mut self, span: &mut Span) {
+        if span.kind == SpanKind::Server
+            && let Some(c) = &mut self.classify
+        {
+            span.business_entry = true;
+            span.transaction = c.classify(span);
+            mark(span);
         }
     }
 
@@ -347,12 +379,14 @@ impl Linker {
     }
 
     fn release(&mut self, id: Id, now_ns: u64) -> Option<Span> {
-        let (trace, parent) = self.resolve(id, 0);
+        let (trace, parent, txn) = self.resolve(id, 0);
         let i = usize::try_from(id.checked_sub(self.first)?).ok()?;
         let mut span = self.held.get_mut(i)?.span.take()?;
         self.live -= 1;
         span.trace_id = trace;
         span.parent_span_id = parent;
+        span.transaction = txn.clone();
+        mark(&mut span);
         if let Some(k) = PeerKey::of(&span)
             && let Some(peer) = self.peers.get_mut(&k)
         {
@@ -370,12 +404,12 @@ impl Linker {
             self.threads.release(&span, id);
         }
         self.content.release(&span, id, now_ns);
-        self.fix(span.span_id, trace);
+        self.fix(span.span_id, trace, txn);
         Some(span)
     }
 
-    fn fix(&mut self, span: SpanId, trace: TraceId) {
-        if self.fixed.insert(span, trace).is_none() {
+    fn fix(&mut self, span: SpanId, trace: TraceId, txn: Txn) {
+        if self.fixed.insert(span, (trace, txn)).is_none() {
             self.fixed_order.push_back(span);
         }
         while self.fixed_order.len() > self.cfg.max_spans.max(1024) {
@@ -385,55 +419,93 @@ impl Linker {
         }
     }
 
-    /// Trace id and parent of a held span.
-    fn resolve(&mut self, id: Id, depth: u32) -> (TraceId, Option<SpanId>) {
-        let Some(span) = self.get(id) else { return ([0; 16], None) };
-        if let Some(t) = self.fixed.get(&span.span_id) {
-            return (*t, span.parent_span_id);
-        }
-        if span.context_from_header || depth > 32 {
-            return (span.trace_id, span.parent_span_id);
+    /// Trace id, parent and business transaction of a held span.
+    fn resolve(&mut self, id: Id, depth: u32) -> (TraceId, Option<SpanId>, Txn) {
+        let Some(span) = self.get(id) else { return ([0; 16], None, None) };
+        if let Some((t, txn)) = self.fixed.get(&span.span_id) {
+            return (*t, span.parent_span_id, txn.clone());
         }
         let key = PeerKey::of(span);
         let (kind, own_trace, span_id) = (span.kind, span.trace_id, span.span_id);
-        let (trace, parent) = match kind {
+        if depth > 32 {
+            return (own_trace, span.parent_span_id, None);
+        }
+        if span.context_from_header {
+            let parent = span.parent_span_id;
+            // The caller's context came in the request; the transaction is
+            // still the on-node caller's, else this span starts one.
+            let txn = match (kind, key) {
+                (SpanKind::Server, Some(k)) => {
+                    let upstream = match self.peers.get(&k).and_then(|p| p.client) {
+                        Some(client) => self.resolve(client, depth + 1).2,
+                        None => self.fixed.get(&k.client_span_id()).and_then(|(_, txn)| txn.clone()),
+                    };
+                    upstream.or_else(|| self.entry(id))
+                }
+                (SpanKind::Server, None) => self.entry(id),
+                _ => None,
+            };
+            let trace = own_trace;
+            self.fix(span_id, trace, txn.clone());
+            if let Some(s) = self.get_mut(id) {
+                s.transaction = txn.clone();
+            }
+            return (trace, parent, txn);
+        }
+        let (trace, parent, txn) = match kind {
             SpanKind::Server | SpanKind::Consumer => match key {
                 Some(k) => match self.peers.get(&k).and_then(|p| p.client) {
                     // Rule 3: the client end is on this node.
                     Some(client) => {
                         self.counters.peer_links += 1;
-                        (self.resolve(client, depth + 1).0, Some(k.client_span_id()))
+                        let (t, _, txn) = self.resolve(client, depth + 1);
+                        (t, Some(k.client_span_id()), txn.or_else(|| self.entry(id)))
                     }
                     // Rule 3, the client end already released: its trace
                     // id was fixed then (a SERVER span can end, or arrive,
                     // after its CLIENT span).
-                    None if let Some(t) = self.fixed.get(&k.client_span_id()).copied() => {
+                    None if let Some((t, txn)) = self.fixed.get(&k.client_span_id()).cloned() => {
                         self.counters.peer_links += 1;
-                        (t, Some(k.client_span_id()))
+                        (t, Some(k.client_span_id()), txn.or_else(|| self.entry(id)))
                     }
                     // Rule 4: the client is elsewhere (or not traced).
                     None if self.cfg.remote_parent => {
                         self.counters.remote_links += 1;
-                        (k.trace_id(), Some(k.client_span_id()))
+                        (k.trace_id(), Some(k.client_span_id()), self.entry(id))
                     }
-                    None => (k.trace_id(), None),
+                    None => (k.trace_id(), None, self.entry(id)),
                 },
-                None => (own_trace, None),
+                None => (own_trace, None, self.entry(id)),
             },
             SpanKind::Client | SpanKind::Producer => match self.call_parent(id) {
                 Some(server) => {
                     let parent_id = self.get(server).map_or([0; 8], |s| s.span_id);
-                    (self.resolve(server, depth + 1).0, Some(parent_id))
+                    let (t, _, txn) = self.resolve(server, depth + 1);
+                    (t, Some(parent_id), txn)
                 }
-                None => (key.map_or(own_trace, |k| k.trace_id()), None),
+                None => (key.map_or(own_trace, |k| k.trace_id()), None, None),
             },
         };
-        self.fix(span_id, trace);
+        self.fix(span_id, trace, txn.clone());
         if let Some(s) = self.get_mut(id) {
             s.trace_id = trace;
             s.parent_span_id = parent;
+            s.transaction = txn.clone();
         }
-        (trace, parent)
+        (trace, parent, txn)
+    }
+
+    /// The held span `id` has no transaction from upstream: when a SERVER
+    /// span, it is an entry (marked so) and its transaction is named.
+    fn entry(&mut self, id: Id) -> Txn {
+        let c = self.classify.as_mut()?;
+        let i = usize::try_from(id.checked_sub(self.first)?).ok()?;
+        let span = self.held.get_mut(i)?.span.as_mut()?;
+        if span.kind != SpanKind::Server {
+            return None;
+        }
+        span.business_entry = true;
+        c.classify(span)
     }
 
     /// Rules 2 and 2b: the request a call belongs to, by its thread or by an
@@ -480,6 +552,14 @@ impl Linker {
                 None
             }
         }
+    }
+}
+
+/// The transaction's name as an attribute, for every exporter (shared: no
+/// copy per span).
+fn mark(span: &mut Span) {
+    if let Some(t) = &span.transaction {
+        span.attributes.push((Key::BusinessTransactionName, Value::Shared(t.name.clone())));
     }
 }
 

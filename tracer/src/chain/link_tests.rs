@@ -33,6 +33,8 @@ fn span(kind: SpanKind, local: &str, remote: &str, seq: u32, pid: u32, tid: u32,
         remote: addr(remote),
         context_from_header: false,
         peer_service: None,
+        transaction: None,
+        business_entry: false,
     }
 }
 
@@ -493,4 +495,48 @@ fn a_proxied_target_links_its_call_unless_shared() {
     }
     let v = release_at(&mut l);
     assert!(v.iter().all(|s| s.kind != SpanKind::Client || s.parent_span_id.is_none()), "{v:#?}");
+}
+
+/// Names every entry after its span and counts the calls.
+struct ByName(Arc<std::sync::atomic::AtomicUsize>);
+
+impl Classify for ByName {
+    fn classify(&mut self, entry: &Span) -> Option<Arc<Transaction>> {
+        self.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Some(Arc::new(Transaction { name: format!("t {}", entry.name).into(), rule: None }))
+    }
+}
+
+/// curl(1) -> nginx(2) -> backend(3): nginx's SERVER span is the entry
+/// (curl serves no request), classified once; every span below carries its
+/// transaction, released leaf first (children end before their parents).
+#[test]
+fn the_entry_span_names_the_transaction_of_its_chain() {
+    let curl = span(SpanKind::Client, "127.0.0.1:40000", "127.0.0.1:80", 100, 1, 1, 10, 100);
+    let mut ngx_in = span(SpanKind::Server, "127.0.0.1:80", "127.0.0.1:40000", 100, 2, 20, 20, 90);
+    ngx_in.name = "GET /checkout".into();
+    let ngx_out = span(SpanKind::Client, "127.0.0.1:50000", "127.0.0.1:8000", 555, 2, 20, 30, 80);
+    let back = span(SpanKind::Server, "127.0.0.1:8000", "127.0.0.1:50000", 555, 3, 30, 40, 70);
+    let calls = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let mut l = Linker::new(LinkConfig::default()).with_classifier(Some(Box::new(ByName(calls.clone()))));
+    let mut out = vec![];
+    for s in [back, ngx_out, ngx_in, curl] {
+        let end = s.end_ns;
+        l.insert_at(s, end, &mut out);
+    }
+    let mut out = Vec::new();
+    // The two children first, as their holds end first.
+    l.release_due(81 + 2_000_000_000, &mut out);
+    assert_eq!(out.len(), 2);
+    l.release_due(u64::MAX, &mut out);
+    assert_eq!(out.len(), 4);
+    let curl = out.iter().find(|s| s.kind == SpanKind::Client && s.pid == Some(1)).unwrap();
+    assert!(curl.transaction.is_none() && !curl.business_entry, "above the entry");
+    for s in out.iter().filter(|s| s.pid != Some(1)) {
+        assert_eq!(s.transaction.as_ref().map(|t| &*t.name), Some("t GET /checkout"), "{:?}", s.kind);
+        assert!(s.attr_text(&Key::BusinessTransactionName).is_some_and(|n| n == "t GET /checkout"));
+    }
+    assert!(find(&out, SpanKind::Server, 2).business_entry);
+    assert!(!find(&out, SpanKind::Server, 3).business_entry && !find(&out, SpanKind::Client, 2).business_entry);
+    assert_eq!(calls.load(std::sync::atomic::Ordering::Relaxed), 1, "classified once");
 }

@@ -35,20 +35,22 @@ pub struct ChainConfig {
     pub k8s: Option<crate::k8s::K8sMetadata>,
     /// What processes were started as (exec/fork records).
     pub starts: crate::identity::ProcessStarts,
+    /// Names the business transaction of each entry span (`crate::business`).
+    pub classify: Option<Box<dyn link::Classify>>,
 }
 
 /// The span stage: builds spans, holds them in the linker until their
 /// parents had time to arrive, releases them linked. A full output queue
 /// drops the item (counted).
 pub async fn run(
-    cfg: ChainConfig,
+    mut cfg: ChainConfig,
     mut from_conntrack: mpsc::Receiver<Vec<Record>>,
     to_export: Option<mpsc::Sender<Item>>,
     telemetry: Arc<Telemetry>,
 ) -> anyhow::Result<()> {
     let mut describer = Describer::new(&cfg.describe)?;
     let mut identity = Identity::new().with_k8s(cfg.k8s.clone()).with_starts(cfg.starts.clone());
-    let mut linker = Linker::new(cfg.link.clone());
+    let mut linker = Linker::new(cfg.link.clone()).with_classifier(cfg.classify.take());
     let mut thread_models = ThreadModels::new();
     let mut released = Vec::new();
     let mut tick = tokio::time::interval(std::time::Duration::from_millis(50));
@@ -109,6 +111,7 @@ pub async fn run(
                                 }
                                 linker.insert_at(span, crate::clock::monotonic_ns(), &mut released);
                             } else {
+                                linker.classify_unlinked(&mut span);
                                 released.push(span);
                             }
                         }

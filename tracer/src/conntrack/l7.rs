@@ -117,6 +117,17 @@ impl L7 {
             if d.payload.is_empty() {
                 return L7Change::None;
             }
+            if is_tls_record(&d.payload) {
+                // A TLS handshake or record: no parser is tried on it (its
+                // bytes could pass for another protocol's); the plaintext,
+                // when a library probe reports it, starts afresh.
+                *tries += 1;
+                if *tries >= DETECT_TRIES {
+                    *self = L7::Unknown;
+                    return L7Change::GaveUp;
+                }
+                return L7Change::None;
+            }
             let (found, replay) = match Self::detect_joined(held, d, cfg, hints) {
                 Some(found) => (Some(found), std::mem::take(held)),
                 None => (protocols::detect(&d.payload, cfg, hints), Vec::new()),
@@ -185,6 +196,15 @@ impl L7 {
         }
     }
 
+    /// The bytes are TLS plaintext from now on: the parser goes on with
+    /// them (true), or the caller starts afresh.
+    pub fn tls_started(&mut self) -> bool {
+        match self {
+            L7::Parsing { parser, .. } => parser.tls_started(),
+            _ => false,
+        }
+    }
+
     /// The parser's drops since the last call, with its protocol.
     pub fn take_counts(&mut self) -> Option<(&'static str, ParserCounts)> {
         match self {
@@ -198,6 +218,13 @@ impl L7 {
             parser.close(out);
         }
     }
+}
+
+/// A TLS record header: content type (change_cipher_spec, alert,
+/// handshake, application_data), version 3.x (SSL 3.0 .. TLS 1.3's legacy
+/// 3.3), a length of at most 2^14 + 2048.
+fn is_tls_record(p: &[u8]) -> bool {
+    matches!(p, [20..=23, 3, 0..=4, hi, lo, ..] if u16::from_be_bytes([*hi, *lo]) <= 18432)
 }
 
 impl Default for L7 {

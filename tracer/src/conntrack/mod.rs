@@ -5,12 +5,13 @@ pub mod goroutines;
 pub mod l7;
 pub mod listen;
 pub mod table;
+pub mod tls_seq;
 
 pub use table::{CallRecord, CloseReason, ConnRecord, Role, Table, TableConfig};
 
 use serde::Serialize;
 
-use crate::capture::event::{Data, Direction};
+use crate::capture::event::{Data, Direction, Tls};
 
 /// What the connection stage hands to the output.
 #[derive(Clone, Debug)]
@@ -40,6 +41,10 @@ pub struct DataRecord {
     pub seq: Option<u32>,
     pub payload_len: usize,
     pub payload_head: String,
+    /// "plain": TLS plaintext from a library call; "cipher": ciphertext
+    /// inside one (no payload).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls: Option<&'static str>,
 }
 
 impl DataRecord {
@@ -63,6 +68,11 @@ impl DataRecord {
             seq: d.seq,
             payload_len: d.payload.len(),
             payload_head: String::from_utf8_lossy(head).into_owned(),
+            tls: match d.tls {
+                Tls::No => None,
+                Tls::Plain => Some("plain"),
+                Tls::Cipher => Some("cipher"),
+            },
         }
     }
 }
@@ -72,7 +82,33 @@ use std::{sync::Arc, time::Duration};
 use tokio::sync::mpsc;
 
 use self::{listen::ProcListen, table::Refused};
-use crate::{capture::event::Event, clock::monotonic_ns, telemetry::Telemetry};
+use crate::{
+    capture::event::{Event, SockId},
+    clock::monotonic_ns,
+    telemetry::Telemetry,
+};
+
+/// The kernel's per-socket verdicts (`SOCK_VERDICT`), written from here.
+pub struct Verdicts {
+    map: aya::maps::HashMap<aya::maps::MapData, u64, u8>,
+}
+
+impl Verdicts {
+    pub fn new(map: aya::maps::HashMap<aya::maps::MapData, u64, u8>) -> Self {
+        Verdicts { map }
+    }
+
+    /// These sockets' syscalls ship bytes only from now on.
+    fn count_only(&mut self, socks: impl Iterator<Item = SockId>, telemetry: &Telemetry) {
+        for sk in socks {
+            let what = match self.map.insert(sk, tracer_common::maps::VERDICT_COUNT_ONLY, 0) {
+                Ok(()) => "count_only",
+                Err(_) => "failed",
+            };
+            telemetry.sock_verdicts.get_or_create(&vec![("verdict", what)]).inc();
+        }
+    }
+}
 
 /// The connection-table stage: events in, connection records out. A full
 /// output queue drops the record (counted), never blocks capture.
@@ -83,6 +119,7 @@ pub async fn run(
     telemetry: Arc<Telemetry>,
     data_events: bool,
     protocols: crate::protocols::ProtocolConfig,
+    mut verdicts: Option<Verdicts>,
 ) {
     let mut table = Table::new(cfg, ProcListen::new()).with_protocols(protocols);
     let mut sweep = tokio::time::interval(Duration::from_secs(5));
@@ -115,6 +152,10 @@ pub async fn run(
                 }
                 send(&to_export, records, &telemetry);
                 telemetry.connections_live.set(table.len() as i64);
+                match verdicts.as_mut() {
+                    Some(v) => v.count_only(table.take_count_only(), &telemetry),
+                    None => table.take_count_only().for_each(drop),
+                }
             }
             _ = linger.tick() => {
                 table.flush_closed(monotonic_ns(), &mut out);

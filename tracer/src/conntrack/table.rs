@@ -16,7 +16,7 @@ use super::{
     l7::{L7, L7Change},
     listen::ListenLookup,
 };
-use crate::capture::event::{Accept, Comm, Data, Direction, Event, SockId, StateChange, TcpStats, Tuple};
+use crate::capture::event::{Accept, Comm, Data, Direction, Event, SockId, StateChange, TcpStats, Tls, Tuple};
 use crate::protocols::{ConnHints, Exchange, ParserCounts, ProtocolConfig};
 
 #[derive(Clone, Debug)]
@@ -130,6 +130,11 @@ struct Conn {
     closing: Option<Closing>,
     /// Goroutines of the recent segments, for Go processes only.
     goroutines: Option<Box<super::goroutines::Goroutines>>,
+    /// TLS plaintext was seen: `l7` reads only plaintext from then on, and
+    /// the byte counts stay those of the TCP stream (ciphertext).
+    tls: bool,
+    /// Plaintext offsets <-> ciphertext sequence numbers (TLS only).
+    tls_seqs: Option<Box<super::tls_seq::TlsSeqs>>,
 }
 
 /// A close the kernel reported before the process read everything: a client
@@ -186,6 +191,9 @@ pub struct ConnRecord {
     /// Why protocol parsing stopped (upgrade, CONNECT tunnel).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub l7_stopped: Option<&'static str>,
+    /// Its protocol was read from TLS plaintext (library uprobes).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub tls: bool,
 }
 
 /// A request/response exchange with the connection it crossed.
@@ -284,7 +292,12 @@ pub struct Table<L> {
     /// Sockets waiting in `Closing`: [racing events, unread bytes], each in
     /// deadline order (deadlines grow with event time).
     lingering: [VecDeque<(u64, SockId)>; 2],
+    /// Sockets given up on, for the kernel's verdict map.
+    count_only: Vec<SockId>,
 }
+
+/// Sockets given up on held between two `take_count_only` at most.
+const MAX_VERDICTS: usize = 4096;
 
 impl<L: ListenLookup> Table<L> {
     pub fn new(cfg: TableConfig, listen: L) -> Self {
@@ -297,6 +310,7 @@ impl<L: ListenLookup> Table<L> {
             exchanges: Vec::new(),
             l7_counters: L7Counters::default(),
             lingering: [VecDeque::new(), VecDeque::new()],
+            count_only: Vec::new(),
         }
     }
 
@@ -315,7 +329,11 @@ impl<L: ListenLookup> Table<L> {
     }
 
     fn push_calls(calls: &mut Vec<CallRecord>, c: &Conn, exchanges: &mut Vec<Exchange>) {
-        for exchange in exchanges.drain(..) {
+        for mut exchange in exchanges.drain(..) {
+            if let Some(seqs) = &c.tls_seqs {
+                let request_dir = usize::from(c.l7.request_dir() == Some(Direction::Ingress));
+                seqs.restore(&mut exchange, request_dir);
+            }
             calls.push(CallRecord {
                 requests_inbound: c.l7.request_dir() == Some(Direction::Ingress),
                 pid: c.pid,
@@ -413,6 +431,8 @@ impl<L: ListenLookup> Table<L> {
             l7: L7::new(),
             closing: None,
             goroutines: None,
+            tls: false,
+            tls_seqs: None,
         }
     }
 
@@ -559,7 +579,17 @@ impl<L: ListenLookup> Table<L> {
             c.comm = d.task.comm;
         }
         c.last_ns = d.ts_ns;
+        if d.tls == Tls::Plain && !c.tls {
+            // What the parser saw so far was the handshake's ciphertext,
+            // unless the protocol negotiated TLS itself and goes on.
+            c.tls = true;
+            if !c.l7.tls_started() {
+                c.l7 = L7::new();
+            }
+        }
         match d.direction {
+            // Plaintext is not TCP bytes: its ciphertext was counted.
+            _ if d.tls == Tls::Plain => {}
             Direction::Egress => {
                 c.tx_bytes += u64::from(d.bytes);
                 c.tx_calls += 1;
@@ -581,10 +611,28 @@ impl<L: ListenLookup> Table<L> {
         if d.goid != 0 {
             c.goroutines.get_or_insert_default().record(d.ts_ns, d.goid);
         }
-        let hints = ConnHints { from_start: c.seen_from == SeenFrom::Handshake, server_port };
-        match c.l7.on_data(d, &self.protocols, hints, &mut self.exchanges) {
+        // On TLS the parser reads plaintext only, and is never told it saw
+        // the start (the library may have been probed after the handshake).
+        let hints = ConnHints { from_start: c.seen_from == SeenFrom::Handshake && !c.tls, server_port, tls: c.tls };
+        let change = match (c.tls, d.tls) {
+            (true, Tls::No | Tls::Cipher) => L7Change::None,
+            (true, Tls::Plain) => {
+                let seqs = c.tls_seqs.get_or_insert_default();
+                let dir = usize::from(d.direction == Direction::Ingress);
+                let plain = Data { seq: Some(seqs.plaintext(dir, d.bytes, d.seq)), ..d.clone() };
+                c.l7.on_data(&plain, &self.protocols, hints, &mut self.exchanges)
+            }
+            _ => c.l7.on_data(d, &self.protocols, hints, &mut self.exchanges),
+        };
+        match change {
             L7Change::Detected(_) => self.l7_counters.detected += 1,
-            L7Change::GaveUp => self.l7_counters.unknown += 1,
+            L7Change::GaveUp => {
+                self.l7_counters.unknown += 1;
+                // No parser reads it: the kernel need not copy its bytes.
+                if self.count_only.len() < MAX_VERDICTS {
+                    self.count_only.push(d.sk);
+                }
+            }
             L7Change::None => {}
         }
         self.l7_counters.add(&mut c.l7);
@@ -597,6 +645,12 @@ impl<L: ListenLookup> Table<L> {
             self.finish_closed(d.sk, out);
         }
         Ok(())
+    }
+
+    /// Sockets found not to speak a known protocol since the last call: the
+    /// kernel may ship their syscalls without payload.
+    pub fn take_count_only(&mut self) -> std::vec::Drain<'_, SockId> {
+        self.count_only.drain(..)
     }
 
     /// Drop entries idle longer than the timeout; returns how many.
@@ -638,6 +692,7 @@ fn record(c: &Conn, event: ConnEventKind, ts_ns: u64, reason: Option<CloseReason
         seen_from: c.seen_from,
         protocol: c.l7.protocol(),
         l7_stopped: c.l7.stopped(),
+        tls: c.tls,
     }
 }
 

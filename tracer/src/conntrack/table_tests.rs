@@ -147,7 +147,22 @@ fn data(ts_ns: u64, sk: SockId, tuple: Tuple, task: Task, direction: Direction, 
     };
     let payload = Bytes::new();
     let (fd, seq, srtt_us, partial) = (5, Some(1), 0, false);
-    Event::Data(Data { ts_ns, sk, tuple, task, fd, syscall, direction, bytes, seq, srtt_us, payload, partial, goid: 0 })
+    Event::Data(Data {
+        ts_ns,
+        sk,
+        tuple,
+        task,
+        fd,
+        syscall,
+        direction,
+        bytes,
+        seq,
+        srtt_us,
+        payload,
+        partial,
+        goid: 0,
+        tls: Default::default(),
+    })
 }
 
 /// The process wrote `bytes`.
@@ -231,6 +246,7 @@ fn client_established_emits_one_open_with_the_connecting_process() {
         seen_from: SeenFrom::Handshake,
         protocol: None,
         l7_stopped: None,
+        tls: false,
     };
     assert_eq!(open, want);
     assert_eq!(t.len(), 1);
@@ -286,6 +302,7 @@ fn client_orderly_close_reports_counts_duration_and_tcp_stats() {
         seen_from: SeenFrom::Handshake,
         protocol: None,
         l7_stopped: None,
+        tls: false,
     };
     assert_eq!(r, want);
     assert_eq!(t.len(), 0);
@@ -378,6 +395,7 @@ fn server_lifecycle_open_on_accept_then_data_then_close() {
         seen_from: SeenFrom::Handshake,
         protocol: None,
         l7_stopped: None,
+        tls: false,
     };
     assert_eq!(open, want);
 
@@ -456,6 +474,7 @@ fn refused_connect_emits_connect_failed() {
         seen_from: SeenFrom::Handshake,
         protocol: None,
         l7_stopped: None,
+        tls: false,
     };
     assert_eq!(r, want);
     assert!(t.is_empty());
@@ -796,6 +815,7 @@ fn close_of_a_socket_never_seen_emits_an_unknown_close() {
         seen_from: SeenFrom::MidStream,
         protocol: None,
         l7_stopped: None,
+        tls: false,
     };
     assert_eq!(r, want);
     assert!(t.is_empty(), "a close never creates an entry");
@@ -1047,4 +1067,56 @@ fn a_message_start_split_over_reads_is_detected_and_parsed_whole() {
     let crate::protocols::Info::Http(h) = &calls[0].exchange.info else { panic!("not HTTP") };
     assert_eq!(h.request.target, "/split");
     assert_eq!(calls[0].exchange.request.first_ns, 2 * MS, "the request starts at its first byte");
+}
+
+// ---- TLS ---------------------------------------------------------------------
+
+/// A data event of the given TLS layer.
+fn tls_data(ts_ns: u64, c: Tuple, direction: Direction, layer: Tls, payload: &'static [u8], bytes: u32) -> Event {
+    let Event::Data(mut d) = http_data(ts_ns, 1, c, direction, payload) else { unreachable!() };
+    d.tls = layer;
+    d.bytes = bytes;
+    Event::Data(d)
+}
+
+#[test]
+fn tls_plaintext_is_parsed_and_ciphertext_only_counted() {
+    let mut t = table();
+    let c = client_tuple();
+    established_client(&mut t, 1, 0, c);
+    // Handshake records (outside any library read/write): never parsed.
+    apply_none(
+        &mut t,
+        tls_data(MS, c, Direction::Egress, Tls::No, b"\x16\x03\x01\x02\x00\x01\x00\x01\xfcGET / HTTP/1.1", 517),
+    );
+    apply_none(&mut t, tls_data(MS + 1, c, Direction::Ingress, Tls::No, b"\x16\x03\x03\x00\x7a\x02", 1200));
+    // The request: ciphertext inside SSL_write, then its plaintext.
+    apply_none(&mut t, tls_data(2 * MS, c, Direction::Egress, Tls::Cipher, b"", 60));
+    apply_none(&mut t, tls_data(2 * MS + 1, c, Direction::Egress, Tls::Plain, REQUEST, REQUEST.len() as u32));
+    apply_none(&mut t, tls_data(3 * MS, c, Direction::Ingress, Tls::Cipher, b"", 80));
+    apply_none(&mut t, tls_data(3 * MS + 1, c, Direction::Ingress, Tls::Plain, RESPONSE, RESPONSE.len() as u32));
+    let calls: Vec<_> = t.take_calls().collect();
+    assert_eq!(calls.len(), 1, "{calls:#?}");
+    let crate::protocols::Info::Http(h) = &calls[0].exchange.info else { panic!("not HTTP") };
+    assert_eq!(h.request.target, "/half");
+    assert!(h.tls, "read from TLS plaintext: https");
+    let l7 = t.take_l7_counters();
+    assert_eq!((l7.detected, l7.unknown), (1, 0), "handshake bytes are neither a protocol nor given up on");
+    let out = apply_one(&mut t, close(4 * MS, 1, c, ESTABLISHED));
+    assert!(out.tls);
+    assert_eq!(out.protocol, Some("http"));
+    // TCP bytes are the ciphertext's; plaintext is not counted again.
+    assert_eq!((out.bytes_sent, out.bytes_received), (517 + 60, 1200 + 80));
+}
+
+#[test]
+fn a_socket_given_up_on_is_handed_to_the_kernel_once() {
+    let mut t = table();
+    let c = client_tuple();
+    established_client(&mut t, 1, 0, c);
+    for i in 0..12 {
+        apply_none(&mut t, http_data(MS + i, 1, c, Direction::Egress, b"\x00\x01binary frame"));
+    }
+    assert_eq!(t.take_count_only().collect::<Vec<_>>(), vec![1], "given up after its first segments, once");
+    assert_eq!(t.take_count_only().count(), 0);
 }

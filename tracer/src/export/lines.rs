@@ -183,6 +183,7 @@ impl<'a> JsonSpan<'a> {
             .map(|(k, v)| {
                 let v = match v {
                     Value::Str(x) => serde_json::Value::from(x.as_ref()),
+                    Value::Shared(x) => serde_json::Value::from(&**x),
                     Value::Int(i) => serde_json::Value::from(*i),
                     Value::Ip(ip) => serde_json::Value::from(ip.to_string()),
                     Value::StrArray(a) => serde_json::Value::from(a.clone()),

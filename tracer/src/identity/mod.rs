@@ -11,6 +11,7 @@
 //! changes) or its start record changes. Bounded: the cache is cleared when
 //! full.
 
+pub mod build;
 pub mod environ;
 pub mod rules;
 pub mod starts;
@@ -61,13 +62,21 @@ pub struct Identity {
     k8s: Option<K8sMetadata>,
     k8s_generation: u64,
     starts: ProcessStarts,
+    /// The fallback service.version: the executable's build.
+    builds: build::Builds,
 }
 
 const MAX_PIDS: usize = 8192;
 
 impl Identity {
     pub fn new() -> Self {
-        Identity { cache: HashMap::new(), k8s: None, k8s_generation: 0, starts: ProcessStarts::new() }
+        Identity {
+            cache: HashMap::new(),
+            k8s: None,
+            k8s_generation: 0,
+            starts: ProcessStarts::new(),
+            builds: build::Builds::default(),
+        }
     }
 
     pub fn with_k8s(mut self, k8s: Option<K8sMetadata>) -> Self {
@@ -132,6 +141,10 @@ impl Identity {
                 svc.version = id.service_version;
             }
             svc.attributes.extend(id.attributes);
+        }
+        if svc.version.is_none() {
+            // Two builds of one service are always told apart.
+            svc.version = self.builds.of(pid).map(|v| v.to_string());
         }
         let svc = Arc::new(svc);
         if let Some(start) = start {

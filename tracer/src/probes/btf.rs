@@ -81,7 +81,28 @@ pub fn process_offsets(path: &Path) -> Result<ProcessConfig> {
             bail!("mm_struct.{f} does not follow arg_start as the probe reads it: unsupported layout");
         }
     }
+    // The executable's identity: optional (an unknown layout only delays
+    // probing a new Go process until the watcher sees it).
+    let exe = (|| -> Result<[u16; 5]> {
+        Ok([
+            m("exe_file")?,
+            r.offset("file", "f_inode")?,
+            r.offset("inode", "i_ino")?,
+            r.offset("inode", "i_sb")?,
+            r.offset("super_block", "s_dev")?,
+        ])
+    })()
+    .unwrap_or_else(|e| {
+        tracing::debug!("executable identity at exec not read: {e:#}");
+        [0; 5]
+    });
     Ok(ProcessConfig {
+        mm_exe_file: exe[0],
+        file_inode: exe[1],
+        inode_ino: exe[2],
+        inode_sb: exe[3],
+        sb_dev: exe[4],
+        _pad: 0,
         task_mm: t("mm")?,
         task_pid: t("pid")?,
         task_tgid: t("tgid")?,

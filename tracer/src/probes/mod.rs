@@ -13,13 +13,13 @@ use aya::{
     maps::{HashMap as BpfHashMap, MapData, PerCpuArray, RingBuf},
     programs::{
         RawTracePoint, TracePoint, UProbe,
-        uprobe::{UProbeLinkId, UProbeScope},
+        uprobe::{UProbeAttachLocation, UProbeLinkId, UProbeScope},
     },
 };
 use tracer_common::{
     config::{MAX_CAPTURE, ProbeConfig},
-    go::{GO_PROCS, GoProc},
-    maps::{COUNTERS, Counter, EVENTS, PROBE_CONFIG},
+    go::{GO_FILES, GO_PROCS, GoFile, GoProc},
+    maps::{COUNTERS, Counter, EVENTS, PROBE_CONFIG, SOCK_VERDICT},
     process::{PROCESS_CONFIG, ProcessConfig},
 };
 
@@ -37,6 +37,8 @@ pub struct LoadOptions {
     pub netns: u32,
     /// Goroutine ids on Go processes' data events (`[runtimes] go`).
     pub go: bool,
+    /// The data probe checks for TLS library calls (`[tls] openssl`).
+    pub tls: bool,
 }
 
 /// Loaded and attached probes. Dropping this detaches everything; the kernel
@@ -48,6 +50,8 @@ pub struct Probes {
     /// The kernel side reads goroutine ids (`[runtimes] go` and this
     /// kernel's layout allow it).
     pub go: bool,
+    /// TLS library uprobes may be attached (`[tls] openssl`).
+    pub tls: bool,
     /// Optional kernel features this kernel lacks, one line each.
     pub degraded: Vec<String>,
 }
@@ -78,6 +82,8 @@ impl Probes {
             wakeup_bytes: opts.wakeup_bytes,
             netns: opts.netns,
             go: u32::from(go),
+            tls: u32::from(opts.tls),
+            _pad: 0,
         };
         let process = process_config().unwrap_or_else(|e| {
             tracing::warn!("process probes disabled, service names come from /proc only: {e:#}");
@@ -88,7 +94,7 @@ impl Probes {
             .override_global(PROCESS_CONFIG, &process, true)
             .load(OBJECT)
             .context("loading the eBPF object (maps and BTF)")?;
-        Ok(Probes { ebpf, accept_hook: opts.accept_hook, attached: Vec::new(), go, degraded })
+        Ok(Probes { ebpf, accept_hook: opts.accept_hook, attached: Vec::new(), go, tls: opts.tls, degraded })
     }
 
     /// Verify and attach every probe of the registry, in order. A required
@@ -130,17 +136,28 @@ impl Probes {
         Ok(())
     }
 
-    /// Attach the entry uprobe `program` at `offset` in the executable at
+    /// Attach the uprobe or uretprobe `program` at `offset` in the executable at
     /// `target` (every process running it), loading the program first.
-    pub fn attach_uprobe(&mut self, program: &str, target: &Path, offset: u64) -> Result<UProbeLinkId> {
+    pub fn attach_uprobe<'a>(
+        &mut self,
+        program: &str,
+        target: &Path,
+        location: impl Into<UProbeAttachLocation<'a>>,
+    ) -> Result<UProbeLinkId> {
+        let location = location.into();
+        let at = match &location {
+            UProbeAttachLocation::Symbol(s) => (*s).to_string(),
+            UProbeAttachLocation::SymbolOffset(s, o) => format!("{s}+{o:#x}"),
+            UProbeAttachLocation::AbsoluteOffset(o) => format!("{o:#x}"),
+        };
         let prog =
             self.ebpf.program_mut(program).ok_or_else(|| anyhow!("probe {program} is missing from the eBPF object"))?;
         let p: &mut UProbe = prog.try_into()?;
         if p.fd().is_err() {
             p.load().map_err(|e| anyhow!("probe {program}: the kernel refused to load it: {e}"))?;
         }
-        p.attach(offset, target, UProbeScope::AllProcesses)
-            .map_err(|e| anyhow!("probe {program}: attaching to {}+{offset:#x} failed: {e}", target.display()))
+        p.attach(location, target, UProbeScope::AllProcesses)
+            .map_err(|e| anyhow!("probe {program}: attaching to {} at {at} failed: {e}", target.display()))
     }
 
     pub fn detach_uprobe(&mut self, program: &str, link: UProbeLinkId) -> Result<()> {
@@ -148,6 +165,18 @@ impl Probes {
         let p: &mut UProbe = prog.try_into()?;
         p.detach(link)?;
         Ok(())
+    }
+
+    /// The kernel's per-socket verdicts, written by the connection stage.
+    pub fn take_sock_verdicts(&mut self) -> Result<BpfHashMap<MapData, u64, u8>> {
+        let map = self.ebpf.take_map(SOCK_VERDICT).ok_or_else(|| anyhow!("map {SOCK_VERDICT} missing"))?;
+        Ok(BpfHashMap::try_from(map)?)
+    }
+
+    /// The map of Go executables the exec probe probes new processes of.
+    pub fn take_go_files(&mut self) -> Result<BpfHashMap<MapData, GoFile, GoProc>> {
+        let map = self.ebpf.take_map(GO_FILES).ok_or_else(|| anyhow!("map {GO_FILES} missing"))?;
+        Ok(BpfHashMap::try_from(map)?)
     }
 
     /// The map of Go processes the data probe reads goroutine ids for.

@@ -70,6 +70,14 @@ pub trait ProtocolParser: Send {
     fn close(&mut self, out: &mut Vec<Exchange>);
     /// Why parsing stopped for good on this connection (upgrade, tunnel).
     fn stopped(&self) -> Option<&'static str>;
+    /// The connection's bytes are TLS plaintext from now on (a library
+    /// probe reported some). True: this parser reads them on, as the rest
+    /// of a protocol that negotiated TLS in-band (MySQL's SSLRequest: its
+    /// handshake goes on inside TLS). False (the default): the connection's
+    /// protocol is detected afresh from the plaintext.
+    fn tls_started(&mut self) -> bool {
+        false
+    }
     /// What was dropped since the last call (the counts restart at zero).
     fn take_counts(&mut self) -> ParserCounts {
         ParserCounts::default()
@@ -131,4 +139,6 @@ pub struct ConnHints {
     pub from_start: bool,
     /// The server's port (the remote one on a client socket).
     pub server_port: Option<u16>,
+    /// The bytes are TLS plaintext from a library uprobe.
+    pub tls: bool,
 }

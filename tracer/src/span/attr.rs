@@ -2,7 +2,7 @@
 //! as strings only at export), values typed (addresses stay `IpAddr` until
 //! a line or an OTLP request is written).
 
-use std::{borrow::Cow, fmt, net::IpAddr};
+use std::{borrow::Cow, fmt, net::IpAddr, sync::Arc};
 
 use serde::{Serialize, Serializer};
 
@@ -74,6 +74,8 @@ keys! {
     TracerResponseIncomplete = "tracer.response_incomplete",
     /// The request's head was longer than the captured bytes.
     TracerRequestHeadTruncated = "tracer.http.request_head_truncated",
+    /// The business transaction of the span's trace (`crate::business`).
+    BusinessTransactionName = "business.transaction.name",
 }
 
 impl From<&'static str> for Key {
@@ -100,6 +102,9 @@ pub enum Value {
     /// Borrowed for the constants most attributes are ("GET", "http",
     /// "tcp", "1.1"): no allocation per span for them.
     Str(Cow<'static, str>),
+    /// Text shared by many spans (a business transaction's name): a
+    /// reference count per span, not a copy.
+    Shared(#[serde(serialize_with = "shared_str")] Arc<str>),
     Int(i64),
     /// An address, formatted when written out.
     Ip(IpAddr),
@@ -111,6 +116,7 @@ impl Value {
     pub fn text(&self) -> Option<Cow<'_, str>> {
         match self {
             Value::Str(s) => Some(Cow::Borrowed(s)),
+            Value::Shared(s) => Some(Cow::Borrowed(s)),
             Value::Ip(ip) => Some(Cow::Owned(ip.to_string())),
             _ => None,
         }
@@ -127,10 +133,15 @@ impl Value {
     pub fn is_text(&self, v: &str) -> bool {
         match self {
             Value::Str(s) => s == v,
+            Value::Shared(s) => &**s == v,
             Value::Ip(ip) => v.parse::<IpAddr>().is_ok_and(|x| x == *ip),
             _ => false,
         }
     }
+}
+
+fn shared_str<S: Serializer>(v: &Arc<str>, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(v)
 }
 
 impl From<&'static str> for Value {
@@ -176,5 +187,8 @@ mod tests {
         let v = Value::Ip("::1".parse().unwrap());
         assert!(v.is_text("::1") && v.is_text("0:0::1") && !v.is_text("127.0.0.1"));
         assert_eq!(serde_json::to_string(&v).unwrap(), "\"::1\"");
+        let shared = Value::Shared("checkout".into());
+        assert!(shared.is_text("checkout") && shared.text().is_some_and(|t| t == "checkout"));
+        assert_eq!(serde_json::to_string(&shared).unwrap(), "\"checkout\"");
     }
 }

@@ -10,7 +10,7 @@ use std::{borrow::Cow, net::SocketAddr, sync::Arc};
 use serde::Serialize;
 
 pub use self::attr::{Attributes, Key, Value};
-use crate::identity::Service;
+use crate::{business::Transaction, identity::Service};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -81,6 +81,13 @@ pub struct Span {
     /// The service at the other end, when this node traced it too (set by
     /// the linker; topology edges use it, else a virtual node by address).
     pub peer_service: Option<Arc<Service>>,
+    /// The business transaction of the span's trace: that of its entry
+    /// SERVER span (set by the linker; also the attribute
+    /// business.transaction.name).
+    pub transaction: Option<Arc<Transaction>>,
+    /// This span is its chain's entry on this node: a SERVER span no traced
+    /// caller on this node called (the span business KPIs count).
+    pub business_entry: bool,
 }
 
 impl Span {

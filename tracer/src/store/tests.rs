@@ -54,6 +54,8 @@ fn span(t: u8, id: u8, parent: u8, kind: SpanKind, service: &str, start: u64, en
         remote: "127.0.0.1:2".parse().unwrap(),
         context_from_header: false,
         peer_service: None,
+        transaction: None,
+        business_entry: false,
     }
 }
 

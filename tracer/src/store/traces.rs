@@ -205,7 +205,8 @@ pub fn peer_name(s: &Span) -> Option<String> {
 pub fn span_bytes(s: &Span) -> usize {
     let value = |v: &Value| match v {
         Value::Str(x) => x.len(),
-        Value::Int(_) | Value::Ip(_) => 0,
+        // Shared with every span of its transaction.
+        Value::Shared(_) | Value::Int(_) | Value::Ip(_) => 0,
         Value::StrArray(a) => a.iter().map(|x| x.len() + size_of::<String>()).sum(),
     };
     let attrs: usize = s

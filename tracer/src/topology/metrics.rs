@@ -56,7 +56,7 @@ type Labels = Vec<(&'static str, String)>;
 
 /// Label values escaped for the text format (prometheus-client writes them
 /// as given; a service name comes from a process's environment).
-fn escape(v: &str) -> String {
+pub(crate) fn escape(v: &str) -> String {
     v.replace('\\', r"\\").replace('"', r#"\""#).replace('\n', r"\n")
 }
 

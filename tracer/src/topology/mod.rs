@@ -33,10 +33,12 @@ use std::{
 use serde::Deserialize;
 use tokio::sync::{mpsc, watch};
 
+pub(crate) use self::metrics::escape;
 use self::{aggregate::Aggregator, conn::ConnFacts};
 pub use self::{
     api::TOPOLOGY_PATH,
     graph::{NodeKind, OVERFLOW},
+    histogram::{EXPORT_BOUNDS_S, Histogram},
     window::Window,
 };
 use crate::{
@@ -219,7 +221,7 @@ fn apply(shared: &Shared, batch: &mut Vec<Input>) {
 
 /// OTEL_METRIC_EXPORT_INTERVAL (ms, OpenTelemetry SDK variable); default
 /// 60 s; a value that is not a positive number is reported and ignored.
-fn export_interval(v: Option<&str>) -> Duration {
+pub(crate) fn export_interval(v: Option<&str>) -> Duration {
     let default = Duration::from_secs(60);
     match v.map(str::trim).filter(|v| !v.is_empty()) {
         None => default,

@@ -77,6 +77,8 @@ fn span(
         remote,
         context_from_header: false,
         peer_service: peer.map(svc),
+        transaction: None,
+        business_entry: false,
     }
 }
 
@@ -122,6 +124,7 @@ fn conn(event: ConnEventKind, role: Role, service: &str, local: &str, remote: &s
         seen_from: SeenFrom::Handshake,
         protocol: None,
         l7_stopped: None,
+        tls: false,
     };
     ConnFacts::of(&r, Some(&svc(service))).expect("placeable")
 }

@@ -559,3 +559,106 @@ where
         thread::sleep(Duration::from_millis(100));
     }
 }
+
+/// A fresh directory under the system temp dir, owned by `owner` if given.
+pub fn scratch(tag: &str, owner: Option<&str>) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("tracer-e2e-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    if let Some(owner) = owner {
+        let st = Command::new("chown").args([owner, dir.to_str().unwrap()]).status().unwrap();
+        assert!(st.success());
+    }
+    dir
+}
+
+/// PostgreSQL 15 in a fresh cluster (initdb, trust auth on 127.0.0.1), run
+/// as the `postgres` user Debian's package creates, with `extra` server
+/// arguments.
+pub struct Postgres {
+    _proc: Proc,
+    dir: std::path::PathBuf,
+}
+
+impl Drop for Postgres {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+pub fn postgres(port: u16, extra: &[&str]) -> Postgres {
+    let bin = std::path::Path::new("/usr/lib/postgresql/15/bin");
+    let dir = scratch("pg", Some("postgres"));
+    let data = dir.join("data");
+    let st = Command::new("runuser")
+        .args(["-u", "postgres", "--"])
+        .arg(bin.join("initdb"))
+        .args(["-D", data.to_str().unwrap(), "-U", "postgres", "--auth=trust", "-E", "UTF8"])
+        .stdout(Stdio::null())
+        .status()
+        .expect("initdb (apt install postgresql)");
+    assert!(st.success(), "initdb");
+    let proc = Proc(
+        Command::new("runuser")
+            .args(["-u", "postgres", "--"])
+            .arg(bin.join("postgres"))
+            .args(["-D", data.to_str().unwrap(), "-p", &port.to_string(), "-k", dir.to_str().unwrap()])
+            .args(["-c", "listen_addresses=127.0.0.1", "-c", "fsync=off"])
+            .args(extra)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    wait_listening(&format!("127.0.0.1:{port}"), None);
+    // Accepting connections is not yet ready for queries.
+    wait_until("postgres ready", Duration::from_secs(20), || {
+        let ok = Command::new("psql")
+            .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-U", "postgres", "-c", "select 1"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        (ok, ())
+    });
+    Postgres { _proc: proc, dir }
+}
+
+/// MariaDB 10.11 in a fresh data directory; root without password over TCP;
+/// `extra` server arguments.
+pub struct Mariadb {
+    _proc: Proc,
+    dir: std::path::PathBuf,
+}
+
+impl Drop for Mariadb {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+pub fn mariadb(port: u16, extra: &[&str]) -> Mariadb {
+    let dir = scratch("mariadb", None);
+    let data = dir.join("data");
+    let st = Command::new("mariadb-install-db")
+        .args(["--user=root", "--auth-root-authentication-method=normal", "--skip-test-db"])
+        .arg(format!("--datadir={}", data.display()))
+        .stdout(Stdio::null())
+        .status()
+        .expect("mariadb-install-db (apt install mariadb-server)");
+    assert!(st.success(), "mariadb-install-db");
+    let proc = Proc(
+        Command::new("mariadbd")
+            .args(["--user=root", "--bind-address=127.0.0.1", "--skip-log-bin", "--innodb-buffer-pool-size=16M"])
+            .arg(format!("--datadir={}", data.display()))
+            .arg(format!("--port={port}"))
+            .arg(format!("--socket={}", dir.join("sock").display()))
+            .args(extra)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    wait_listening(&format!("127.0.0.1:{port}"), None);
+    Mariadb { _proc: proc, dir }
+}

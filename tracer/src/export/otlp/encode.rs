@@ -257,6 +257,7 @@ pub fn estimate_bytes(s: &Span) -> usize {
                 + 16
                 + match v {
                     Value::Str(x) => x.len(),
+                    Value::Shared(x) => x.len(),
                     Value::Int(_) => 8,
                     Value::Ip(_) => 39,
                     Value::StrArray(xs) => xs.iter().map(|x| x.len() + 8).sum(),
@@ -270,6 +271,7 @@ fn any(v: &Value) -> AnyValue {
     AnyValue {
         value: Some(match v {
             Value::Str(s) => any_value::Value::StringValue(s.to_string()),
+            Value::Shared(s) => any_value::Value::StringValue(s.to_string()),
             Value::Int(i) => any_value::Value::IntValue(*i),
             Value::Ip(ip) => any_value::Value::StringValue(ip.to_string()),
             Value::StrArray(xs) => any_value::Value::ArrayValue(ArrayValue {

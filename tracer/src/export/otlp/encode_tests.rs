@@ -36,6 +36,8 @@ pub(crate) fn test_span(service: &Arc<Service>, pid: u32, name: &str) -> Span {
         remote: "127.0.0.1:50000".parse().unwrap(),
         context_from_header: true,
         peer_service: None,
+        transaction: None,
+        business_entry: false,
     }
 }
 

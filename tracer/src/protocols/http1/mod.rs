@@ -72,6 +72,8 @@ pub struct HttpExchange {
     pub response_incomplete: bool,
     /// The connection closed with this request still waiting.
     pub no_response: bool,
+    /// Read as TLS plaintext (https).
+    pub tls: bool,
 }
 
 struct Pending {
@@ -121,7 +123,7 @@ pub fn detect(payload: &[u8], _port_hint: bool) -> Option<Side> {
 }
 
 pub fn parser(cfg: &ProtocolConfig, hints: ConnHints) -> Box<dyn ProtocolParser> {
-    Box::new(Http1::new(cfg.http.clone()).from_start(hints.from_start))
+    Box::new(Http1::new(cfg.http.clone()).from_start(hints.from_start).tls(hints.tls))
 }
 
 /// Why a parser gave up on a connection for good.
@@ -146,6 +148,8 @@ pub struct Http1 {
     /// reported, so a response that no request preceded is early, not the
     /// answer to a request sent before the agent started.
     from_start: bool,
+    /// TLS plaintext: exchanges are https.
+    tls: bool,
     /// Counters for the caller: requests dropped past max_pending, responses
     /// without a request, segments that were not HTTP.
     pub overflow: u64,
@@ -167,6 +171,7 @@ impl Http1 {
             early: Early::default(),
             req_next_seq: None,
             from_start: false,
+            tls: false,
             overflow: 0,
             unpaired: 0,
             not_http: 0,
@@ -177,6 +182,14 @@ impl Http1 {
     /// A parser for a connection seen from its handshake.
     pub fn from_start(mut self, from_start: bool) -> Self {
         self.from_start = from_start;
+        self
+    }
+
+    /// A parser of TLS plaintext.
+    pub fn tls(mut self, tls: bool) -> Self {
+        self.tls = tls;
+        self.req.seq_at_start_only = tls;
+        self.resp.seq_at_start_only = tls;
         self
     }
 
@@ -357,6 +370,7 @@ fn finish(f: InFlight, last_ns: u64, body: Option<u64>, incomplete: bool) -> Exc
             response_body: body,
             response_incomplete: incomplete,
             no_response: false,
+            tls: false,
         }),
     }
 }
@@ -367,6 +381,43 @@ impl ProtocolParser for Http1 {
     }
 
     fn feed(&mut self, side: Side, seg: &Segment<'_>, out: &mut Vec<Exchange>) {
+        let before = out.len();
+        self.feed_side(side, seg, out);
+        self.mark_tls(&mut out[before..]);
+    }
+
+    fn close(&mut self, out: &mut Vec<Exchange>) {
+        let before = out.len();
+        self.close_all(out);
+        self.mark_tls(&mut out[before..]);
+    }
+
+    fn stopped(&self) -> Option<&'static str> {
+        self.stopped
+    }
+
+    fn take_counts(&mut self) -> ParserCounts {
+        ParserCounts {
+            unpaired: std::mem::take(&mut self.unpaired),
+            overflow: std::mem::take(&mut self.overflow),
+            malformed: std::mem::take(&mut self.not_http),
+            ..Default::default()
+        }
+    }
+}
+
+impl Http1 {
+    fn mark_tls(&self, new: &mut [Exchange]) {
+        if self.tls {
+            for e in new {
+                if let Info::Http(h) = &mut e.info {
+                    h.tls = true;
+                }
+            }
+        }
+    }
+
+    fn feed_side(&mut self, side: Side, seg: &Segment<'_>, out: &mut Vec<Exchange>) {
         if self.stopped.is_some() {
             return;
         }
@@ -405,7 +456,7 @@ impl ProtocolParser for Http1 {
         }
     }
 
-    fn close(&mut self, out: &mut Vec<Exchange>) {
+    fn close_all(&mut self, out: &mut Vec<Exchange>) {
         self.replay_early(out);
         self.req.close(&self.cfg, &mut self.events);
         self.on_request_events();
@@ -428,21 +479,7 @@ impl ProtocolParser for Http1 {
             });
         }
     }
-
-    fn stopped(&self) -> Option<&'static str> {
-        self.stopped
-    }
-
-    fn take_counts(&mut self) -> ParserCounts {
-        ParserCounts {
-            unpaired: std::mem::take(&mut self.unpaired),
-            overflow: std::mem::take(&mut self.overflow),
-            malformed: std::mem::take(&mut self.not_http),
-            ..Default::default()
-        }
-    }
 }
-
 #[cfg(test)]
 impl Http1 {
     /// Bytes this parser holds between calls: partial heads, and the text

@@ -79,7 +79,7 @@ impl HttpSpans {
             let q = if self.redact_query_values { redact_query(q) } else { q.to_string() };
             a.push((Key::UrlQuery, q.into()));
         }
-        a.push((Key::UrlScheme, "http".into()));
+        a.push((Key::UrlScheme, if h.tls { "https" } else { "http" }.into()));
         // The name before the route moves into its attribute.
         let method = known.copied().unwrap_or("HTTP");
         let name = match route {

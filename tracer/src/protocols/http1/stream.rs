@@ -75,11 +75,24 @@ pub struct Stream {
     tid: u32,
     /// Return time of the last segment fed (the one being fed, during `feed`).
     pub last_ns: u64,
+    /// A segment's sequence number locates only a message that starts at
+    /// its first byte (TLS plaintext: the number is the first ciphertext
+    /// byte's, and plaintext offsets are not ciphertext offsets).
+    pub seq_at_start_only: bool,
 }
 
 impl Stream {
     pub fn new(side: Side) -> Self {
-        Stream { side, state: State::Start, head: Vec::new(), first_ns: 0, seq: None, tid: 0, last_ns: 0 }
+        Stream {
+            side,
+            state: State::Start,
+            head: Vec::new(),
+            first_ns: 0,
+            seq: None,
+            tid: 0,
+            last_ns: 0,
+            seq_at_start_only: false,
+        }
     }
 
     fn starts_message(&self, p: &[u8]) -> Option<bool> {
@@ -145,7 +158,10 @@ impl Stream {
                         break;
                     }
                     self.first_ns = seg.ts_ns;
-                    self.seq = seg.seq.map(|s| s.wrapping_add(pos as u32));
+                    self.seq = match seg.seq {
+                        Some(_) if self.seq_at_start_only && pos != 0 => None,
+                        s => s.map(|s| s.wrapping_add(pos as u32)),
+                    };
                     self.tid = seg.tid;
                     self.head.clear();
                     self.state = State::Head;

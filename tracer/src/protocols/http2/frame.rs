@@ -115,19 +115,29 @@ pub struct Framer {
     frame: Option<Frame>,
     /// A payload byte to keep was not captured: nothing after it is kept.
     gap: bool,
+    /// A segment's sequence number locates only a frame at its first byte
+    /// (TLS plaintext).
+    pub seq_at_start_only: bool,
 }
 
 impl Framer {
     /// A framer of the client's direction (`preface`) or the server's.
     pub fn new(preface: bool) -> Self {
         let state = if preface { State::Preface(0) } else { State::Header };
-        Framer { state, head: [0; HEADER_LEN], head_len: 0, frame: None, gap: false }
+        Framer { state, head: [0; HEADER_LEN], head_len: 0, frame: None, gap: false, seq_at_start_only: false }
     }
 
     /// A framer that starts out of step (a connection not seen from its
     /// start): frames are read from the first syscall that starts with them.
     pub fn lost() -> Self {
-        Framer { state: State::Lost, head: [0; HEADER_LEN], head_len: 0, frame: None, gap: false }
+        Framer {
+            state: State::Lost,
+            head: [0; HEADER_LEN],
+            head_len: 0,
+            frame: None,
+            gap: false,
+            seq_at_start_only: false,
+        }
     }
 
     /// Bytes held between calls (a partial header, a partial header block).
@@ -165,7 +175,10 @@ impl Framer {
                             len: 0,
                             first_ns: seg.ts_ns,
                             last_ns: seg.ts_ns,
-                            seq: seg.seq.map(|s| s.wrapping_add(pos as u32)),
+                            seq: match seg.seq {
+                                Some(_) if self.seq_at_start_only && pos != 0 => None,
+                                s => s.map(|s| s.wrapping_add(pos as u32)),
+                            },
                             tid: seg.tid,
                             block: Vec::new(),
                             cut: false,

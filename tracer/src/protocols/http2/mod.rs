@@ -69,8 +69,11 @@ fn starts_preface(p: &[u8]) -> bool {
     n >= 14 && p[..n] == PREFACE[..n]
 }
 
-pub fn parser(cfg: &ProtocolConfig, _hints: ConnHints) -> Box<dyn ProtocolParser> {
-    Box::new(Http2::new(cfg.http.clone()))
+pub fn parser(cfg: &ProtocolConfig, hints: ConnHints) -> Box<dyn ProtocolParser> {
+    let mut p = Http2::new(cfg.http.clone());
+    p.tls = hints.tls;
+    p.streams.tls = hints.tls;
+    Box::new(p)
 }
 
 /// One direction: its framer, its HPACK table, the header block being
@@ -105,6 +108,10 @@ pub struct Http2 {
     upgrade: Option<Upgrade>,
     /// The first request bytes were looked at (preface or upgrade).
     started: bool,
+    /// TLS plaintext: a segment's sequence number is its first ciphertext
+    /// byte's, so it neither follows the last segment's nor locates a frame
+    /// inside the segment.
+    tls: bool,
     counts: ParserCounts,
     items: Vec<Item>,
 }
@@ -118,6 +125,7 @@ impl Http2 {
             streams: Streams::default(),
             upgrade: None,
             started: false,
+            tls: false,
             counts: ParserCounts::default(),
             items: Vec::new(),
         }
@@ -148,13 +156,15 @@ impl Http2 {
 
     fn feed_frames(&mut self, side: Side, seg: &Segment<'_>, out: &mut Vec<Exchange>) {
         let mut items = std::mem::take(&mut self.items);
+        let tls = self.tls;
         let dir = self.dir(side);
-        if let (Some(next), Some(seq)) = (dir.next_seq, seg.seq)
+        if let (Some(next), Some(seq), false) = (dir.next_seq, seg.seq, tls)
             && next != seq
         {
             dir.framer.gap(&mut items);
         }
         dir.next_seq = seg.seq.map(|s| s.wrapping_add(seg.bytes));
+        dir.framer.seq_at_start_only = tls;
         dir.framer.feed(seg, &mut items);
         self.items = items;
         self.on_items(side, out);

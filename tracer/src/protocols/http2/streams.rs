@@ -63,6 +63,8 @@ pub struct Streams {
     /// The response direction is out of step now: a stream opened meanwhile
     /// may have its answer in frames never read.
     responses_lost_now: bool,
+    /// The connection's bytes are TLS plaintext (`https`).
+    pub tls: bool,
     counts: ParserCounts,
 }
 
@@ -353,6 +355,7 @@ impl Streams {
         });
         let no_response = resp_head.is_none() && end_ns == 0;
         let http = HttpExchange {
+            tls: self.tls,
             request: req_head,
             request_body: (s.req_ended && !s.req_lost).then_some(s.req_body),
             response_body: (ended && !s.resp_lost).then_some(s.resp_body),

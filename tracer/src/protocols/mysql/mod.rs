@@ -11,8 +11,10 @@
 //!   statement by id: its bound values are never read.
 //! - COM_STMT_CLOSE, COM_STMT_SEND_LONG_DATA and COM_QUIT have no answer:
 //!   they are no span (CLOSE forgets the statement).
-//! - An SSLRequest stops parsing (`tls`), as does a negotiated compression
-//!   (`compressed`) or a replication stream (`replication`).
+//! - An SSLRequest stops parsing (`tls`) until TLS plaintext comes (library
+//!   probes): the handshake response is read again from it. A negotiated
+//!   compression (`compressed`) or a replication stream (`replication`)
+//!   stops it for good.
 //! - A command answers at most one command at a time; when the answer's
 //!   framing is lost (a row's header past the capture, most often), the
 //!   next command ends it (incomplete), and framing resumes at the next
@@ -131,6 +133,9 @@ pub struct Mysql {
     statements: Statements,
     pending: VecDeque<Pending>,
     stopped: Option<&'static str>,
+    /// TLS was negotiated (SSLRequest) and its plaintext is read: the
+    /// handshake response comes again inside it, one sequence id later.
+    tls: bool,
     counts: ParserCounts,
     events: Vec<Event>,
     arena: Vec<u8>,
@@ -157,6 +162,7 @@ impl Mysql {
             statements: Statements::default(),
             pending: VecDeque::new(),
             stopped: None,
+            tls: false,
             counts: ParserCounts::default(),
             events: Vec::new(),
             arena: Vec::new(),
@@ -171,7 +177,7 @@ impl Mysql {
 
     fn on_request_packet(&mut self, p: Packet, body: &[u8]) {
         match self.phase {
-            Phase::Login if p.seq_id == 1 => {
+            Phase::Login if p.seq_id == 1 + u8::from(self.tls) => {
                 let Some(l) = login(body, p.whole()) else { return };
                 let caps = l.caps & self.server_caps.unwrap_or(u32::MAX);
                 self.caps = Some(caps);
@@ -435,6 +441,17 @@ impl ProtocolParser for Mysql {
 
     fn stopped(&self) -> Option<&'static str> {
         self.stopped
+    }
+
+    fn tls_started(&mut self) -> bool {
+        if self.stopped != Some(STOP_TLS) {
+            return false;
+        }
+        self.stopped = None;
+        self.tls = true;
+        self.req.renumber();
+        self.resp.renumber();
+        true
     }
 
     fn take_counts(&mut self) -> ParserCounts {

@@ -73,6 +73,12 @@ impl Framer {
         }
     }
 
+    /// The stream's sequence numbers start again (TLS plaintext offsets
+    /// replace TCP sequence numbers): the next segment follows on.
+    pub fn renumber(&mut self) {
+        self.next_seq = None;
+    }
+
     pub fn is_lost(&self) -> bool {
         self.lost
     }

@@ -405,6 +405,28 @@ fn ssl_request_stops_parsing() {
 }
 
 #[test]
+fn after_ssl_request_the_tls_plaintext_continues_the_handshake() {
+    let ssl = pkt(1, &[&(CAPS | CLIENT_SSL).to_le_bytes()[..], &[0; 28]].concat());
+    let mut run = feed(&[r(1, greeting(MARIADB, 0xffff)), q(2, ssl)]);
+    assert!(run.parser.tls_started(), "an in-band TLS upgrade goes on in the plaintext");
+    assert_eq!(run.parser.stopped(), None);
+    // Inside TLS: the handshake response again (sequence id 2), its OK, a query.
+    let mut response = login(CAPS | CLIENT_SSL, "app", "pw", Some("shop"));
+    response[3] = 2;
+    let tail = [q(3, response), r(4, ok(3, 2)), q(5, query("SELECT 1 FROM orders")), r(6, ok(1, 2))];
+    // Plaintext offsets from 0 each way (conntrack::tls_seq), not the
+    // cleartext's sequence numbers.
+    let mut at = [0u32; 2];
+    for (side, ts_ns, bytes, _) in &tail {
+        let off = &mut at[usize::from(*side == R)];
+        let seg = Segment { ts_ns: *ts_ns, bytes: bytes.len() as u32, payload: bytes, seq: Some(*off), tid: 1 };
+        *off += bytes.len() as u32;
+        run.parser.feed(*side, &seg, &mut run.ex);
+    }
+    run.expect(&["mariadb shop SELECT orders | req 5..5 | resp 6..6"]);
+}
+
+#[test]
 fn packets_longer_than_the_capture_are_framed_by_their_length() {
     let long = format!("SELECT customer FROM orders WHERE note = '{}'", "x".repeat(3000));
     let big_row = row(4, &[&"y".repeat(200), &"z".repeat(200)]);

@@ -10,20 +10,34 @@ use anyhow::{Context as _, Result, bail};
 use gimli::{EndianSlice, RunTimeEndian};
 use object::{Object, ObjectSection, ObjectSymbol};
 
-/// A net/http function a hand-off uprobe attaches to at its entry.
+/// A function a uprobe attaches to at its entry (and, with `ret`, another
+/// at each of its RET instructions).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Hook {
     /// Program name in the eBPF object.
     pub program: &'static str,
     /// The function's symbol.
     pub symbol: &'static str,
+    /// Program for its returns (Go moves stacks: no uretprobes).
+    pub ret: Option<&'static str>,
 }
 
-/// Every hand-off hook, in attach order (`tracer-ebpf` `probes::go`).
-pub const HOOKS: [Hook; 2] = [
-    Hook { program: "go_writeloop", symbol: "net/http.(*persistConn).writeLoop" },
-    Hook { program: "go_persistconn_roundtrip", symbol: "net/http.(*persistConn).roundTrip" },
+/// Every hook, in attach order: net/http's hand-offs (`tracer-ebpf`
+/// `probes::go`) and crypto/tls's plaintext (`probes::tls`).
+pub const HOOKS: [Hook; 5] = [
+    Hook { program: "go_writeloop", symbol: "net/http.(*persistConn).writeLoop", ret: None },
+    Hook { program: "go_persistconn_roundtrip", symbol: "net/http.(*persistConn).roundTrip", ret: None },
+    Hook { program: "go_tls_read", symbol: "crypto/tls.(*Conn).Read", ret: Some("go_tls_read_ret") },
+    Hook { program: "go_tls_write", symbol: "crypto/tls.(*Conn).Write", ret: Some("go_tls_write_ret") },
+    Hook {
+        program: "go_tls_handshake",
+        symbol: "crypto/tls.(*Conn).handshakeContext",
+        ret: Some("go_tls_handshake_ret"),
+    },
 ];
+
+/// Bytes of one function decoded at most when looking for its returns.
+const MAX_FUNCTION: u64 = 64 * 1024;
 
 /// What was read from one Go executable.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -38,6 +52,9 @@ pub struct GoBinary {
     pub hooks: [Option<u64>; HOOKS.len()],
     /// Where the functions were found: "symbols", "pclntab", or why not.
     pub hooks_from: &'static str,
+    /// (program, file offset) of every return probe: each RET of the hooks
+    /// that have a `ret` program.
+    pub returns: Vec<(&'static str, u64)>,
 }
 
 /// Read what the probes need from the Go executable at `path`. An error says
@@ -71,13 +88,23 @@ pub fn read(path: &Path) -> Result<GoBinary> {
         ([None; HOOKS.len()], "none (Go release unknown or before 1.17)")
     };
     let text = elf.section_by_name(".text");
+    let file_offset = |a: u64| -> Option<u64> {
+        let text = text.as_ref()?;
+        Some(a.checked_sub(text.address())? + text.file_range()?.0)
+    };
     let hooks = addresses.map(|a| {
         let (a, text) = (a?, text.as_ref()?);
-        let (file_start, _) = text.file_range()?;
         let code = text.data_range(a, 24).ok().flatten()?;
-        Some(a.checked_sub(text.address())? + file_start + stack_check_jump(code))
+        Some(file_offset(a)? + stack_check_jump(code))
     });
-    Ok(GoBinary { version, goid_offset, goid_from, hooks, hooks_from })
+    let mut returns = Vec::new();
+    for (hook, a) in HOOKS.iter().zip(addresses) {
+        let (Some(program), Some(a), Some(text)) = (hook.ret, a, text.as_ref()) else { continue };
+        let len = (text.address() + text.size()).saturating_sub(a).min(MAX_FUNCTION);
+        let Some(code) = text.data_range(a, len).ok().flatten() else { continue };
+        returns.extend(crate::tls::code::returns(code, a).into_iter().filter_map(|r| Some((program, file_offset(r)?))));
+    }
+    Ok(GoBinary { version, goid_offset, goid_from, hooks, hooks_from, returns })
 }
 
 /// Entry address of each hook's function: from the symbol table, else (a

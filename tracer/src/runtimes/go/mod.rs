@@ -22,7 +22,7 @@ use std::{
 };
 
 use aya::{maps::HashMap as BpfHashMap, maps::MapData, programs::uprobe::UProbeLinkId};
-use tracer_common::go::GoProc;
+use tracer_common::go::{GoFile, GoProc};
 
 use self::binary::{GoBinary, HOOKS};
 use crate::{identity::start_time, probes::Probes, runtimes::is_go_executable, telemetry::Telemetry};
@@ -46,7 +46,7 @@ enum Binary {
     /// Go, but not probed (no goid offset known: the reason, logged once).
     Unusable,
     Go {
-        info: GoBinary,
+        info: Box<GoBinary>,
         links: Vec<(&'static str, UProbeLinkId)>,
         pids: HashSet<u32>,
     },
@@ -74,8 +74,13 @@ impl Watcher {
         execs: mpsc::Receiver<u32>,
         telemetry: Arc<Telemetry>,
     ) -> anyhow::Result<Watcher> {
-        let procs = probes.lock().expect("probes lock").take_go_procs()?;
-        let mut w = State { probes, procs, binaries: HashMap::new(), pids: HashMap::new(), telemetry };
+        let (procs, files) = {
+            let mut p = probes.lock().expect("probes lock");
+            (p.take_go_procs()?, p.take_go_files()?)
+        };
+        let mut w = State { probes, procs, files, binaries: HashMap::new(), pids: HashMap::new(), telemetry };
+        // Running Go processes are probed before the agent says it is ready.
+        w.scan();
         let thread = std::thread::Builder::new().name("go-runtime".into()).spawn(move || w.run(&execs))?;
         Ok(Watcher { stop: execs_tx, thread: Some(thread) })
     }
@@ -91,6 +96,8 @@ impl Watcher {
 struct State {
     probes: Arc<Mutex<Probes>>,
     procs: BpfHashMap<MapData, u32, GoProc>,
+    /// Go executables by the kernel's file identity, for the exec probe.
+    files: BpfHashMap<MapData, GoFile, GoProc>,
     binaries: HashMap<FileId, Binary>,
     pids: HashMap<u32, Tracked>,
     telemetry: Arc<Telemetry>,
@@ -98,7 +105,6 @@ struct State {
 
 impl State {
     fn run(&mut self, execs: &mpsc::Receiver<u32>) {
-        self.scan();
         let (mut reaped, mut scanned) = (Instant::now(), Instant::now());
         loop {
             match execs.recv_timeout(Duration::from_millis(500)) {
@@ -152,7 +158,7 @@ impl State {
                     Ok(info) => {
                         let ms = began.elapsed().as_millis();
                         tracing::info!(pid, version = ?info.version, goid_offset = info.goid_offset, from = info.goid_from, hooks_from = info.hooks_from, read_ms = ms, "Go executable");
-                        Binary::Go { info, links: Vec::new(), pids: HashSet::new() }
+                        Binary::Go { info: Box::new(info), links: Vec::new(), pids: HashSet::new() }
                     }
                     Err(e) => {
                         tracing::warn!(pid, "Go process not probed: {e:#}");
@@ -165,6 +171,9 @@ impl State {
         }
         let Some(Binary::Go { info, links, pids }) = self.binaries.get_mut(&file) else { return };
         let p = GoProc { goid_offset: info.goid_offset, g_tls_offset: -8, _pad: [0; 2] };
+        if pids.is_empty() && self.files.insert(kernel_file(file), p, 0).is_err() {
+            count(&self.telemetry, "files_full");
+        }
         if self.procs.insert(pid, p, 0).is_err() {
             // Full (GO_PROCS_MAX) or refused: its calls stay unlinked.
             count(&self.telemetry, "procs_full");
@@ -187,6 +196,21 @@ impl State {
                 };
                 match probes.attach_uprobe(hook.program, &exe, offset) {
                     Ok(l) => links.push((hook.program, l)),
+                    Err(e) => {
+                        tracing::warn!(pid, "{e:#}");
+                        count(&self.telemetry, "uprobe_failed");
+                    }
+                }
+            }
+            // crypto/tls's returns: only with its entry probe attached.
+            let entered: Vec<&str> =
+                HOOKS.iter().filter(|h| links.iter().any(|(l, _)| *l == h.program)).filter_map(|h| h.ret).collect();
+            for &(program, offset) in &info.returns {
+                if !entered.contains(&program) {
+                    continue;
+                }
+                match probes.attach_uprobe(program, &exe, offset) {
+                    Ok(l) => links.push((program, l)),
                     Err(e) => {
                         tracing::warn!(pid, "{e:#}");
                         count(&self.telemetry, "uprobe_failed");
@@ -222,9 +246,17 @@ impl State {
                 self.telemetry.runtime_go_uprobes.dec();
             }
             drop(probes);
+            let _ = self.files.remove(&kernel_file(t.file));
             self.binaries.remove(&t.file);
         }
     }
+}
+
+/// A file's (st_dev, st_ino) as the kernel names it: `s_dev` is
+/// MAJOR << 20 | MINOR (glibc's st_dev encodes them otherwise).
+fn kernel_file((dev, ino): FileId) -> GoFile {
+    let (major, minor) = (libc::major(dev), libc::minor(dev));
+    GoFile { dev: (u64::from(major) << 20) | u64::from(minor), ino }
 }
 
 /// `tracer_runtime_go_total{what}`: probed (processes), skipped (Go but no
