@@ -78,6 +78,12 @@ pub trait ProtocolParser: Send {
     fn tls_started(&mut self) -> bool {
         false
     }
+    /// The parser loses its framing when a syscall's bytes past the capture
+    /// size hold message starts (HTTP/2's frames): the kernel is asked to
+    /// copy up to `MAX_CAPTURE` of this connection's syscalls.
+    fn wide_capture(&self) -> bool {
+        false
+    }
     /// What was dropped since the last call (the counts restart at zero).
     fn take_counts(&mut self) -> ParserCounts {
         ParserCounts::default()

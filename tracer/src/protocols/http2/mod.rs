@@ -301,6 +301,10 @@ impl ProtocolParser for Http2 {
         None
     }
 
+    fn wide_capture(&self) -> bool {
+        true // a read or write of many frames: their headers lie past 512 bytes
+    }
+
     fn take_counts(&mut self) -> ParserCounts {
         std::mem::take(&mut self.counts)
     }
