@@ -6,8 +6,11 @@
 pub const MAX_CAPTURE: usize = 4096;
 /// Bytes read at once through a window of KernelOffsets.
 pub const BLOCK: usize = 32;
-/// iovec entries copied at most per readv/writev/sendmsg/recvmsg.
-pub const MAX_IOV: usize = 8;
+/// iovec entries copied at most per readv/writev/sendmsg/recvmsg. gRPC's
+/// C core writes one slice per iovec: its first sendmsg on a connection
+/// (preface, SETTINGS, the first HEADERS with every literal) had 24 of them
+/// for 276 bytes, and 8 lost that HEADERS' tail and with it the HPACK table.
+pub const MAX_IOV: usize = 32;
 
 /// Byte offsets inside kernel structs, resolved from /sys/kernel/btf/vmlinux.
 /// The window fields (`*_block`) are checked by the agent: every field read

@@ -16,6 +16,10 @@ pub const SOCK_VERDICT_MAX: u32 = 65536;
 /// Bytes and sequence numbers only: no parser reads this socket (its
 /// protocol is not one the agent knows).
 pub const VERDICT_COUNT_ONLY: u8 = 1;
+/// Payload up to `MAX_CAPTURE` whatever the capture size: the socket's
+/// parser loses its framing when a syscall's bytes past the capture hold
+/// message starts (HTTP/2: many frames per read or write).
+pub const VERDICT_WIDE: u8 = 2;
 
 /// Ring buffer size in bytes (power of two, multiple of the page size).
 pub const EVENTS_BYTES: u32 = 8 << 20;

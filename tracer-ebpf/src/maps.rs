@@ -8,7 +8,7 @@ use aya_ebpf::{
 use tracer_common::{
     config::MAX_CAPTURE,
     event::DataEvent,
-    maps::{Counter, EVENTS_BYTES, SOCK_VERDICT_MAX, VERDICT_COUNT_ONLY},
+    maps::{Counter, EVENTS_BYTES, SOCK_VERDICT_MAX, VERDICT_COUNT_ONLY, VERDICT_WIDE},
 };
 
 use crate::config;
@@ -19,10 +19,14 @@ pub static EVENTS: RingBuf = RingBuf::with_byte_size(EVENTS_BYTES, 0);
 #[map(name = "SOCK_VERDICT")]
 pub static SOCK_VERDICT: LruHashMap<u64, u8> = LruHashMap::with_max_entries(SOCK_VERDICT_MAX, 0);
 
-/// The agent said no parser reads this socket: ship no payload.
+/// What the agent said of this socket: no parser reads it (ship no
+/// payload: `.0`), or its parser needs every byte it can get (`.1`).
 #[inline(always)]
-pub fn count_only(sk: u64) -> bool {
-    unsafe { SOCK_VERDICT.get(sk) }.is_some_and(|v| *v == VERDICT_COUNT_ONLY)
+pub fn verdict(sk: u64) -> (bool, bool) {
+    match unsafe { SOCK_VERDICT.get(sk) } {
+        Some(v) => (*v == VERDICT_COUNT_ONLY, *v == VERDICT_WIDE),
+        None => (false, false),
+    }
 }
 
 /// A socket starts (or ends) a connection: whatever was said of the

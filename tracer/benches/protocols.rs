@@ -20,6 +20,21 @@
 //! - `sql/sanitize`, `sql/summarize`: those statements alone (elements are
 //!   statements).
 //!
+//! - `http2/grpc`: one long-lived HTTP/2 connection of unary gRPC calls as
+//!   a gRPC client writes them (HEADERS + DATA in one syscall; the answer's
+//!   HEADERS, DATA and trailers in one), header blocks HPACK-encoded with a
+//!   dynamic table (loona-hpack's encoder: literals not Huffman-coded);
+//!   elements are frames.
+//! - `http2/recorded`: the grpcio session of
+//!   src/protocols/http2/fixtures/grpcio.txt (18 calls of grpcio's C core,
+//!   client and server, each read as recorded), `REPEAT` connections.
+//! - `http2/grpc+huffman`: the same calls with every header value
+//!   Huffman-coded and never indexed (as clients that do not index send
+//!   them: each block decoded whole, each string through the Huffman code).
+//! - `http2/concurrent`: 100 streams at once on a connection, each answer
+//!   in 4 DATA frames, the frames of different streams interleaved in
+//!   each syscall; elements are frames.
+//!
 //! Run: `AYA_BUILD_SKIP=1 cargo bench -p tracer --bench protocols -- --noplot`.
 
 mod common;
@@ -30,6 +45,7 @@ use std::{hint::black_box, time::Duration};
 use criterion::{Criterion, SamplingMode, Throughput, criterion_group, criterion_main};
 use tracer::protocols::{
     Exchange, ProtocolParser, Segment, Side,
+    http2::Http2,
     postgres::Postgres,
     sql::{self, Dialect},
 };
@@ -233,5 +249,250 @@ fn recorded_copy(session: &[Conn]) -> Vec<Conn> {
         .collect()
 }
 
-criterion_group!(protocols, benches);
+/// HTTP/2 frame bytes.
+fn h2_frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
+    let mut v = (payload.len() as u32).to_be_bytes()[1..].to_vec();
+    v.extend_from_slice(&[kind, flags]);
+    v.extend_from_slice(&stream.to_be_bytes());
+    v.extend_from_slice(payload);
+    v
+}
+
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// Streams whose frames share a syscall in `http2/concurrent` (whole
+/// frames within the 4 KiB capture: a wider write would lose the framing
+/// at the first frame header past the capture, see src/protocols/http2).
+const PER_WRITE: u32 = 20;
+
+fn is_last_of_write(s: u32, ids: &[u32]) -> bool {
+    (s - ids[0]) / 2 % PER_WRITE == PER_WRITE - 1 || s == ids[ids.len() - 1]
+}
+
+/// An HPACK integer with an N-bit prefix after `flags`.
+fn hpack_int(v: usize, prefix: u8, flags: u8) -> Vec<u8> {
+    let mask = (1usize << prefix) - 1;
+    if v < mask {
+        return vec![flags | v as u8];
+    }
+    let mut out = vec![flags | mask as u8];
+    let mut rest = v - mask;
+    while rest >= 128 {
+        out.push((rest % 128) as u8 | 0x80);
+        rest /= 128;
+    }
+    out.push(rest as u8);
+    out
+}
+
+/// A Huffman-coded string literal.
+fn hpack_huffman(s: &[u8]) -> Vec<u8> {
+    let mut bits: Vec<bool> = Vec::new();
+    for &b in s {
+        let (code, n) = tracer::protocols::http2::tables::HUFFMAN[b as usize];
+        bits.extend((0..n).rev().map(|i| (code >> i) & 1 == 1));
+    }
+    while !bits.len().is_multiple_of(8) {
+        bits.push(true);
+    }
+    let body: Vec<u8> = bits.chunks(8).map(|c| c.iter().fold(0u8, |a, b| a << 1 | u8::from(*b))).collect();
+    [hpack_int(body.len(), 7, 0x80), body].concat()
+}
+
+/// A block of fields never indexed, values Huffman-coded: names by their
+/// static index, or (0) as Huffman literals too.
+fn hpack_plain(fields: &[(usize, &[u8], &[u8])]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for (index, name, value) in fields {
+        out.extend(hpack_int(*index, 4, 0x10));
+        if *index == 0 {
+            out.extend(hpack_huffman(name));
+        }
+        out.extend(hpack_huffman(value));
+    }
+    out
+}
+
+/// HPACK encoding of the bench's blocks: loona's encoder (dynamic table,
+/// no Huffman) or [`hpack_plain`].
+enum Hpack {
+    Indexed(loona_hpack::Encoder<'static>),
+    Huffman,
+}
+
+impl Hpack {
+    fn encode(&mut self, fields: &[(usize, &[u8], &[u8])]) -> Vec<u8> {
+        match self {
+            Hpack::Indexed(e) => e.encode(fields.iter().map(|(_, n, v)| (*n, *v))),
+            Hpack::Huffman => hpack_plain(fields),
+        }
+    }
+}
+
+/// A connection of HTTP/2 syscalls, and how many frames they carry.
+fn h2_conn(calls: usize, concurrent: usize, huffman: bool) -> (Conn, usize) {
+    let new = || if huffman { Hpack::Huffman } else { Hpack::Indexed(loona_hpack::Encoder::new()) };
+    let (mut req_enc, mut resp_enc) = (new(), new());
+    let mut frames = 3;
+    let settings = h2_frame(4, 0, 0, &[0, 3, 0, 0, 0, 100, 0, 4, 0, 0x40, 0, 0]);
+    let mut reads = vec![(Side::Request, [H2_PREFACE, &settings].concat()), (Side::Response, settings.clone())];
+    let mut reads_ack = vec![(Side::Response, h2_frame(4, 1, 0, &[]))];
+    reads.append(&mut reads_ack);
+    let message = vec![0u8; 64];
+    let mut id = 1u32;
+    for _ in 0..calls / concurrent {
+        let ids: Vec<u32> = (0..concurrent as u32).map(|i| id + 2 * i).collect();
+        id += 2 * concurrent as u32;
+        let mut req = Vec::new();
+        for &s in &ids {
+            let path = if s % 3 == 0 { "/shop.Cart/AddItem" } else { "/shop.Catalog/GetProduct" };
+            let fields: [(usize, &[u8], &[u8]); 8] = [
+                (2, b":method", b"POST"),
+                (6, b":scheme", b"http"),
+                (4, b":path", path.as_bytes()),
+                (1, b":authority", b"catalog.shop.svc:50051"),
+                (31, b"content-type", b"application/grpc"),
+                (0, b"te", b"trailers"),
+                (0, b"grpc-accept-encoding", b"identity,deflate,gzip"),
+                (58, b"user-agent", b"grpc-python/1.60.0 grpc-c/37.0.0 (linux; chttp2)"),
+            ];
+            req.extend(h2_frame(1, 4, s, &req_enc.encode(&fields)));
+            req.extend(h2_frame(0, 1, s, &message));
+            frames += 2;
+            if is_last_of_write(s, &ids) || concurrent == 1 {
+                reads.push((Side::Request, std::mem::take(&mut req)));
+            }
+        }
+        let head: [(usize, &[u8], &[u8]); 3] = [
+            (8, b":status", b"200"),
+            (31, b"content-type", b"application/grpc"),
+            (0, b"grpc-accept-encoding", b"identity"),
+        ];
+        let trailers: [(usize, &[u8], &[u8]); 2] = [(0, b"grpc-status", b"0"), (0, b"grpc-message", b"")];
+        if concurrent == 1 {
+            let s = ids[0];
+            let answer = [
+                h2_frame(1, 4, s, &resp_enc.encode(&head)),
+                h2_frame(0, 0, s, &message),
+                h2_frame(1, 5, s, &resp_enc.encode(&trailers)),
+            ]
+            .concat();
+            frames += 3;
+            reads.push((Side::Response, answer));
+            continue;
+        }
+        // Heads of every stream, then 4 DATA rounds interleaved, then trailers.
+        let mut answer = Vec::new();
+        for &s in &ids {
+            answer.extend(h2_frame(1, 4, s, &resp_enc.encode(&head)));
+            if is_last_of_write(s, &ids) {
+                reads.push((Side::Response, std::mem::take(&mut answer)));
+            }
+        }
+        for _ in 0..4 {
+            for &s in &ids {
+                answer.extend(h2_frame(0, 0, s, &message));
+                if is_last_of_write(s, &ids) {
+                    reads.push((Side::Response, std::mem::take(&mut answer)));
+                }
+            }
+        }
+        for &s in &ids {
+            answer.extend(h2_frame(1, 5, s, &resp_enc.encode(&trailers)));
+            if is_last_of_write(s, &ids) {
+                reads.push((Side::Response, std::mem::take(&mut answer)));
+            }
+        }
+        frames += concurrent * 6;
+    }
+    (with_seq(reads), frames)
+}
+
+fn run_h2(conn: &Conn, out: &mut Vec<Exchange>) {
+    let mut p = Http2::new(Default::default());
+    for (i, s) in conn.iter().enumerate() {
+        let seg = Segment {
+            ts_ns: i as u64,
+            bytes: s.bytes.len() as u32,
+            payload: &s.bytes[..s.bytes.len().min(tracer_common::config::MAX_CAPTURE)],
+            seq: Some(s.seq),
+            tid: 1,
+        };
+        p.feed(s.side, &seg, out);
+    }
+    p.close(out);
+    black_box(p.take_counts());
+}
+
+const GRPCIO: &str = include_str!("../src/protocols/http2/fixtures/grpcio.txt");
+
+/// Frames in a recorded connection: each direction's bytes walked by frame
+/// length (the client's after its preface).
+fn h2_frames(conn: &Conn) -> usize {
+    let mut n = 0;
+    for side in [Side::Request, Side::Response] {
+        let bytes: Vec<u8> = conn.iter().filter(|s| s.side == side).flat_map(|s| s.bytes.iter().copied()).collect();
+        let mut at = if side == Side::Request { H2_PREFACE.len() } else { 0 };
+        while at + 9 <= bytes.len() {
+            at += 9 + u32::from_be_bytes([0, bytes[at], bytes[at + 1], bytes[at + 2]]) as usize;
+            n += 1;
+        }
+    }
+    n
+}
+
+fn http2_benches(c: &mut Criterion) {
+    let mut g = c.benchmark_group("http2");
+    g.sampling_mode(SamplingMode::Flat).sample_size(20);
+    g.warm_up_time(Duration::from_secs(1)).measurement_time(Duration::from_secs(5));
+    {
+        let reads: Vec<(Side, Vec<u8>)> = GRPCIO
+            .lines()
+            .filter(|l| !l.starts_with('#'))
+            .map(|l| {
+                let (dir, hex) = l.split_once(' ').unwrap();
+                let side = if dir == ">" { Side::Request } else { Side::Response };
+                (side, (0..hex.len() / 2).map(|i| u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).unwrap()).collect())
+            })
+            .collect();
+        let conn = with_seq(reads);
+        let frames = h2_frames(&conn) * REPEAT;
+        let mut out = Vec::new();
+        for _ in 0..REPEAT {
+            run_h2(&conn, &mut out);
+        }
+        eprintln!("http2/recorded: {} segments, {frames} frames, {} exchanges", conn.len() * REPEAT, out.len());
+        assert_eq!(out.len(), 18 * REPEAT);
+        g.throughput(Throughput::Elements(frames as u64));
+        g.bench_function("recorded", |b| {
+            b.iter_custom(|n| {
+                cpu_time(n, || {
+                    out.clear();
+                    for _ in 0..REPEAT {
+                        run_h2(black_box(&conn), &mut out);
+                    }
+                })
+            })
+        });
+    }
+    for (name, concurrent, huffman) in [("grpc", 1, false), ("grpc+huffman", 1, true), ("concurrent", 100, false)] {
+        let (conn, frames) = h2_conn(20_000, concurrent, huffman);
+        let mut out = Vec::new();
+        run_h2(&conn, &mut out);
+        eprintln!("http2/{name}: {} segments, {frames} frames, {} exchanges", conn.len(), out.len());
+        assert_eq!(out.len(), 20_000);
+        g.throughput(Throughput::Elements(frames as u64));
+        g.bench_function(name, |b| {
+            b.iter_custom(|n| {
+                cpu_time(n, || {
+                    out.clear();
+                    run_h2(black_box(&conn), &mut out);
+                })
+            })
+        });
+    }
+    g.finish();
+}
+
+criterion_group!(protocols, benches, http2_benches);
 criterion_main!(protocols);

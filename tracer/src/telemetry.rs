@@ -162,7 +162,7 @@ impl Telemetry {
         );
         registry.register(
             "sock_verdicts",
-            "Per-socket verdicts the agent gave the kernel: verdict=count_only (no known protocol: bytes only from then on, tracer_kernel_total{counter=\"payload_skipped\"} counts the events), failed (the map refused)",
+            "Per-socket verdicts the agent gave the kernel: verdict=count_only (no known protocol: bytes only from then on, tracer_kernel_total{counter=\"payload_skipped\"} counts the events), wide (HTTP/2: up to 4096 bytes per syscall whatever the capture size), failed (the map refused)",
             t.sock_verdicts.clone(),
         );
         registry.register(

@@ -223,11 +223,18 @@ fn emit(h: &Head) -> Result<(), i64> {
     ev._pad = 0;
     ev.goid = goid;
 
-    let skipped = !cipher && maps::count_only(sk);
+    let (count_only, wide) = maps::verdict(sk);
+    let skipped = !cipher && count_only;
     if skipped {
         maps::count(Counter::PayloadSkipped);
     }
-    let mut want = if cipher || skipped { 0 } else { config::capture_bytes() as u64 };
+    let mut want = if cipher || skipped {
+        0
+    } else if wide {
+        MAX_CAPTURE as u64
+    } else {
+        config::capture_bytes() as u64
+    };
     if want > ret {
         want = ret;
     }

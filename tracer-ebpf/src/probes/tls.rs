@@ -153,7 +153,10 @@ fn finish(pid_tgid: u64, call: &TlsCall, ret: i32, ex: bool) -> Result<(), i64> 
     emit(pid_tgid, sk, call, moved)
 }
 
-#[inline(always)]
+// A subprogram, not inlined: inlined into the data probe's already long
+// program, LLVM spilled a register it left unset on one path, which the
+// verifier refuses (`!read_ok`).
+#[inline(never)]
 fn emit(pid_tgid: u64, sk: u64, call: &TlsCall, moved: u64) -> Result<(), i64> {
     let o = config::offsets();
     let common = sock::common(sk, &o)?;

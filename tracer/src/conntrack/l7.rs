@@ -104,6 +104,14 @@ impl L7 {
         }
     }
 
+    /// The parser asks the kernel for up to `MAX_CAPTURE` bytes per syscall.
+    pub fn wide_capture(&self) -> bool {
+        match self {
+            L7::Parsing { parser, .. } => parser.wide_capture(),
+            _ => false,
+        }
+    }
+
     pub fn stopped(&self) -> Option<&'static str> {
         match self {
             L7::Parsing { parser, .. } => parser.stopped(),

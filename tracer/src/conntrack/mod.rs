@@ -90,6 +90,8 @@ use std::{sync::Arc, time::Duration};
 use tokio::sync::mpsc;
 
 use self::{listen::ProcListen, table::Refused};
+use tracer_common::maps::{VERDICT_COUNT_ONLY, VERDICT_WIDE};
+
 use crate::{
     capture::event::{Event, SockId},
     clock::monotonic_ns,
@@ -106,11 +108,12 @@ impl Verdicts {
         Verdicts { map }
     }
 
-    /// These sockets' syscalls ship bytes only from now on.
-    fn count_only(&mut self, socks: impl Iterator<Item = SockId>, telemetry: &Telemetry) {
+    /// These sockets' syscalls ship `verdict` (`VERDICT_*`, named `what` on
+    /// /metrics) from now on.
+    fn say(&mut self, socks: impl Iterator<Item = SockId>, verdict: u8, what: &'static str, telemetry: &Telemetry) {
         for sk in socks {
-            let what = match self.map.insert(sk, tracer_common::maps::VERDICT_COUNT_ONLY, 0) {
-                Ok(()) => "count_only",
+            let what = match self.map.insert(sk, verdict, 0) {
+                Ok(()) => what,
                 Err(_) => "failed",
             };
             telemetry.sock_verdicts.get_or_create(&vec![("verdict", what)]).inc();
@@ -161,8 +164,14 @@ pub async fn run(
                 send(&to_export, records, &telemetry);
                 telemetry.connections_live.set(table.len() as i64);
                 match verdicts.as_mut() {
-                    Some(v) => v.count_only(table.take_count_only(), &telemetry),
-                    None => table.take_count_only().for_each(drop),
+                    Some(v) => {
+                        v.say(table.take_count_only(), VERDICT_COUNT_ONLY, "count_only", &telemetry);
+                        v.say(table.take_wide(), VERDICT_WIDE, "wide", &telemetry);
+                    }
+                    None => {
+                        table.take_count_only().for_each(drop);
+                        table.take_wide().for_each(drop);
+                    }
                 }
             }
             _ = linger.tick() => {

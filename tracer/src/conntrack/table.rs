@@ -294,6 +294,8 @@ pub struct Table<L> {
     lingering: [VecDeque<(u64, SockId)>; 2],
     /// Sockets given up on, for the kernel's verdict map.
     count_only: Vec<SockId>,
+    /// Sockets whose parser asks for wide captures, for the verdict map.
+    wide: Vec<SockId>,
 }
 
 /// Sockets given up on held between two `take_count_only` at most.
@@ -311,6 +313,7 @@ impl<L: ListenLookup> Table<L> {
             l7_counters: L7Counters::default(),
             lingering: [VecDeque::new(), VecDeque::new()],
             count_only: Vec::new(),
+            wide: Vec::new(),
         }
     }
 
@@ -625,7 +628,12 @@ impl<L: ListenLookup> Table<L> {
             _ => c.l7.on_data(d, &self.protocols, hints, &mut self.exchanges),
         };
         match change {
-            L7Change::Detected(_) => self.l7_counters.detected += 1,
+            L7Change::Detected(_) => {
+                self.l7_counters.detected += 1;
+                if c.l7.wide_capture() && self.wide.len() < MAX_VERDICTS {
+                    self.wide.push(d.sk);
+                }
+            }
             L7Change::GaveUp => {
                 self.l7_counters.unknown += 1;
                 // No parser reads it: the kernel need not copy its bytes.
@@ -651,6 +659,11 @@ impl<L: ListenLookup> Table<L> {
     /// kernel may ship their syscalls without payload.
     pub fn take_count_only(&mut self) -> std::vec::Drain<'_, SockId> {
         self.count_only.drain(..)
+    }
+
+    /// Sockets whose parser asked for wide captures since the last call.
+    pub fn take_wide(&mut self) -> std::vec::Drain<'_, SockId> {
+        self.wide.drain(..)
     }
 
     /// Drop entries idle longer than the timeout; returns how many.

@@ -1120,3 +1120,15 @@ fn a_socket_given_up_on_is_handed_to_the_kernel_once() {
     assert_eq!(t.take_count_only().collect::<Vec<_>>(), vec![1], "given up after its first segments, once");
     assert_eq!(t.take_count_only().count(), 0);
 }
+
+#[test]
+fn an_http2_socket_asks_the_kernel_for_wide_captures_once() {
+    let mut t = table();
+    let c = client_tuple();
+    established_client(&mut t, 1, 0, c);
+    apply_none(&mut t, http_data(MS, 1, c, Direction::Egress, b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"));
+    apply_none(&mut t, http_data(MS + 1, 1, c, Direction::Egress, b"\x00\x00\x00\x04\x01\x00\x00\x00\x00"));
+    assert_eq!(t.take_wide().collect::<Vec<_>>(), vec![1], "detected as HTTP/2: wide, once");
+    assert_eq!(t.take_wide().count(), 0);
+    assert_eq!(t.take_count_only().count(), 0);
+}

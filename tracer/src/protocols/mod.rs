@@ -8,6 +8,7 @@
 #[cfg(test)]
 pub(crate) mod fixture;
 pub mod http1;
+pub mod http2;
 pub mod mysql;
 pub mod postgres;
 pub mod redis;
@@ -75,6 +76,12 @@ pub trait ProtocolParser: Send {
     /// handshake goes on inside TLS). False (the default): the connection's
     /// protocol is detected afresh from the plaintext.
     fn tls_started(&mut self) -> bool {
+        false
+    }
+    /// The parser loses its framing when a syscall's bytes past the capture
+    /// size hold message starts (HTTP/2's frames): the kernel is asked to
+    /// copy up to `MAX_CAPTURE` of this connection's syscalls.
+    fn wide_capture(&self) -> bool {
         false
     }
     /// What was dropped since the last call (the counts restart at zero).

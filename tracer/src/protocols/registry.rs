@@ -5,7 +5,7 @@
 //! under `protocols/`, a line in [`PROTOCOLS`], a variant of [`Info`] and
 //! its arm in [`Describer::describe`].
 
-use super::{ConnHints, ProtocolConfig, ProtocolParser, Side, http1, mysql, postgres, redis};
+use super::{ConnHints, ProtocolConfig, ProtocolParser, Side, http1, http2, mysql, postgres, redis};
 use crate::span::{Described, SpanKind};
 
 /// One protocol the agent can parse.
@@ -23,6 +23,7 @@ pub struct Protocol {
 
 /// Every protocol, in detection order (distinctive signatures first).
 pub const PROTOCOLS: &[Protocol] = &[
+    Protocol { name: "http2", ports: &[], detect: http2::detect, parser: http2::parser },
     Protocol { name: "http", ports: &[80, 8080], detect: http1::detect, parser: http1::parser },
     Protocol { name: "postgresql", ports: &[5432], detect: postgres::detect, parser: postgres::parser },
     Protocol { name: "redis", ports: &[6379], detect: redis::detect, parser: redis::parser },
@@ -40,16 +41,16 @@ pub fn detect(payload: &[u8], cfg: &ProtocolConfig, hints: ConnHints) -> Option<
 }
 
 /// What one exchange carried, by protocol.
+// HTTP's and HTTP/2's are the large variants (a request head each); an
+// exchange moves a few times per call, and boxing them would add an
+// allocation per call.
 #[derive(Clone, Debug, PartialEq)]
-#[expect(
-    clippy::large_enum_variant,
-    reason = "an exchange moves a few times per call; boxing HTTP's would add an allocation per HTTP call"
-)]
 pub enum Info {
     Http(http1::HttpExchange),
     Redis(redis::RedisExchange),
     Postgres(postgres::PgExchange),
     Mysql(mysql::MysqlExchange),
+    Http2(http2::H2Exchange),
 }
 
 /// Settings of how each protocol describes its spans.
@@ -79,6 +80,7 @@ impl Describer {
             Info::Postgres(p) => postgres::span::describe(p, self.db_query_text),
             Info::Redis(r) => redis::span::describe(r),
             Info::Mysql(m) => mysql::span::describe(m, self.db_query_text),
+            Info::Http2(h) => http2::span::describe(h, &mut self.http, kind, service),
         }
     }
 
@@ -108,5 +110,13 @@ mod tests {
         let (side, _) = detect(b"HTTP/1.1 200 OK\r\n", &cfg, ConnHints::default()).unwrap();
         assert_eq!(side, Side::Response);
         assert!(detect(b"\x00\x01garbage", &cfg, ConnHints::default()).is_none());
+        // HTTP/2: the preface, and an HTTP/1 request asking for h2c.
+        let (side, p) = detect(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", &cfg, ConnHints::default()).unwrap();
+        assert_eq!((side, p.name()), (Side::Request, "http2"));
+        let h2c = b"GET / HTTP/1.1\r\nHost: a\r\nConnection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\n\r\n";
+        let (_, p) = detect(h2c, &cfg, ConnHints::default()).unwrap();
+        assert_eq!(p.name(), "http2", "the HTTP/2 parser, reading HTTP/1 until the server switches");
+        let ws = b"GET / HTTP/1.1\r\nUpgrade: websocket\r\n\r\n";
+        assert_eq!(detect(ws, &cfg, ConnHints::default()).unwrap().1.name(), "http");
     }
 }

@@ -170,7 +170,7 @@ fn is_host(h: &str) -> bool {
 /// Host header `name[:port]` (IPv6 literals in brackets). A host that is not
 /// one by RFC 3986, or longer than a DNS name, is not kept (the socket's
 /// address names the server then); a port that is not a number neither.
-fn split_host(h: Option<&str>) -> (Option<String>, Option<u16>) {
+pub fn split_host(h: Option<&str>) -> (Option<String>, Option<u16>) {
     let (host, port) = split_host_raw(h);
     match host.filter(|h| is_host(h)) {
         Some(h) => (Some(h), port),

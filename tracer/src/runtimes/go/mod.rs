@@ -181,7 +181,7 @@ impl State {
             };
             self.binaries.insert(file, b);
         }
-        let Some(Binary::Probed { info, links, pids }) = self.binaries.get_mut(&file) else { return };
+        let Some(Binary::Probed { info, links, .. }) = self.binaries.get_mut(&file) else { return };
         if links.is_empty() {
             let mut probes = self.probes.lock().expect("probes lock");
             for &(program, offset) in &info.points {
