@@ -28,6 +28,8 @@ pub struct NodeThread {
     /// 1: inside `LibuvStreamWrap::OnUvRead`, the read callback: every JS
     /// callback and tick it runs works for the read's task.
     pub in_read: u32,
+    /// The client socket whose answer's read set `task` (0: a request's).
+    pub from_sock: u64,
 }
 
 /// A Node process's client socket and the task of its current call.
@@ -41,5 +43,5 @@ pub struct NodeSock {
     pub _pad: u32,
 }
 
-const _: () = assert!(core::mem::size_of::<NodeThread>() == 16);
+const _: () = assert!(core::mem::size_of::<NodeThread>() == 24);
 const _: () = assert!(core::mem::size_of::<NodeSock>() == 16);

@@ -32,8 +32,8 @@ fn new_task() -> u64 {
 }
 
 #[inline(always)]
-fn thread_task(tid: u32) -> u64 {
-    unsafe { NODE_THREADS.get(tid) }.map_or(0, |t| t.task)
+fn thread_task(tid: u32) -> (u64, u64) {
+    unsafe { NODE_THREADS.get(tid) }.map_or((0, 0), |t| (t.task, t.from_sock))
 }
 
 /// The task of a Node process's syscall on `sk`.
@@ -41,12 +41,19 @@ fn thread_task(tid: u32) -> u64 {
 pub fn on_data(pid_tgid: u64, sk: u64, send: bool) -> u64 {
     let tid = pid_tgid as u32;
     if send {
-        let current = thread_task(tid);
+        let (current, from_sock) = thread_task(tid);
         let Some(s) = NODE_CLIENTS.get_ptr_mut(sk) else {
             return current; // a response on a server socket
         };
         let s = unsafe { &mut *s };
-        if current != 0 {
+        if current != 0 && from_sock == sk {
+            // Written in the callback of this socket's own answer: a pool
+            // handing the freed socket to a queued request (another
+            // request's call) looks the same as a next call of this one.
+            s.task = 0;
+            s.fresh_connect = 0;
+            0
+        } else if current != 0 {
             s.task = current;
             s.fresh_connect = 0;
             current
@@ -58,11 +65,11 @@ pub fn on_data(pid_tgid: u64, sk: u64, send: bool) -> u64 {
         }
     } else {
         // An answer brings its call's task back; a request starts one.
-        let task = match unsafe { NODE_CLIENTS.get(sk) } {
-            Some(s) => s.task,
-            None => new_task(),
+        let (task, from_sock) = match unsafe { NODE_CLIENTS.get(sk) } {
+            Some(s) => (s.task, sk),
+            None => (new_task(), 0),
         };
-        let _ = NODE_THREADS.insert(tid, NodeThread { task, fresh: 1, in_read: 0 }, 0);
+        let _ = NODE_THREADS.insert(tid, NodeThread { task, fresh: 1, in_read: 0, from_sock }, 0);
         task
     }
 }
@@ -70,7 +77,7 @@ pub fn on_data(pid_tgid: u64, sk: u64, send: bool) -> u64 {
 /// A Node process connects `sk` (in the caller's context).
 #[inline(always)]
 pub fn on_connect(pid_tgid: u64, sk: u64) {
-    let task = thread_task(pid_tgid as u32);
+    let (task, _) = thread_task(pid_tgid as u32);
     let _ = NODE_CLIENTS.insert(sk, NodeSock { task, fresh_connect: 1, _pad: 0 }, 0);
 }
 
@@ -89,12 +96,13 @@ pub fn node_read_enter(_ctx: ProbeContext) -> u32 {
     let t = match NODE_THREADS.get_ptr_mut(tid) {
         Some(t) => unsafe { &mut *t },
         None => {
-            let _ = NODE_THREADS.insert(tid, NodeThread { task: 0, fresh: 0, in_read: 1 }, 0);
+            let _ = NODE_THREADS.insert(tid, NodeThread { task: 0, fresh: 0, in_read: 1, from_sock: 0 }, 0);
             return 0;
         }
     };
     if t.fresh == 0 {
         t.task = 0;
+        t.from_sock = 0;
     }
     t.fresh = 0;
     t.in_read = 1;
@@ -114,6 +122,7 @@ fn clear(tid: u32) {
         t.task = 0;
         t.fresh = 0;
         t.in_read = 0;
+        t.from_sock = 0;
     }
 }
 
@@ -128,6 +137,7 @@ pub fn node_push_async_context(_ctx: ProbeContext) -> u32 {
         if t.in_read == 0 {
             t.task = 0;
             t.fresh = 0;
+            t.from_sock = 0;
         }
     }
     0
