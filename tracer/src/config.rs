@@ -185,7 +185,8 @@ pub struct RuntimesConfig {
     /// Node.js: callback tasks on data events (uprobes on the event loop's
     /// callback boundaries), so calls of Node services link to their
     /// requests (`crate::runtimes::node`; needs `go`, whose watcher and
-    /// kernel map it shares). Default true.
+    /// kernel map it shares). Default false: experimental (a race
+    /// sometimes leaves a Node process unlinked; precision holds).
     pub node: bool,
 }
 
@@ -210,7 +211,7 @@ impl Default for TlsConfig {
 
 impl Default for RuntimesConfig {
     fn default() -> Self {
-        RuntimesConfig { go: true, node: true }
+        RuntimesConfig { go: true, node: false }
     }
 }
 
