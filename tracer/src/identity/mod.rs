@@ -55,6 +55,14 @@ struct Cached {
 /// (a /proc read per span would cost more than the span).
 const RECHECK: Duration = Duration::from_secs(1);
 
+/// Every running process but the agent, from /proc (empty if unreadable):
+/// what the runtime and TLS watchers look at when they start and rescan.
+pub fn other_pids() -> Vec<u32> {
+    let Ok(dir) = std::fs::read_dir("/proc") else { return Vec::new() };
+    let me = std::process::id();
+    dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok()).filter(|p| *p != me).collect()
+}
+
 pub struct Identity {
     cache: HashMap<u32, Cached>,
     /// Pod metadata in a cluster: names services after their workloads and

@@ -115,12 +115,8 @@ impl State {
     }
 
     fn scan(&mut self) {
-        let Ok(dir) = std::fs::read_dir("/proc") else { return };
-        let pids: Vec<u32> = dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok()).collect();
-        for pid in pids {
-            if pid != std::process::id() {
-                self.examine(pid);
-            }
+        for pid in crate::identity::other_pids() {
+            self.examine(pid);
         }
     }
 
