@@ -582,6 +582,18 @@ pub struct Postgres {
 
 impl Drop for Postgres {
     fn drop(&mut self) {
+        // runuser forks: killing it leaves the postmaster running. Its pid
+        // is the first line of postmaster.pid; SIGQUIT is an immediate stop.
+        let pidfile = self.dir.join("data/postmaster.pid");
+        if let Some(pid) =
+            std::fs::read_to_string(&pidfile).ok().and_then(|t| t.lines().next()?.trim().parse::<i32>().ok())
+        {
+            unsafe { libc::kill(pid, libc::SIGQUIT) };
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while pidfile.exists() && Instant::now() < deadline {
+                thread::sleep(Duration::from_millis(20));
+            }
+        }
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
