@@ -23,6 +23,7 @@ use crate::{
     },
     store::StoreConfig,
     topology::TopologyConfig,
+    versions::VersionsConfig,
 };
 
 #[derive(Clone, Debug, Deserialize)]
@@ -43,6 +44,8 @@ pub struct Config {
     pub store: StoreConfig,
     /// Business transactions, their KPIs, targets and SLOs.
     pub business: BusinessConfig,
+    /// Versions of a service compared; rollouts detected and compared.
+    pub versions: VersionsConfig,
     /// Pod and workload names from the API server, when in a cluster.
     pub kubernetes: K8sConfig,
     /// How the agent's threads ask to be scheduled (a long slice: the traced
@@ -71,6 +74,7 @@ impl Default for Config {
             topology: TopologyConfig::default(),
             store: StoreConfig::default(),
             business: BusinessConfig::default(),
+            versions: VersionsConfig::default(),
             kubernetes: K8sConfig::default(),
             scheduler: crate::sched::SchedConfig::default(),
             runtimes: RuntimesConfig::default(),
@@ -311,6 +315,7 @@ impl Config {
         }
         self.capture.netns_inode().context("capture.netns (--netns)")?;
         self.business.validate(&self.http.request_headers, self.http.redact_query_values)?;
+        self.versions.validate()?;
         Ok(())
     }
 }

@@ -25,5 +25,6 @@ pub mod telemetry;
 pub mod tls;
 pub mod topology;
 pub mod ui;
+pub mod versions;
 
 pub use pipeline::run;

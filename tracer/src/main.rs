@@ -25,6 +25,10 @@ enum Command {
         /// TOML config file.
         file: PathBuf,
     },
+    /// Compare two versions of a service on a running agent (its
+    /// /api/compare) and print the verdicts; exits 2 when the verdict is one
+    /// of --fail-on (a CI/CD gate), 1 when there is no comparison.
+    Compare(tracer::versions::cli::CompareArgs),
 }
 
 #[derive(clap::Args)]
@@ -68,6 +72,11 @@ fn main() -> ExitCode {
     let res = match cli.command {
         Command::Run(args) => run(args),
         Command::CheckConfig { file } => check_config(&file),
+        Command::Compare(args) => match tracer::versions::cli::run(&args) {
+            Ok(true) => return ExitCode::from(2),
+            Ok(false) => Ok(()),
+            Err(e) => Err(e),
+        },
     };
     match res {
         Ok(()) => ExitCode::SUCCESS,

@@ -8,6 +8,7 @@
 //!   and chain --Sink (bounded queues)--> export::otlp (OTLP/gRPC or HTTP),
 //!                                        topology (service graph, /api/topology),
 //!                                        business (transactions, /api/transactions),
+//!                                        versions (versions compared, /api/compare, /api/rollouts),
 //!                                        store (recent traces, /api/traces)
 //! api (/healthz /readyz /metrics /api/* and the web page at /)
 //! ```
@@ -44,6 +45,7 @@ use crate::{
     telemetry::{Telemetry, set_counter},
     topology::Topology,
     ui,
+    versions::Versions,
 };
 
 pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<()> {
@@ -78,7 +80,8 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<()> 
     let (topology, topology_sink) = Topology::new(cfg.topology.clone(), telemetry.clone());
     let (store, store_sink) = Store::new(cfg.store.clone(), telemetry.clone());
     let (business, business_sink, matcher) = Business::new(cfg.business.clone(), telemetry.clone());
-    let api_routes = vec![topology.routes(), store.routes(), business.routes(), ui::routes()];
+    let (versions, versions_sink) = Versions::new(cfg.versions.clone(), cfg.business.clone(), telemetry.clone());
+    let api_routes = vec![topology.routes(), store.routes(), business.routes(), versions.routes(), ui::routes()];
     let api_task = sup.spawn("api", api::serve(listener, telemetry.clone(), sup.clone(), api_routes, stop_rx.clone()));
 
     let mut probes = Probes::load(&LoadOptions {
@@ -129,13 +132,14 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<()> 
     };
     // The exporter stops after the chain stage released its last spans.
     let (export_stop_tx, export_stop_rx) = watch::channel(false);
-    let mut sinks: Vec<Arc<dyn Sink>> = vec![topology_sink, store_sink, business_sink];
+    let mut sinks: Vec<Arc<dyn Sink>> = vec![topology_sink, store_sink, business_sink, versions_sink];
     if let Some(o) = &otlp {
         sinks.push(Arc::new(o.sender()));
     }
     let metrics_exporter = otlp.as_ref().and_then(OtlpExporter::metrics_exporter);
     let topology_task = sup.spawn("topology", topology.run(export_stop_rx.clone(), metrics_exporter.clone()));
-    let business_task = sup.spawn("business", business.run(export_stop_rx.clone(), metrics_exporter));
+    let business_task = sup.spawn("business", business.run(export_stop_rx.clone(), metrics_exporter.clone()));
+    let versions_task = sup.spawn("versions", versions.run(export_stop_rx.clone(), metrics_exporter));
     let store_task = sup.spawn("store", store.run(export_stop_rx.clone()));
     let otlp_task = otlp.map(|e| sup.spawn("otlp", e.run(export_stop_rx)));
     // What each process was started as: written by the reader (exec and fork
@@ -256,6 +260,7 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<()> 
         }
         topology_task.await??;
         business_task.await??;
+        versions_task.await??;
         store_task.await??;
         api_task.await??;
         anyhow::Ok(())

@@ -28,9 +28,15 @@ pub const HOUR: u64 = 60;
 /// Quarter-hour sketches serve windows longer than the minute sketches.
 const QUARTER: u64 = 15;
 
-fn sketch() -> DDSketch {
+pub fn sketch() -> DDSketch {
     // Values in ms; under 1 µs counts as zero.
     DDSketch::new(SketchConfig::new(RELATIVE_ERROR, 2048, 1e-3))
+}
+
+/// The value (ms) a sketch bin stands for: what `DDSketch::quantile`
+/// answers for a sample in that bin (`crate::versions` reads the bins).
+pub fn bin_value(key: i32) -> f64 {
+    SketchConfig::new(RELATIVE_ERROR, 2048, 1e-3).value(key)
 }
 
 #[derive(Clone, Copy, Debug, Default)]
@@ -138,7 +144,7 @@ impl Kpis {
 
     /// The window's latencies merged: minute sketches for up to an hour,
     /// quarter sketches beyond (the window then starts at a quarter).
-    fn merged(&self, now: u64, minutes: u64) -> Option<DDSketch> {
+    pub fn merged(&self, now: u64, minutes: u64) -> Option<DDSketch> {
         let (ring, now, n) = if minutes <= HOUR || self.quarter_sketches.is_empty() {
             (&self.minute_sketches, now, minutes.min(HOUR))
         } else {

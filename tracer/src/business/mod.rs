@@ -27,7 +27,7 @@ mod metrics;
 mod otlp;
 pub mod slo;
 #[cfg(test)]
-mod test_span;
+pub(crate) mod test_span;
 
 use std::{
     sync::{
