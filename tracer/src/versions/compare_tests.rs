@@ -90,9 +90,10 @@ fn a_faster_candidate_is_better_and_a_small_one_is_insufficient() {
 }
 
 /// The false-alarm rate of A/A comparisons: 300 runs of 2000 vs 500
-/// requests from one distribution (1 % errors). Measured: 0 of 300 (every
-/// run `no_difference`): the confidence (0.99) bounds each test's alarms to
-/// 1 %, the minimum change that matters takes nearly all the rest.
+/// requests from one distribution (1 % errors). Measured: 3 of 300 (1 %;
+/// the seeds are fixed, so the count is too). The confidence (0.99) bounds
+/// each test's alarms to 1 %; the minimum change that matters removes most
+/// of the rest.
 #[test]
 fn a_a_comparisons_raise_no_alarm() {
     let mut alarms = 0;
