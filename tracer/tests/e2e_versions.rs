@@ -279,6 +279,35 @@ fn versions_are_compared_and_rollouts_detected() {
     assert_eq!(code, 2, "--fail-on worse exits 2 on a worse canary:\n{table}");
     assert!(table.contains("worse") && table.contains("error_rate"), "{table}");
 
+    // The report of the window: versions side by side, the canary judged
+    // against the most served one, the slowest traces; as CSV and HTML too.
+    let (code, body) = http_get(agent.api, "/api/report?service=canaryshop").unwrap();
+    assert_eq!(code, 200, "{body}");
+    let rep: Value = serde_json::from_str(&body).unwrap();
+    let svc = &rep["services"][0];
+    assert_eq!(rep["services"].as_array().unwrap().len(), 1, "{rep}");
+    assert_eq!(svc["baseline"], "1.0", "{svc}");
+    let rows: Vec<(&str, u64, Value)> = svc["versions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| (v["version"].as_str().unwrap(), v["kpis"]["count"].as_u64().unwrap(), v["verdict"].clone()))
+        .collect();
+    assert_eq!(rows, vec![("1.0", n10, Value::Null), ("1.1", n11, Value::from("worse"))], "{svc}");
+    let slowest = svc["slowest"].as_array().unwrap();
+    assert!(!slowest.is_empty(), "the slowest traces of the window: {svc}");
+    let durations: Vec<f64> = slowest.iter().map(|t| t["duration_ms"].as_f64().unwrap()).collect();
+    assert!(durations.windows(2).all(|w| w[0] >= w[1]), "slowest first: {durations:?}");
+    let client_max = answers.iter().filter(|a| !a.version.starts_with('2') && !a.version.starts_with('5'));
+    let client_max = client_max.map(|a| a.ms).fold(0.0, f64::max);
+    assert!(durations[0] <= client_max + 1.0, "no trace is slower than the client's slowest request");
+    let (code, csv) = http_get(agent.api, "/api/report?service=canaryshop&format=csv").unwrap();
+    assert_eq!(code, 200);
+    assert!(csv.lines().any(|l| l.starts_with(&format!("\"canaryshop\",\"*\",\"1.1\",{n11},{e11},"))), "{csv}");
+    let (code, page) = http_get(agent.api, "/api/report?format=html").unwrap();
+    assert_eq!(code, 200);
+    assert!(page.contains("<h2>canaryshop</h2>") && page.contains("class=\"worse\""), "{page}");
+
     // A/A: the same code under two versions.
     let (_, aa) = compare(&agent, "steadyshop", "2.0", "2.0-same");
     eprintln!("A/A comparison: {}", aa["service_kpis"]);
