@@ -37,7 +37,7 @@ static PROBE_CONFIG: ProbeConfig = ProbeConfig {
         task_fsbase: 0,
         _pad: 0,
     },
-    syscalls: SyscallNrs { read: 0, write: 0, readv: 0, writev: 0, recvfrom: 0, sendto: 0, recvmsg: 0, sendmsg: 0 },
+    syscalls: SyscallNrs { read: 0, write: 0, readv: 0, writev: 0, recvfrom: 0, sendto: 0, recvmsg: 0, sendmsg: 0, sendmmsg: 0, _pad: 0 },
     self_pid: 0,
     capture_bytes: 0,
     wakeup_bytes: 0,
