@@ -7,6 +7,7 @@
 
 #[cfg(test)]
 pub(crate) mod fixture;
+pub mod dns;
 pub mod http1;
 pub mod http2;
 pub mod mysql;
@@ -147,4 +148,6 @@ pub struct ConnHints {
     pub server_port: Option<u16>,
     /// The bytes are TLS plaintext from a library uprobe.
     pub tls: bool,
+    /// A UDP flow: each segment is one datagram.
+    pub udp: bool,
 }
