@@ -125,7 +125,15 @@ pub enum Syscall {
 
 impl Syscall {
     pub const fn is_send(self) -> bool {
-        matches!(self, Syscall::Write | Syscall::Writev | Syscall::Sendto | Syscall::Sendmsg | Syscall::SslWrite | Syscall::Sendmmsg)
+        matches!(
+            self,
+            Syscall::Write
+                | Syscall::Writev
+                | Syscall::Sendto
+                | Syscall::Sendmsg
+                | Syscall::SslWrite
+                | Syscall::Sendmmsg
+        )
     }
 
     pub fn from_u8(v: u8) -> Option<Self> {

@@ -105,7 +105,8 @@ fn sock_length(ctx: &RawTracePointContext, send: bool) -> i32 {
     }
     let call = current_call(&o, send);
     // A datagram has no sequence number, no TLS and no goroutine hand-off.
-    let (seq, cipher, goid) = if udp { (None, false, 0) } else { tcp_facts(sk, &o, &common, &call, pid_tgid, ret, send) };
+    let (seq, cipher, goid) =
+        if udp { (None, false, 0) } else { tcp_facts(sk, &o, &common, &call, pid_tgid, ret, send) };
     let h = Head { o: &o, pid_tgid, sk, common: &common, seq, call: &call, ret: ret as u64, send, cipher, goid, udp };
     let _ = emit(&h);
     0

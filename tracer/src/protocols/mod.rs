@@ -5,9 +5,9 @@
 //! returns finished [`Exchange`]s. Parsers are pure (bytes in, exchanges out)
 //! and bounded; bytes that are not the protocol are classified, never fatal.
 
+pub mod dns;
 #[cfg(test)]
 pub(crate) mod fixture;
-pub mod dns;
 pub mod http1;
 pub mod http2;
 pub mod mysql;

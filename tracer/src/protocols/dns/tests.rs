@@ -103,7 +103,8 @@ fn responses_pair_by_id_and_question_in_any_order() {
     let ra = build::response(1, "a.test", 1, 0, &["10.0.0.1".parse().unwrap()]);
     let raaaa = build::response(1, "a.test", 28, 0, &[]);
     let mut p = DnsParser::new(false);
-    let out = run(&mut p, &[(Side::Request, qa), (Side::Request, qaaaa), (Side::Response, raaaa), (Side::Response, ra)]);
+    let out =
+        run(&mut p, &[(Side::Request, qa), (Side::Request, qaaaa), (Side::Response, raaaa), (Side::Response, ra)]);
     let got: Vec<_> = out.iter().map(|e| (dns(e).qtype, dns(e).answers.clone())).collect();
     assert_eq!(got, vec![(28, vec![]), (1, vec![ip("10.0.0.1")])]);
 }
