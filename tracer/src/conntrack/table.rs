@@ -756,3 +756,7 @@ fn record(c: &Conn, event: ConnEventKind, ts_ns: u64, reason: Option<CloseReason
 #[cfg(test)]
 #[path = "table_tests.rs"]
 mod tests;
+
+#[cfg(test)]
+#[path = "table_udp_tests.rs"]
+mod udp_tests;
