@@ -168,4 +168,49 @@ mod tests {
         assert_eq!(n.len(), 3);
         assert!(n.order.len() <= 2 * 3 + 1);
     }
+
+    /// A CLIENT span from `local` to `remote`, with a Host header or not.
+    fn client_span(remote: &str, host: Option<&str>) -> Span {
+        use crate::{
+            capture::event::Tuple,
+            conntrack::{CallRecord, Role},
+            protocols::{Exchange, Info, Timing},
+            span::{Described, SpanKind},
+        };
+        let call = CallRecord {
+            requests_inbound: false,
+            pid: Some(1),
+            comm: "curl".into(),
+            role: Role::Client,
+            tuple: Tuple { local: "10.0.0.1:40000".parse().unwrap(), remote: remote.parse().unwrap() },
+            udp: false,
+            request_goid: 0,
+            response_goid: 0,
+            exchange: Exchange { request: Timing::default(), response: None, info: Info::Dns(answer("x", &[])) },
+        };
+        let d = Described { server: host.map(|h| (h.to_string(), None)), ..Default::default() };
+        crate::chain::build::span(&call, d, SpanKind::Client, Default::default())
+    }
+
+    #[test]
+    fn calls_to_named_addresses_carry_the_name() {
+        let mut n = Names::new(8);
+        n.learn(&answer("api.example.com", &["10.3.7.12"]));
+        let text = |s: &Span, k: &Key| s.attr_text(k).map(|v| v.into_owned());
+        // No Host: server.address is the name.
+        let mut s = client_span("10.3.7.12:443", None);
+        n.name_span(&mut s);
+        assert_eq!(text(&s, &Key::ServerAddress).as_deref(), Some("api.example.com"));
+        assert_eq!(text(&s, &Key::TracerPeerName).as_deref(), Some("api.example.com"));
+        // A Host header stays what the request said.
+        let mut s = client_span("10.3.7.12:443", Some("other.example"));
+        n.name_span(&mut s);
+        assert_eq!(text(&s, &Key::ServerAddress).as_deref(), Some("other.example"));
+        assert_eq!(text(&s, &Key::TracerPeerName).as_deref(), Some("api.example.com"));
+        // An address no answer named is left alone.
+        let mut s = client_span("10.9.9.9:443", None);
+        n.name_span(&mut s);
+        assert_eq!(text(&s, &Key::ServerAddress).as_deref(), Some("10.9.9.9"));
+        assert!(s.attr(&Key::TracerPeerName).is_none());
+    }
 }
