@@ -584,8 +584,12 @@ impl<L: ListenLookup> Table<L> {
             if self.conns.len() >= self.cfg.max_connections {
                 return Err(Refused::Full);
             }
-            let role =
-                if self.listen.is_listening(d.task.pid, d.tuple.local.port()) { Role::Server } else { Role::Client };
+            // A UDP flow is only captured towards port 53: the client's.
+            let role = if d.udp || !self.listen.is_listening(d.task.pid, d.tuple.local.port()) {
+                Role::Client
+            } else {
+                Role::Server
+            };
             let mut c = Self::new_conn(d.tuple, role, d.ts_ns, SeenFrom::MidStream);
             // A datagram flow is not a connection: no open/close records.
             c.udp = d.udp;
