@@ -89,8 +89,8 @@ fn sock_length(ctx: &RawTracePointContext, send: bool) -> i32 {
     if family != AF_INET && family != AF_INET6 {
         return 0;
     }
-    // UDP only to a DNS server: one port compare on the window already read,
-    // so other UDP traffic (QUIC, RTP, syslog) costs one more field read.
+    // UDP only to a DNS server: a port compare on the window already read,
+    // so other UDP traffic (QUIC, RTP, syslog) pays nothing more than before.
     let udp = match sock::read::<u16>(sk, o.sk_protocol) {
         Ok(IPPROTO_TCP) => false,
         Ok(IPPROTO_UDP) if u16::from_be(common.u16(o.skc_dport)) == DNS_PORT => true,

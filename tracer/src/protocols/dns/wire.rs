@@ -109,7 +109,7 @@ pub fn parse(b: &[u8]) -> Result<Message, WireError> {
     for i in 0..ancount {
         let Some((rtype, rdata, next)) = record(b, at) else {
             m.cut = true;
-            m.more_answers = ancount - i;
+            m.more_answers = m.more_answers.saturating_add(ancount - i);
             break;
         };
         at = next;
