@@ -9,7 +9,9 @@
 //! (name, type, response code, answers, transport, the pid that resolved),
 //! NXDOMAIN as an error, the HTTP spans' `server.address` and
 //! `tracer.peer.name`, and the topology's virtual node named
-//! `api.example.test:<port>`, never `10.213.0.2:<port>`.
+//! `api.example.test:<port>`, never `10.213.0.2:<port>`. A second test
+//! answers from a hostile resolver: answers for another name or id are
+//! counted, not spans, and a name's odd bytes reach the span escaped.
 
 mod common;
 
@@ -204,6 +206,77 @@ fn resolved_names_name_spans_and_virtual_nodes() {
     // DNS calls are edges to the resolver (no answer names it).
     assert!(got.contains_key(&("py-client".to_string(), format!("{RESOLVER}:53"))), "{got:#?}");
     assert!(agent.metric("tracer_dns_names") >= 1, "{}", agent.metrics());
+    agent.assert_no_drops();
+    agent.stop();
+}
+
+/// A resolver that answers each query three times: first for another name
+/// (an answer nobody asked for), then with another id, then rightly.
+const FAKE_RESOLVER: &str = r#"
+import socket, struct, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind((sys.argv[1], 53))
+print("ready", flush=True)
+def answer(id, qname, ip):
+    head = struct.pack(">HHHHHH", id, 0x8180, 1, 1, 0, 0)
+    return head + qname + b"\x00\x01\x00\x01" + b"\xc0\x0c\x00\x01\x00\x01\x00\x00\x00\x3c\x00\x04" + socket.inet_aton(ip)
+while True:
+    q, peer = s.recvfrom(512)
+    id, qname = struct.unpack(">H", q[:2])[0], q[12:-4]
+    s.sendto(answer(id, b"\x04evil\x07example\x04test\x00", "10.213.0.99"), peer)
+    s.sendto(answer(id ^ 1, qname, "10.213.0.98"), peer)
+    s.sendto(answer(id, qname, "10.213.0.77"), peer)
+"#;
+
+/// One query for a name with a quote, a NUL and upper case in a label,
+/// then read the three answers.
+const HOSTILE_CLIENT: &str = r#"
+import socket, struct, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.connect((sys.argv[1], 53))
+name = b'\x07We"ir\x00d\x07example\x04test\x00'
+s.send(struct.pack(">HHHHHH", 0x4242, 0x0100, 1, 0, 0, 0) + name + b"\x00\x01\x00\x01")
+for _ in range(3):
+    s.recv(512)
+print("ok")
+"#;
+
+#[test]
+fn unasked_answers_are_counted_and_names_escaped() {
+    const FAKE: &str = "10.53.0.54";
+    let ns = Namespace::create("dnsh");
+    let st = Command::new("ip").args(["-n", &ns.name, "addr", "add", &format!("{FAKE}/32"), "dev", "lo"]).status();
+    assert!(st.unwrap().success());
+    let mut fake = Command::new("ip")
+        .args(["netns", "exec", &ns.name, "python3", "-c", FAKE_RESOLVER, FAKE])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut ready = String::new();
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(fake.stdout.take().unwrap()), &mut ready).unwrap();
+    assert_eq!(ready.trim(), "ready");
+    let _fake = Proc(fake);
+    let agent = Agent::start(&["--netns", &ns.path()]);
+    let unpaired = r#"tracer_protocol_dropped_total{protocol="dns",reason="unpaired"}"#;
+    let before = agent.metric(unpaired);
+
+    let (pid, out) = run_in(&ns.name, "python3", &["-c", HOSTILE_CLIENT, FAKE], &[]);
+    assert_eq!(out.trim(), "ok");
+    let spans = dns_spans(&agent, "the hostile name's query", 1, pid, "A");
+    let s = &spans[0];
+    // Escaped as the conventions ask: no attacker byte reaches the span raw.
+    assert_eq!(attr(s, "dns.question.name"), r"we\034ir\000d.example.test", "{s}");
+    assert_eq!(attr(s, "dns.answers"), &serde_json::json!(["10.213.0.77"]), "only the paired answer: {s}");
+    assert_eq!(attr(s, "network.peer.address"), FAKE);
+    // The other name's answer and the other id's are counted, not spans.
+    let n = wait_until("the two unasked answers counted", Duration::from_secs(10), || {
+        let n = agent.metric(unpaired) - before;
+        (n >= 2, n)
+    });
+    assert_eq!(n, 2);
+    // Time for anything still in the pipeline to be printed.
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(agent.spans().iter().filter(|v| v["pid"] == pid).count(), 1, "one query, one span");
     agent.assert_no_drops();
     agent.stop();
 }
