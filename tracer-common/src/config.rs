@@ -119,7 +119,10 @@ pub struct ProbeConfig {
     pub wakeup_bytes: u64,
     /// Only sockets of this network namespace (inode number); 0: all.
     pub netns: u32,
-    /// 1: data events of processes in `GO_PROCS` carry their goroutine id.
+    /// Bits: [`RUNTIMES_GO`]: data events of processes in `GO_PROCS` carry
+    /// their goroutine id (or Node task); [`RUNTIMES_NODE`]: every
+    /// connecting socket is noted in `NODE_CLIENTS` (see tracer-ebpf
+    /// `probes::node::on_connect`).
     pub go: u32,
     /// 1: TLS library uprobes are attached; the data probe looks up whether
     /// the thread is inside a TLS call (`crate::tls`).
@@ -128,6 +131,10 @@ pub struct ProbeConfig {
 }
 
 const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 64);
+
+/// `ProbeConfig::go` bits.
+pub const RUNTIMES_GO: u32 = 1;
+pub const RUNTIMES_NODE: u32 = 2;
 const _: () = assert!(core::mem::size_of::<ProbeConfig>() == 136);
 
 #[cfg(feature = "user")]

@@ -96,6 +96,12 @@ pub fn go() -> u32 {
     unsafe { core::ptr::read_volatile(&raw const PROBE_CONFIG.go) }
 }
 
+/// Node.js callback tasks are on (`[runtimes] node`).
+#[inline(always)]
+pub fn node() -> bool {
+    go() & tracer_common::config::RUNTIMES_NODE != 0
+}
+
 #[inline(always)]
 pub fn tls() -> u32 {
     unsafe { core::ptr::read_volatile(&raw const PROBE_CONFIG.tls) }

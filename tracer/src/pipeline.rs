@@ -91,6 +91,7 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<()> 
         accept_hook: cfg.capture.accept_hook,
         netns: cfg.capture.netns_inode()?,
         go: cfg.runtimes.go,
+        node: cfg.runtimes.node,
         tls: cfg.tls.openssl,
     })?;
     // What this kernel lacks stays visible on /readyz, not only in the log.

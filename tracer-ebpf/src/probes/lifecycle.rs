@@ -13,7 +13,6 @@ use aya_ebpf::{
 };
 use tracer_common::{
     event::{AF_INET, AF_INET6, AcceptEvent, ConnEvent, EVENT_VERSION, EventKind, tcp_state},
-    go::RUNTIME_NODE,
     maps::Counter,
 };
 
@@ -81,10 +80,11 @@ fn try_inet_sock_set_state(ctx: &TracePointContext) -> Result<(), i64> {
         maps::forget_verdict(sk);
         super::node::forget(sk);
     }
-    if in_task
-        && let Some(p) = super::go::proc((pid_tgid >> 32) as u32)
-        && p.runtime == RUNTIME_NODE
-    {
+    // Every connect, not only those of processes already marked Node: a
+    // Node process's first connections (its pool's, made by the first
+    // requests) often come before the agent has read its executable and
+    // marked it; unnoted, their answers would start new tasks forever.
+    if in_task && config::node() {
         super::node::on_connect(pid_tgid, sk);
     }
     if !sock::in_watched_netns(sk, &config::offsets()) {

@@ -17,7 +17,7 @@ use aya::{
     },
 };
 use tracer_common::{
-    config::{MAX_CAPTURE, ProbeConfig},
+    config::{MAX_CAPTURE, ProbeConfig, RUNTIMES_GO, RUNTIMES_NODE},
     go::{GO_FILES, GO_PROCS, GoFile, GoProc},
     maps::{COUNTERS, Counter, EVENTS, PROBE_CONFIG, SOCK_VERDICT},
     process::{PROCESS_CONFIG, ProcessConfig},
@@ -37,6 +37,8 @@ pub struct LoadOptions {
     pub netns: u32,
     /// Goroutine ids on Go processes' data events (`[runtimes] go`).
     pub go: bool,
+    /// Node.js callback tasks (`[runtimes] node`; needs `go`).
+    pub node: bool,
     /// The data probe checks for TLS library calls (`[tls] openssl`).
     pub tls: bool,
 }
@@ -81,7 +83,7 @@ impl Probes {
             capture_bytes: opts.capture_bytes.min(MAX_CAPTURE as u32),
             wakeup_bytes: opts.wakeup_bytes,
             netns: opts.netns,
-            go: u32::from(go),
+            go: if go { RUNTIMES_GO } else { 0 } | if go && opts.node { RUNTIMES_NODE } else { 0 },
             tls: u32::from(opts.tls),
             _pad: 0,
         };
