@@ -26,6 +26,8 @@ mod api;
 pub mod baseline;
 pub mod config;
 pub mod history;
+#[cfg(test)]
+mod history_tests;
 pub mod kpi;
 pub mod ledger;
 pub mod matcher;
@@ -335,7 +337,7 @@ mod tests {
         apply(&shared, &mut batch);
         evaluate(&shared);
 
-        let view = api::list_view(&shared.lock(), 0, "1h", 60, now_minute());
+        let view = api::list_view(&shared.lock(), 0, "1h", 60, now_minute(), &Default::default(), Default::default());
         let tx = &view.transactions[0];
         assert_eq!((tx.kpis.count, tx.kpis.errors), (100, 5));
         // 90 satisfied, 5 tolerating (1 s <= 2 s), 5 frustrated (errors).

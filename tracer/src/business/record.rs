@@ -1,13 +1,19 @@
 //! What the history store holds, one record per transaction and period (a
-//! unix minute or hour): the KPI counts with the latency sketch (DDSketch's
-//! own binary encoding), the two SLOs' good/bad counts and, in minute
+//! unix minute or hour): the KPI counts with the latency sketch's bins
+//! (`(key, count)`, what every quantile is read from; a sketch decoded by
+//! the crate itself carries another config and would not merge), the two
+//! SLOs' good/bad counts and, in minute
 //! records, each version's KPIs. Encoded with postcard; a record that does
 //! not decode (a damaged file) is skipped and counted by the caller.
 
 use serde::{Deserialize, Serialize};
 use sketches_ddsketch::DDSketch;
 
-use super::apdex::Apdex;
+use super::{
+    apdex::Apdex,
+    kpi::{bin_value, sketch},
+};
+use crate::versions::bins::{ZERO_KEY, bins};
 
 /// KPIs of one series over one period.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -17,8 +23,8 @@ pub struct KpiRecord {
     pub satisfied: u64,
     pub tolerating: u64,
     pub frustrated: u64,
-    /// `DDSketch::to_java_bytes` of the period's latencies (ms); empty: none.
-    pub sketch: Vec<u8>,
+    /// Bins of the period's latency sketch (ms), in key order; empty: none.
+    pub sketch: Vec<(i32, u64)>,
 }
 
 impl KpiRecord {
@@ -29,7 +35,7 @@ impl KpiRecord {
             satisfied: apdex.satisfied,
             tolerating: apdex.tolerating,
             frustrated: apdex.frustrated,
-            sketch: sketch.filter(|s| s.count() > 0).map(DDSketch::to_java_bytes).unwrap_or_default(),
+            sketch: sketch.and_then(bins).unwrap_or_default(),
         }
     }
 
@@ -37,12 +43,18 @@ impl KpiRecord {
         Apdex { satisfied: self.satisfied, tolerating: self.tolerating, frustrated: self.frustrated }
     }
 
-    /// The sketch, None when there is none or it does not decode.
+    /// The sketch (the agent's config), None when there is none. Each bin
+    /// is added back at the value the sketch answers for it, so it lands in
+    /// the same bin and every quantile but 0 and 1 (min, max) is the same.
     pub fn sketch(&self) -> Option<DDSketch> {
         if self.sketch.is_empty() {
             return None;
         }
-        DDSketch::from_java_bytes(&self.sketch).ok()
+        let mut s = sketch();
+        for &(key, count) in &self.sketch {
+            s.add_with_count(if key == ZERO_KEY { 0.0 } else { bin_value(key) }, count);
+        }
+        Some(s)
     }
 }
 
@@ -81,7 +93,6 @@ pub fn decode<'a, T: Deserialize<'a>>(bytes: &'a [u8]) -> Option<T> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::business::kpi::sketch;
 
     #[test]
     fn records_round_trip_and_garbage_is_none() {
@@ -98,10 +109,13 @@ mod tests {
         };
         let back: TxnRecord = decode(&encode(&r)).unwrap();
         assert_eq!(back, r);
-        let q = back.kpis.sketch().unwrap().quantile(0.5).unwrap().unwrap();
-        assert!((q - 10.0).abs() <= 0.1, "{q}");
+        let restored = back.kpis.sketch().unwrap();
+        for q in [0.25, 0.5, 0.9, 0.99] {
+            assert_eq!(restored.quantile(q).unwrap(), s.quantile(q).unwrap(), "q {q}");
+        }
+        let mut merged = sketch();
+        merged.merge(&restored).expect("the agent's own config");
         assert_eq!(back.kpis.apdex(), a);
         assert!(decode::<TxnRecord>(&[0xff; 7]).is_none());
-        assert!(KpiRecord { sketch: vec![9, 9, 9], ..Default::default() }.sketch().is_none());
     }
 }
