@@ -57,9 +57,9 @@ use super::{
     config::Targets,
     history::History,
     kpi::{Accum, DAY, HOUR, Kpis, Point, RELATIVE_ERROR, Summary},
-    record::TxnRecord,
     ledger::{Ledger, SloKind, TxnState},
     now_minute, overflow,
+    record::TxnRecord,
     slo::BURN_WINDOWS,
 };
 
@@ -73,8 +73,7 @@ pub(super) fn routes(shared: Arc<Shared>) -> Router {
         .with_state(shared)
 }
 
-const WINDOWS: [(&str, u64); 6] =
-    [("5m", 5), ("15m", 15), ("1h", 60), ("6h", 360), ("24h", 1440), ("7d", 7 * 1440)];
+const WINDOWS: [(&str, u64); 6] = [("5m", 5), ("15m", 15), ("1h", 60), ("6h", 360), ("24h", 1440), ("7d", 7 * 1440)];
 
 /// The window asked for (default 1h), None when it is not one of WINDOWS.
 fn window(w: Option<&str>) -> Option<(&'static str, u64)> {
@@ -307,7 +306,10 @@ async fn past(s: &Shared, now: u64, minutes: u64) -> Result<Past, Response> {
     let Some(h) = s.history() else {
         if minutes > DAY {
             let why = s.history_problem().unwrap_or_else(|| "[business.history] enabled = false".into());
-            return Err((StatusCode::SERVICE_UNAVAILABLE, format!("window 7d needs the history, which is off: {why}\n"))
+            return Err((
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("window 7d needs the history, which is off: {why}\n"),
+            )
                 .into_response());
         }
         return Ok(Past::default());

@@ -231,7 +231,10 @@ mod tests {
         days[3] = Some(summary(10, 50.0));
         let v = view(&summary(10, 500.0), &days);
         assert!(v.kpis.values().all(|k| k.band.is_none() && k.flag.is_none()));
-        assert_eq!(v.band_note.as_deref(), Some("no band: 2 of the last 7 days had requests in this window, 3 are needed"));
+        assert_eq!(
+            v.band_note.as_deref(),
+            Some("no band: 2 of the last 7 days had requests in this window, 3 are needed")
+        );
         assert!((v.kpis["p95_ms"].vs_yesterday.unwrap() - 10.0).abs() < 1e-9);
         assert_eq!(v.week_ago, None);
         assert_eq!(v.kpis["p95_ms"].vs_week_ago, None);

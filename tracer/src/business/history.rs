@@ -145,7 +145,8 @@ impl History {
         let db = Arc::new(db);
         let (tx, rx) = sync_channel(cfg.queue.max(1));
         let failing = Arc::new(Mutex::new(None));
-        let w = Writer { db: db.clone(), path: path.clone(), limits, counters: counters.clone(), failing: failing.clone() };
+        let w =
+            Writer { db: db.clone(), path: path.clone(), limits, counters: counters.clone(), failing: failing.clone() };
         let writer = std::thread::Builder::new()
             .name("history".into())
             .spawn(move || w.run(rx))

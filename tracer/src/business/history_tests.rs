@@ -123,7 +123,10 @@ fn evictions_by_age_and_at_the_cap_are_counted() {
     let evicted = h.counters.evicted_cap.load(Relaxed);
     let kept = h.minutes(0, u64::MAX);
     let file = std::fs::metadata(&path).unwrap().len();
-    eprintln!("cap 1 MiB: {stored} bytes of records kept ({} records), {evicted} evicted, file {file} bytes", kept.len());
+    eprintln!(
+        "cap 1 MiB: {stored} bytes of records kept ({} records), {evicted} evicted, file {file} bytes",
+        kept.len()
+    );
     assert!(stored <= 1 << 20 && evicted > 0, "{stored} {evicted}");
     assert_eq!(kept.len() as u64 + evicted, 60 + 50 * 400, "every record kept or counted");
     assert_eq!(kept.last().map(|r| r.0), Some(M0 + 1399), "the newest are kept");

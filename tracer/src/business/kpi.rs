@@ -290,8 +290,7 @@ impl Kpis {
         }
         self.first_minute = Some(self.first_minute.map_or(minute, |f| f.min(minute)));
         let len = self.span_minutes();
-        self.minutes[(minute % len) as usize] =
-            Counts { minute, count: r.count, errors: r.errors, apdex: r.apdex() };
+        self.minutes[(minute % len) as usize] = Counts { minute, count: r.count, errors: r.errors, apdex: r.apdex() };
         let Some(s) = r.sketch() else { return };
         if now - minute < HOUR {
             let slot = Timed::at(&mut self.minute_sketches, minute);

@@ -113,7 +113,13 @@ pub struct Ledger {
 
 impl Ledger {
     pub fn new(cfg: BusinessConfig) -> Ledger {
-        Ledger { cfg, txns: vec![], by_name: HashMap::new(), counters: LedgerCounters::default(), dirty: HashSet::new() }
+        Ledger {
+            cfg,
+            txns: vec![],
+            by_name: HashMap::new(),
+            counters: LedgerCounters::default(),
+            dirty: HashSet::new(),
+        }
     }
 
     pub fn config(&self) -> &BusinessConfig {
@@ -166,7 +172,8 @@ impl Ledger {
         now_ns: u64,
         overflow: &mut u64,
     ) -> usize {
-        let find = |v: &[VersionState], version: &str| v.iter().position(|x| x.service == service && x.version == version);
+        let find =
+            |v: &[VersionState], version: &str| v.iter().position(|x| x.service == service && x.version == version);
         if let Some(vi) = find(&tx.versions, version) {
             return vi;
         }

@@ -16,7 +16,7 @@
 //!   (cap = transactions: entry spans left unnamed; versions: requests on
 //!   version `__overflow__`)
 //! - `tracer_business_history_stored_bytes`, `..._evicted_total{reason}`
-//!   (age: past the retention; cap: past max_bytes), `..._minutes_written_total`,
+//!   (age: past the retention; cap: past max_bytes), `..._records_written_total`,
 //!   `..._write_errors_total`, `..._bad_records_total` (records that did not
 //!   decode), `tracer_business_history_up` (0 while writes fail or it is off)
 
@@ -200,8 +200,16 @@ impl Collector {
             ConstCounter::new(v).encode(m.encode_family(&vec![("reason", reason)])?)?;
         }
         for (name, help, v) in [
-            ("tracer_business_history_minutes_written", "Minute records written to the business history", &c.minutes_written),
-            ("tracer_business_history_write_errors", "Failed writes of the business history (disk full, read-only)", &c.write_errors),
+            (
+                "tracer_business_history_records_written",
+                "Minute records written to the business history (each a minute of one transaction; rewritten while the minute fills)",
+                &c.minutes_written,
+            ),
+            (
+                "tracer_business_history_write_errors",
+                "Failed writes of the business history (disk full, read-only)",
+                &c.write_errors,
+            ),
             ("tracer_business_history_bad_records", "History records that did not decode (skipped)", &c.bad_records),
         ] {
             let m = enc.encode_descriptor(name, help, None, MetricType::Counter)?;

@@ -9,7 +9,7 @@ use super::{
     kpi::{DAY, HOUR},
     ledger::{Ledger, TxnState},
     record::{AlertsRecord, TxnRecord, VersionRecord, encode},
-    slo::BURN_WINDOWS,
+    slo::{ALERT_RULES, AlertState, BURN_WINDOWS},
 };
 
 /// What one snapshot hands the history's writer.
@@ -122,6 +122,12 @@ pub fn restore(l: &mut Ledger, loaded: &Loaded, now: u64) -> usize {
         if let Some((_, a)) = loaded.alerts.iter().find(|(n, _)| *n == *tx.t.name) {
             for (s, since) in tx.slos.iter_mut().zip(a) {
                 s.slo.restore_firing(*since);
+                // As last evaluated, so the restart logs no transition.
+                s.alerts = ALERT_RULES
+                    .iter()
+                    .zip(since)
+                    .map(|(r, at)| AlertState { rule: r.name, firing: at.is_some(), since_minute: *at })
+                    .collect();
             }
         }
     }
