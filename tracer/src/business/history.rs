@@ -51,8 +51,8 @@ pub struct HistoryConfig {
     /// less than 8d leaves the week-ago baseline empty. Default "8d".
     pub retention: String,
     /// Bytes of records kept at most; past it the oldest go first, counted.
-    /// Default 256 MiB (a transaction with traffic every minute stores
-    /// about 0.3 KiB a minute, 3.5 MiB for 8 days).
+    /// Default 256 MiB (a transaction stores 0.1 KiB a minute at 10
+    /// requests a minute, up to ~2 KiB with full sketches: 1-23 MiB in 8 days).
     pub max_bytes: u64,
     /// Snapshots (one every 10 s) queued for the writer; past it they are
     /// dropped and counted, their minutes written with the next. Default 64.

@@ -63,6 +63,11 @@ fn a_restart_puts_back_kpis_slo_state_and_alerts() {
     drop(h);
 
     let h = History::open(&cfg(d.join("h.redb")), LIMITS).unwrap();
+    let stored = h.counters.stored_bytes.load(std::sync::atomic::Ordering::Relaxed);
+    eprintln!(
+        "30 h of 10 requests a minute (1 version, latencies over 400 ms): {stored} bytes of records, {} a minute",
+        stored / (30 * 60)
+    );
     let loaded = h.load(now, bcfg.longest_slo_minutes());
     let mut back = Ledger::new(bcfg);
     assert_eq!(snapshot::restore(&mut back, &loaded, now), 1);
