@@ -94,13 +94,19 @@ fn kpis_and_slo_state_survive_a_restart() {
     let count = |p: &str, err: bool| samples.iter().filter(|s| s.path == p && (!err || s.status >= 500)).count() as u64;
     assert_eq!((count("checkout", false), count("checkout", true), count("search", false)), (120, 30, 40));
 
-    let before = wait_until("the counts and the page alert", Duration::from_secs(30), || {
+    let _ = wait_until("the counts and the page alert", Duration::from_secs(30), || {
         let t = transactions(&agent);
         let c = t.get("checkout");
         let ok = c.is_some_and(|c| {
             c["kpis"]["count"] == 120 && c["kpis"]["errors"] == 30 && c["slos"][0]["alerts"][0]["firing"] == true
         }) && t.get("search").is_some_and(|s| s["kpis"]["count"] == 40);
         (ok, t)
+    });
+    // The last requests go just before SIGTERM: the shutdown writes them.
+    load(&ns.name, port, (0..5).map(|_| ("search", "/search?d=1".to_string())).collect(), 1);
+    let before = wait_until("45 searches", Duration::from_secs(10), || {
+        let t = transactions(&agent);
+        (t.get("search").is_some_and(|s| s["kpis"]["count"] == 45), t)
     });
     eprintln!("before: checkout {}", stable(&before["checkout"]));
     let (code, body) = http_get(agent.api, "/api/transactions?window=1h").unwrap();
@@ -113,8 +119,6 @@ fn kpis_and_slo_state_survive_a_restart() {
     assert!(b["yesterday"].is_null() && b["days"] == 0, "{b}");
     assert!(b["band_note"].as_str().unwrap().contains("0 of the last 7 days"), "{b}");
     assert!(b["kpis"]["p95_ms"]["band"].is_null() && b["kpis"]["p95_ms"]["flag"].is_null(), "{b}");
-    // Give the snapshot of the last minutes a tick (10 s), then SIGTERM:
-    // the shutdown writes what is left in any case.
     agent.stop();
     let size = std::fs::metadata(&file).map(|m| m.len()).unwrap_or(0);
     eprintln!("history file after one run: {size} bytes");
@@ -148,20 +152,21 @@ fn kpis_and_slo_state_survive_a_restart() {
     let _ = std::fs::remove_file(&cfg);
 }
 
-/// A read-only tmpfs mounted for the test, unmounted at drop.
-struct ReadOnlyDir(std::path::PathBuf);
+/// A small tmpfs mounted for the test (`opts`: "ro", "rw"), unmounted at drop.
+struct TmpFs(std::path::PathBuf);
 
-impl ReadOnlyDir {
-    fn mount() -> ReadOnlyDir {
-        let d = std::env::temp_dir().join(format!("tracer-e2e-history-ro-{}", std::process::id()));
+impl TmpFs {
+    fn mount(name: &str, opts: &str) -> TmpFs {
+        let d = std::env::temp_dir().join(format!("tracer-e2e-history-{name}-{}", std::process::id()));
         std::fs::create_dir_all(&d).unwrap();
-        let ok = Command::new("mount").args(["-t", "tmpfs", "-o", "ro,size=1m", "tmpfs"]).arg(&d).status().unwrap();
-        assert!(ok.success(), "mount a read-only tmpfs on {}", d.display());
-        ReadOnlyDir(d)
+        let o = format!("{opts},size=2m");
+        let ok = Command::new("mount").args(["-t", "tmpfs", "-o", &o, "tmpfs"]).arg(&d).status().unwrap();
+        assert!(ok.success(), "mount a tmpfs ({o}) on {}", d.display());
+        TmpFs(d)
     }
 }
 
-impl Drop for ReadOnlyDir {
+impl Drop for TmpFs {
     fn drop(&mut self) {
         let _ = Command::new("umount").arg(&self.0).status();
         let _ = std::fs::remove_dir(&self.0);
@@ -173,7 +178,7 @@ fn an_unwritable_history_is_a_clear_error_and_tracing_goes_on() {
     let ns = Namespace::create("histro");
     let (_stock, _shop, port) = shop(&ns);
     let cfg = config("ro");
-    let ro = ReadOnlyDir::mount();
+    let ro = TmpFs::mount("ro", "ro");
     let file = ro.0.join("history.redb");
     let agent =
         Agent::start(&["--netns", &ns.path(), "--config", cfg.to_str().unwrap(), "--history", file.to_str().unwrap()]);
@@ -203,4 +208,42 @@ fn an_unwritable_history_is_a_clear_error_and_tracing_goes_on() {
     thread::sleep(Duration::from_millis(100));
     agent.stop();
     let _ = std::fs::remove_file(&cfg);
+}
+
+/// A full disk: writes fail, the history is off (logged, /readyz) while
+/// requests are still counted; with room again it writes again.
+#[test]
+fn a_full_disk_turns_the_history_off_until_there_is_room() {
+    use std::io::Write as _;
+    let ns = Namespace::create("histfull");
+    let (_stock, _shop, port) = shop(&ns);
+    let fs = TmpFs::mount("full", "rw");
+    let file = fs.0.join("history.redb");
+    let agent = Agent::start(&["--netns", &ns.path(), "--history", file.to_str().unwrap()]);
+    assert!(agent.metrics().contains("\ntracer_business_history_up 1\n"), "history up on /metrics");
+    // Fill the file system.
+    let filler = fs.0.join("filler");
+    let mut f = std::fs::File::create(&filler).unwrap();
+    let block = vec![0u8; 4096];
+    while f.write_all(&block).is_ok() {}
+    drop(f);
+    // 100 routes (404s are entry routes too): 100 default transactions to write.
+    let reqs: Vec<(&'static str, String)> = (0..200).map(|i| ("other", format!("/nope-{}", i % 100))).collect();
+    load(&ns.name, port, reqs, 4);
+    let ready = wait_until("/readyz naming the failed write", Duration::from_secs(40), || {
+        let r = http_get(agent.api, "/readyz").unwrap();
+        (r.0 == 200 && r.1.contains("business history off: writing"), r.1)
+    });
+    eprintln!("/readyz: {ready}");
+    assert!(ready.contains("No space left"), "{ready}");
+    assert!(agent.metrics().contains("\ntracer_business_history_up 0\n"));
+    let t = transactions(&agent);
+    let counted: u64 = t.values().filter_map(|v| v["kpis"]["count"].as_u64()).sum();
+    assert_eq!(counted, 200, "tracing goes on: {:?}", t.keys().collect::<Vec<_>>());
+    std::fs::remove_file(&filler).unwrap();
+    wait_until("the history written again", Duration::from_secs(30), || {
+        (!http_get(agent.api, "/readyz").unwrap().1.contains("business history"), ())
+    });
+    assert!(agent.all_output().contains("again"), "the recovery is logged");
+    agent.stop();
 }

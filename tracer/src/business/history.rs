@@ -15,9 +15,11 @@
 //! the file itself; past it the oldest minute records go first, then the
 //! oldest hours, each counted (tracer_business_history_evicted_total).
 //! redb reuses freed pages, so the file stays near the cap plus its page
-//! overhead. A write that fails (disk full) turns the history off until
-//! one succeeds again, logged once each way; tracing goes on. Readers
-//! (restart, baselines, long windows) run beside the writer (MVCC).
+//! overhead. A write that fails (disk full) turns the history off, logged
+//! once, and tracing goes on; redb refuses every write after an I/O error,
+//! so the writer closes the file and opens it again with the next batch
+//! until that works (logged again). Readers (restart, baselines, long
+//! windows) run beside the writer (MVCC).
 
 use std::{
     path::{Path, PathBuf},
@@ -116,8 +118,18 @@ pub struct Limits {
     pub max_bytes: u64,
 }
 
+/// The open file; None while the writer reopens it after a failure.
+#[derive(Default)]
+struct DbSlot(Mutex<Option<Arc<Database>>>);
+
+impl DbSlot {
+    fn get(&self) -> Option<Arc<Database>> {
+        self.0.lock().expect("history lock").clone()
+    }
+}
+
 pub struct History {
-    db: Arc<Database>,
+    db: Arc<DbSlot>,
     path: PathBuf,
     tx: Mutex<Option<SyncSender<Batch>>>,
     writer: Mutex<Option<JoinHandle<()>>>,
@@ -142,7 +154,7 @@ impl History {
         let stored = init(&db).map_err(|e| format!("writing {}: {e}; {hint}", path.display()))?;
         let counters = Arc::new(Counters::default());
         counters.stored_bytes.store(stored, Ordering::Relaxed);
-        let db = Arc::new(db);
+        let db = Arc::new(DbSlot(Mutex::new(Some(Arc::new(db)))));
         let (tx, rx) = sync_channel(cfg.queue.max(1));
         let failing = Arc::new(Mutex::new(None));
         let w =
@@ -187,7 +199,8 @@ impl History {
     }
 
     fn read(&self, table: PeriodTable, from: u64, to: u64) -> Result<Vec<(u64, String, TxnRecord)>, redb::Error> {
-        let r = self.db.begin_read()?;
+        let Some(db) = self.db.get() else { return Ok(vec![]) };
+        let r = db.begin_read()?;
         let t = r.open_table(table)?;
         let mut out = vec![];
         for row in t.range((from, "")..(to.saturating_add(1), ""))? {
@@ -224,7 +237,8 @@ impl History {
     /// the hours of an SLO window of `slo_minutes`, the alerts. Blocking.
     pub fn load(&self, now: u64, slo_minutes: u64) -> Loaded {
         let alerts = || -> Result<Vec<(String, AlertsRecord)>, redb::Error> {
-            let r = self.db.begin_read()?;
+            let Some(db) = self.db.get() else { return Ok(vec![]) };
+            let r = db.begin_read()?;
             let t = r.open_table(ALERTS)?;
             let mut out = vec![];
             for row in t.iter()? {
@@ -258,7 +272,7 @@ fn init(db: &Database) -> Result<u64, redb::Error> {
 }
 
 struct Writer {
-    db: Arc<Database>,
+    db: Arc<DbSlot>,
     path: PathBuf,
     limits: Limits,
     counters: Arc<Counters>,
@@ -268,7 +282,10 @@ struct Writer {
 impl Writer {
     fn run(self, rx: Receiver<Batch>) {
         while let Ok(b) = rx.recv() {
-            let res = self.write(&b);
+            let res = match self.db.get() {
+                Some(db) => self.write(&db, &b),
+                None => self.reopen().and_then(|db| self.write(&db, &b)),
+            };
             let mut failing = self.failing.lock().expect("history lock");
             match res {
                 Ok(()) => {
@@ -281,18 +298,42 @@ impl Writer {
                     if failing.is_none() {
                         tracing::error!(
                             "business history off: writing {}: {e} (disk full or read-only?); tracing goes on, \
-                             KPIs are kept in memory only until a write succeeds",
+                             KPIs are kept in memory only until a write succeeds (retried every 10 s)",
                             self.path.display()
                         );
                     }
                     *failing = Some(format!("writing {}: {e}", self.path.display()));
+                    drop(failing);
+                    self.close_db();
                 }
             }
         }
     }
 
-    fn write(&self, b: &Batch) -> Result<(), redb::Error> {
-        let w = self.db.begin_write()?;
+    /// Closes the file (redb takes no write after an I/O error), once the
+    /// readers holding it (for one read each) let go.
+    fn close_db(&self) {
+        let Some(mut db) = self.db.0.lock().expect("history lock").take() else { return };
+        for _ in 0..200 {
+            match Arc::try_unwrap(db) {
+                Ok(d) => return drop(d),
+                Err(still) => db = still,
+            }
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+    }
+
+    fn reopen(&self) -> Result<Arc<Database>, redb::Error> {
+        let db = Database::create(&self.path)?;
+        let stored = init(&db)?;
+        self.counters.stored_bytes.store(stored, Ordering::Relaxed);
+        let db = Arc::new(db);
+        *self.db.0.lock().expect("history lock") = Some(db.clone());
+        Ok(db)
+    }
+
+    fn write(&self, db: &Database, b: &Batch) -> Result<(), redb::Error> {
+        let w = db.begin_write()?;
         let stored = {
             let mut meta = w.open_table(META)?;
             let mut stored = meta.get(STORED)?.map_or(0, |v| v.value());
