@@ -206,7 +206,7 @@ impl History {
         for row in t.range((from, "")..(to.saturating_add(1), ""))? {
             let (k, v) = row?;
             let (at, name) = k.value();
-            match decode::<TxnRecord>(v.value()) {
+            match decode::<TxnRecord>(v.value()).filter(TxnRecord::sane) {
                 Some(rec) => out.push((at, name.to_string(), rec)),
                 None => {
                     self.counters.bad_records.fetch_add(1, Ordering::Relaxed);

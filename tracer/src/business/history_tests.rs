@@ -180,3 +180,25 @@ fn an_unwritable_path_is_a_clear_error() {
     assert!(e.contains(&file.display().to_string()) && e.contains("[business.history] path"), "{e}");
     let _ = std::fs::remove_dir_all(&d);
 }
+
+#[test]
+fn damaged_records_are_skipped_and_counted() {
+    use std::sync::atomic::Ordering::Relaxed;
+    let d = dir("damaged");
+    let h = History::open(&cfg(d.join("h.redb")), LIMITS).unwrap();
+    let huge = TxnRecord { kpis: KpiRecord { count: u64::MAX, ..Default::default() }, ..Default::default() };
+    let minutes = vec![
+        minute(M0, "good", 5, 10.0),
+        (M0, "garbage".to_string(), vec![0xff; 9]),
+        (M0, "huge".to_string(), encode(&huge)),
+    ];
+    h.submit(Batch { now: M0, minutes, ..Batch::default() }).unwrap();
+    h.close(Batch { now: M0, ..Batch::default() });
+    let rows = h.minutes(M0, M0);
+    assert_eq!(rows.iter().map(|r| r.1.as_str()).collect::<Vec<_>>(), ["good"]);
+    assert_eq!(h.counters.bad_records.load(Relaxed), 2);
+    let mut l = Ledger::new(BusinessConfig::default());
+    let loaded = h.load(M0, 60);
+    assert_eq!(snapshot::restore(&mut l, &loaded, M0), 1);
+    let _ = std::fs::remove_dir_all(&d);
+}

@@ -15,6 +15,14 @@ use super::{
 };
 use crate::versions::bins::{ZERO_KEY, bins};
 
+/// Requests of one period at most (2^40): sums over a week of minutes of
+/// every transaction stay far from u64's end.
+const MAX_COUNT: u64 = 1 << 40;
+/// A sketch holds up to 2048 bins.
+const MAX_BINS: usize = 4096;
+/// Bin keys of the agent's sketches stay within ±3000 (1 µs to ~10^12 ms).
+const MAX_KEY: i32 = 20_000;
+
 /// KPIs of one series over one period.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct KpiRecord {
@@ -37,6 +45,18 @@ impl KpiRecord {
             frustrated: apdex.frustrated,
             sketch: sketch.and_then(bins).unwrap_or_default(),
         }
+    }
+
+    /// Plausible counts and bins: what a damaged file holds is skipped
+    /// (counted), never summed into overflowing counters or huge sketches.
+    pub fn sane(&self) -> bool {
+        let small = |v: u64| v <= MAX_COUNT;
+        let apdex = self.satisfied.checked_add(self.tolerating).and_then(|v| v.checked_add(self.frustrated));
+        small(self.count)
+            && self.errors <= self.count
+            && apdex == Some(self.count)
+            && self.sketch.len() <= MAX_BINS
+            && self.sketch.iter().all(|&(k, c)| small(c) && (k == ZERO_KEY || (-MAX_KEY..=MAX_KEY).contains(&k)))
     }
 
     pub fn apdex(&self) -> Apdex {
@@ -78,6 +98,15 @@ pub struct TxnRecord {
     pub versions: Vec<VersionRecord>,
 }
 
+impl TxnRecord {
+    pub fn sane(&self) -> bool {
+        self.kpis.sane()
+            && self.slo.iter().all(|&(g, b)| g <= MAX_COUNT && b <= MAX_COUNT)
+            && self.versions.len() <= 256
+            && self.versions.iter().all(|v| v.kpis.sane())
+    }
+}
+
 /// Start minute of each firing alert of a transaction's two SLOs, by rule.
 pub type AlertsRecord = [[Option<u64>; 2]; 2];
 
@@ -117,5 +146,10 @@ mod tests {
         merged.merge(&restored).expect("the agent's own config");
         assert_eq!(back.kpis.apdex(), a);
         assert!(decode::<TxnRecord>(&[0xff; 7]).is_none());
+        assert!(back.sane());
+        let huge = KpiRecord { count: u64::MAX, satisfied: u64::MAX, ..Default::default() };
+        assert!(!TxnRecord { kpis: huge, ..Default::default() }.sane());
+        let bins = KpiRecord { sketch: vec![(i32::MAX, 1)], count: 1, satisfied: 1, ..Default::default() };
+        assert!(!bins.sane());
     }
 }
