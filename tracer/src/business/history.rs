@@ -355,6 +355,12 @@ impl Writer {
             for (name, v) in &b.alerts {
                 alerts.insert(name.as_str(), v.as_slice())?;
             }
+            // The batch holds every transaction of the ledger: the others'
+            // alerts are stale (and names, e.g. split values, would pile up).
+            if !b.alerts.is_empty() {
+                let names: std::collections::HashSet<&str> = b.alerts.iter().map(|(n, _)| n.as_str()).collect();
+                alerts.retain(|k, _| names.contains(k))?;
+            }
             // By age: minutes past the retention, hours past the SLO window.
             let l = self.limits;
             let cut = |t: &mut redb::Table<(u64, &str), &[u8]>, before: u64, stored: &mut u64| -> redb::Result<u64> {

@@ -70,7 +70,7 @@ fn a_restart_puts_back_kpis_slo_state_and_alerts() {
     );
     let loaded = h.load(now, bcfg.longest_slo_minutes());
     let mut back = Ledger::new(bcfg);
-    assert_eq!(snapshot::restore(&mut back, &loaded, now), 1);
+    assert_eq!(snapshot::restore(&mut back, &loaded, now, 0), 1);
     back.evaluate(now);
     let (a, b) = (l.get("checkout").unwrap(), back.get("checkout").unwrap());
     for w in [5, 60, 360, 1440] {
@@ -199,6 +199,6 @@ fn damaged_records_are_skipped_and_counted() {
     assert_eq!(h.counters.bad_records.load(Relaxed), 2);
     let mut l = Ledger::new(BusinessConfig::default());
     let loaded = h.load(M0, 60);
-    assert_eq!(snapshot::restore(&mut l, &loaded, M0), 1);
+    assert_eq!(snapshot::restore(&mut l, &loaded, M0, 0), 1);
     let _ = std::fs::remove_dir_all(&d);
 }

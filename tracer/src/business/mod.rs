@@ -235,7 +235,7 @@ async fn open_history(shared: &Arc<Shared>) {
     .unwrap_or_else(|e| Err(format!("opening the history: {e}")));
     let set = match opened {
         Ok((h, loaded)) => {
-            let n = snapshot::restore(&mut shared.lock(), &loaded, now);
+            let n = snapshot::restore(&mut shared.lock(), &loaded, now, monotonic_ns());
             tracing::info!(
                 "business history: {path}: {n} transactions restored from {} minute and {} hour records",
                 loaded.minutes.len(),

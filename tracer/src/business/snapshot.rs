@@ -93,9 +93,10 @@ pub fn take(l: &mut Ledger, now: u64) -> Batch {
 /// 3 d of burn rates).
 pub const RESTORE_MINUTES: u64 = if BURN_WINDOWS[2].1 > DAY { BURN_WINDOWS[2].1 } else { DAY };
 
-/// Puts `loaded` (oldest first) into an empty ledger at minute `now`.
-/// Returns the transactions restored.
-pub fn restore(l: &mut Ledger, loaded: &Loaded, now: u64) -> usize {
+/// Puts `loaded` (oldest first) into an empty ledger at minute `now`
+/// (`now_ns`: monotonic, the start of the versions' export series, which
+/// begin again at 0). Returns the transactions restored.
+pub fn restore(l: &mut Ledger, loaded: &Loaded, now: u64, now_ns: u64) -> usize {
     let max_versions = l.config().max_versions;
     let mut overflow = 0;
     for (minute, name, r) in &loaded.minutes {
@@ -108,7 +109,7 @@ pub fn restore(l: &mut Ledger, loaded: &Loaded, now: u64) -> usize {
             if now.saturating_sub(*minute) >= HOUR {
                 continue;
             }
-            let vi = Ledger::version_index(tx, &v.service, &v.version, max_versions, 0, &mut overflow);
+            let vi = Ledger::version_index(tx, &v.service, &v.version, max_versions, now_ns, &mut overflow);
             tx.versions[vi].kpis.restore_minute(*minute, &v.kpis, now);
         }
     }
