@@ -14,8 +14,8 @@
 //! The cap bounds the bytes of the records (keys and values), counted in
 //! the file itself; past it the oldest minute records go first, then the
 //! oldest hours, each counted (tracer_business_history_evicted_total).
-//! redb reuses freed pages, so the file stays near the cap plus its page
-//! overhead. A write that fails (disk full) turns the history off, logged
+//! redb reuses freed pages, so the file stays near the cap times its page
+//! overhead (2.3x measured with large batches). A write that fails (disk full) turns the history off, logged
 //! once, and tracing goes on; redb refuses every write after an I/O error,
 //! so the writer closes the file and opens it again with the next batch
 //! until that works (logged again). Readers (restart, baselines, long

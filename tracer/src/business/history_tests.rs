@@ -202,3 +202,50 @@ fn damaged_records_are_skipped_and_counted() {
     assert_eq!(snapshot::restore(&mut l, &loaded, M0, 0), 1);
     let _ = std::fs::remove_dir_all(&d);
 }
+
+/// What a restart and a baseline cost with 20 busy transactions held for
+/// 8 days (README figures): `cargo test -p tracer --lib history_cost -- --ignored --nocapture`.
+#[test]
+#[ignore = "a measurement, not a check"]
+fn history_cost() {
+    use std::time::Instant;
+    let d = dir("cost");
+    let h = History::open(&cfg(d.join("h.redb")), LIMITS).unwrap();
+    let now = M0 + 8 * 1440;
+    let t0 = Instant::now();
+    let mut s = super::kpi::sketch();
+    (0..600).for_each(|i| s.add(1.0 + (i * 7 % 600) as f64)); // ~350 bins: 1 ms .. 600 ms
+    let kpis =
+        KpiRecord::new(600, 6, super::apdex::Apdex { satisfied: 594, frustrated: 6, ..Default::default() }, Some(&s));
+    let rec = encode(&TxnRecord { kpis, ..Default::default() });
+    for day in 0..8u64 {
+        let minutes = (0..1440u64)
+            .flat_map(|m| (0..20).map(move |t| (now - day * 1440 - m, format!("txn-{t}"))))
+            .map(|(at, n)| (at, n, rec.clone()))
+            .collect();
+        h.submit(Batch { now, minutes, ..Batch::default() }).unwrap();
+    }
+    h.close(Batch { now, ..Batch::default() });
+    let stored = h.counters.stored_bytes.load(std::sync::atomic::Ordering::Relaxed);
+    let file = std::fs::metadata(d.join("h.redb")).unwrap().len();
+    eprintln!(
+        "wrote 20 x 8 days of minutes ({} B each) in {:?}: {stored} B of records, file {file} B",
+        rec.len(),
+        t0.elapsed()
+    );
+    let t = Instant::now();
+    let loaded = h.load(now, 28 * 1440);
+    let mut l = Ledger::new(BusinessConfig::default());
+    snapshot::restore(&mut l, &loaded, now, 0);
+    eprintln!("restart: {} minute records read and restored in {:?}", loaded.minutes.len(), t.elapsed());
+    for w in [60, 1440] {
+        let t = Instant::now();
+        let days = baseline::read(&h, now, w);
+        eprintln!(
+            "baseline of the {w}-minute window, 7 days x 20 transactions: {:?} ({} txns)",
+            t.elapsed(),
+            days.len()
+        );
+    }
+    let _ = std::fs::remove_dir_all(&d);
+}
