@@ -97,6 +97,10 @@ pub struct SyscallNrs {
     pub sendto: u32,
     pub recvmsg: u32,
     pub sendmsg: u32,
+    /// glibc's resolver sends its A and AAAA queries in one sendmmsg.
+    pub sendmmsg: u32,
+    /// Keeps the size a multiple of 8.
+    pub _pad: u32,
 }
 
 /// Everything the probes read from [`crate::maps::PROBE_CONFIG`].
@@ -124,7 +128,7 @@ pub struct ProbeConfig {
 }
 
 const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 64);
-const _: () = assert!(core::mem::size_of::<ProbeConfig>() == 128);
+const _: () = assert!(core::mem::size_of::<ProbeConfig>() == 136);
 
 #[cfg(feature = "user")]
 unsafe impl aya::Pod for ProbeConfig {}

@@ -119,11 +119,21 @@ pub enum Syscall {
     SslRead = 9,
     /// Plaintext a TLS library (SSL_write / SSL_write_ex) accepted.
     SslWrite = 10,
+    /// One message of a sendmmsg vector (the socket layer fires once per message).
+    Sendmmsg = 11,
 }
 
 impl Syscall {
     pub const fn is_send(self) -> bool {
-        matches!(self, Syscall::Write | Syscall::Writev | Syscall::Sendto | Syscall::Sendmsg | Syscall::SslWrite)
+        matches!(
+            self,
+            Syscall::Write
+                | Syscall::Writev
+                | Syscall::Sendto
+                | Syscall::Sendmsg
+                | Syscall::SslWrite
+                | Syscall::Sendmmsg
+        )
     }
 
     pub fn from_u8(v: u8) -> Option<Self> {
@@ -139,6 +149,7 @@ impl Syscall {
             8 => Syscall::Other,
             9 => Syscall::SslRead,
             10 => Syscall::SslWrite,
+            11 => Syscall::Sendmmsg,
             _ => return None,
         })
     }
@@ -156,6 +167,7 @@ impl Syscall {
             Syscall::Other => "other",
             Syscall::SslRead => "ssl_read",
             Syscall::SslWrite => "ssl_write",
+            Syscall::Sendmmsg => "sendmmsg",
         }
     }
 }
@@ -174,8 +186,12 @@ pub const DATA_TLS_PLAIN: u8 = 8;
 /// [`DataEvent::flags`]: ciphertext moved inside a TLS library call: bytes
 /// and sequence number only, no payload (the plaintext event carries it).
 pub const DATA_TLS_CIPHER: u8 = 16;
+/// [`DataEvent::flags`]: a UDP datagram (DNS: remote port 53) rather than
+/// TCP stream bytes; `seq` is not valid.
+pub const DATA_UDP: u8 = 32;
 
-/// A read/write-family syscall that moved bytes on a TCP socket. The first
+/// A read/write-family syscall that moved bytes on a TCP socket (or a UDP
+/// datagram to or from port 53, [`DATA_UDP`]). The first
 /// `payload_len` bytes of the data follow this struct in the record.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default)]

@@ -174,6 +174,7 @@ impl Gen {
             partial: false,
             goid: 0,
             tls: Default::default(),
+            udp: false,
         }));
     }
 

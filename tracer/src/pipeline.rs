@@ -81,7 +81,8 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<()> 
     let (store, store_sink) = Store::new(cfg.store.clone(), telemetry.clone());
     let (business, business_sink, matcher) = Business::new(cfg.business.clone(), telemetry.clone());
     let (versions, versions_sink) = Versions::new(cfg.versions.clone(), cfg.business.clone(), telemetry.clone());
-    let api_routes = vec![topology.routes(), store.routes(), business.routes(), versions.routes(), ui::routes()];
+    let api_routes =
+        vec![topology.routes(), store.routes(), business.routes(), versions.routes(Some(store.view())), ui::routes()];
     let api_task = sup.spawn("api", api::serve(listener, telemetry.clone(), sup.clone(), api_routes, stop_rx.clone()));
 
     let mut probes = Probes::load(&LoadOptions {

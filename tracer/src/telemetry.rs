@@ -42,6 +42,10 @@ pub struct Telemetry {
     pub http_route_overflow: Counter,
     /// Spans held by the chain linker, waiting for their parents.
     pub chain_held: Gauge,
+    /// Addresses named by DNS answers (`crate::chain::names`), and those
+    /// evicted by its cap.
+    pub dns_names: Gauge,
+    pub dns_names_evicted: Counter,
     /// Parent links made, by rule (header, thread, peer, remote), and spans
     /// left unlinked as ambiguous or released early from a full buffer.
     pub chain_links: Family<Labels, Counter>,
@@ -87,6 +91,8 @@ impl Telemetry {
             protocol_dropped: Family::default(),
             http_route_overflow: Counter::default(),
             chain_held: Gauge::default(),
+            dns_names: Gauge::default(),
+            dns_names_evicted: Counter::default(),
             chain_links: Family::default(),
             identity_starts: Family::default(),
             runtime_go: Family::default(),
@@ -139,6 +145,12 @@ impl Telemetry {
             "chain_held",
             "Spans held by the chain linker waiting for their parents",
             t.chain_held.clone(),
+        );
+        registry.register("dns_names", "Addresses named by DNS answers (address -> name map)", t.dns_names.clone());
+        registry.register(
+            "dns_names_evicted",
+            "Addresses dropped from the DNS address -> name map by its cap (oldest written first)",
+            t.dns_names_evicted.clone(),
         );
         registry.register(
             "chain_links",

@@ -96,6 +96,8 @@ const NEEDS: &[Need] = &[
         used_by: "the project virtualenvs",
     },
     apt("wrk", "wrk", "cargo xtask bench"),
+    apt("dnsmasq", "dnsmasq", "e2e_dns (the namespace's resolver)"),
+    apt("dig", "dnsutils", "e2e_dns (bind9's resolver, over UDP and TCP)"),
     apt("nghttp", "nghttp2-client", "e2e_http2 (many HTTP/2 streams on one connection)"),
     apt("bpftool", "bpftool", "e2e_tcp, e2e_tls (programs left behind)"),
     apt("openssl", "openssl", "e2e_tls (a self-signed certificate)"),

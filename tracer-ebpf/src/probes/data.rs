@@ -1,4 +1,7 @@
-//! Socket data: one event per read/write-family syscall on a TCP socket.
+//! Socket data: one event per read/write-family syscall on a TCP socket,
+//! and one per datagram on a UDP socket whose remote port is 53 (DNS; a
+//! connected socket, as glibc's resolver, dig and most stub resolvers use:
+//! an unconnected one has no remote port in its struct sock and is not seen).
 //!
 //! A single hook does it: the sock_{send,recv}_length tracepoints, attached
 //! as raw tracepoints (no trace record is built: the cheapest hook there
@@ -26,7 +29,7 @@ use aya_ebpf::{
 use tracer_common::{
     config::{KernelOffsets, MAX_CAPTURE, MAX_IOV},
     event::{
-        AF_INET, AF_INET6, DATA_EGRESS, DATA_PAYLOAD_PARTIAL, DATA_SEQ_VALID, DATA_TLS_CIPHER, DataEvent,
+        AF_INET, AF_INET6, DATA_EGRESS, DATA_PAYLOAD_PARTIAL, DATA_SEQ_VALID, DATA_TLS_CIPHER, DATA_UDP, DataEvent,
         EVENT_VERSION, EventKind, Syscall, tcp_state,
     },
     go::RUNTIME_NODE,
@@ -40,6 +43,10 @@ use crate::{
 };
 
 const IPPROTO_TCP: u16 = 6;
+const IPPROTO_UDP: u16 = 17;
+const DNS_PORT: u16 = 53;
+/// sendmmsg vector entries looked at for the one being sent (glibc sends 2).
+const MAX_MMSG: u64 = 4;
 const MSG_PEEK: i32 = 2;
 
 // sock_send_length / sock_recv_length (include/trace/events/sock.h):
@@ -82,20 +89,47 @@ fn sock_length(ctx: &RawTracePointContext, send: bool) -> i32 {
     if family != AF_INET && family != AF_INET6 {
         return 0;
     }
-    if sock::read::<u16>(sk, o.sk_protocol) != Ok(IPPROTO_TCP) || !sock::in_watched_netns(sk, &o) {
+    // UDP only to a DNS server: a port compare on the window already read,
+    // so other UDP traffic (QUIC, RTP, syslog) pays nothing more than before.
+    let udp = match sock::read::<u16>(sk, o.sk_protocol) {
+        Ok(IPPROTO_TCP) => false,
+        Ok(IPPROTO_UDP) if u16::from_be(common.u16(o.skc_dport)) == DNS_PORT => true,
+        _ => return 0,
+    };
+    if !sock::in_watched_netns(sk, &o) {
         return 0;
     }
     let pid_tgid = bpf_get_current_pid_tgid();
     if (pid_tgid >> 32) as u32 == config::self_pid() {
         return 0;
     }
+    let call = current_call(&o, send);
+    // A datagram has no sequence number, no TLS and no goroutine hand-off.
+    let (seq, cipher, goid) =
+        if udp { (None, false, 0) } else { tcp_facts(sk, &o, &common, &call, pid_tgid, ret, send) };
+    let h = Head { o: &o, pid_tgid, sk, common: &common, seq, call: &call, ret: ret as u64, send, cipher, goid, udp };
+    let _ = emit(&h);
+    0
+}
+
+/// What a TCP segment's event says beyond the datagram's: the sequence
+/// number of its first byte, whether it is TLS ciphertext, and its goroutine.
+#[inline(always)]
+fn tcp_facts(
+    sk: u64,
+    o: &KernelOffsets,
+    common: &sock::Block,
+    call: &Call,
+    pid_tgid: u64,
+    ret: i32,
+    send: bool,
+) -> (Option<u32>, bool, u64) {
     // The sequence counters already moved past the bytes of this call.
     let seq_off = if send { o.tcp_write_seq } else { o.tcp_copied_seq };
     let mut seq = sock::read::<u32>(sk, seq_off).map(|s| s.wrapping_sub(ret as u32));
     if !send && let Ok(s) = seq.as_mut() {
-        *s = s.wrapping_sub(fin_consumed(sk, &o, &common, s.wrapping_add(ret as u32)));
+        *s = s.wrapping_sub(fin_consumed(sk, o, common, s.wrapping_add(ret as u32)));
     }
-    let call = current_call(&o, send);
     let seq = seq.ok();
     let pid = (pid_tgid >> 32) as u32;
     let runtime = super::go::proc(pid);
@@ -110,9 +144,7 @@ fn sock_length(ctx: &RawTracePointContext, send: bool) -> i32 {
         (Some(p), None) if p.runtime == RUNTIME_NODE => super::node::on_data(pid_tgid, sk, send),
         _ => 0,
     };
-    let h = Head { o: &o, pid_tgid, sk, common: &common, seq, call: &call, ret: ret as u64, send, cipher, goid };
-    let _ = emit(&h);
-    0
+    (seq, cipher, goid)
 }
 
 /// 1 when this read also consumed the peer's FIN, which moves copied_seq one
@@ -167,6 +199,8 @@ fn current_call(o: &KernelOffsets, send: bool) -> Call {
         Syscall::Recvmsg
     } else if nr == n.sendmsg {
         Syscall::Sendmsg
+    } else if nr == n.sendmmsg {
+        Syscall::Sendmmsg
     } else {
         return other;
     };
@@ -190,11 +224,12 @@ struct Head<'a> {
     /// plaintext is reported at its return).
     cipher: bool,
     goid: u64,
+    udp: bool,
 }
 
 #[inline(always)]
 fn emit(h: &Head) -> Result<(), i64> {
-    let Head { o, pid_tgid, sk, common, seq, call, ret, send, cipher, goid } = *h;
+    let Head { o, pid_tgid, sk, common, seq, call, ret, send, cipher, goid, udp } = *h;
     let Some(s) = DATA_SCRATCH.get_ptr_mut(0) else {
         return Err(0);
     };
@@ -219,7 +254,8 @@ fn emit(h: &Head) -> Result<(), i64> {
     ev.syscall = call.syscall as u8;
     ev.flags = if seq.is_some() { DATA_SEQ_VALID } else { 0 }
         | if send { DATA_EGRESS } else { 0 }
-        | if cipher { DATA_TLS_CIPHER } else { 0 };
+        | if cipher { DATA_TLS_CIPHER } else { 0 }
+        | if udp { DATA_UDP } else { 0 };
     ev._pad = 0;
     ev.goid = goid;
 
@@ -241,10 +277,11 @@ fn emit(h: &Head) -> Result<(), i64> {
     let (copied, partial) = match call.syscall {
         _ if want == 0 => (0, false),
         Syscall::Readv | Syscall::Writev => copy_iov(s, call.ptr, call.len, want),
-        Syscall::Recvmsg | Syscall::Sendmsg => {
+        Syscall::Recvmsg | Syscall::Sendmsg | Syscall::Sendmmsg => {
+            let hdr = if call.syscall == Syscall::Sendmmsg { mmsg_entry(call.ptr, call.len) } else { call.ptr };
             // struct user_msghdr (UAPI): msg_iov at 16, msg_iovlen at 24.
-            let iov: u64 = unsafe { read_user((call.ptr + 16) as *const u64) }.unwrap_or(0);
-            let cnt: u64 = unsafe { read_user((call.ptr + 24) as *const u64) }.unwrap_or(0);
+            let iov: u64 = unsafe { read_user((hdr + 16) as *const u64) }.unwrap_or(0);
+            let cnt: u64 = unsafe { read_user((hdr + 24) as *const u64) }.unwrap_or(0);
             copy_iov(s, iov, cnt, want)
         }
         Syscall::Other => (0, false),
@@ -260,6 +297,26 @@ fn emit(h: &Head) -> Result<(), i64> {
     s.event.header.len = len as u32;
     maps::output(s as *const DataScratch as *const u8, len);
     Ok(())
+}
+
+/// The entry of a sendmmsg vector the socket layer is sending now: the
+/// kernel writes each entry's msg_len after sending it (__sys_sendmmsg), so
+/// it is the first whose msg_len is still 0 (glibc zeroes them; a caller
+/// that does not may be shown an earlier entry's bytes). 0 (no entry: the
+/// copy fails and is counted) when none of the first MAX_MMSG is.
+/// struct mmsghdr { struct user_msghdr msg_hdr; unsigned int msg_len; }: 64 bytes.
+#[inline(always)]
+fn mmsg_entry(vec: u64, vlen: u64) -> u64 {
+    for i in 0..MAX_MMSG {
+        if i >= vlen {
+            break;
+        }
+        let entry = vec + i * 64;
+        if unsafe { read_user((entry + 56) as *const u32) } == Ok(0) {
+            return entry;
+        }
+    }
+    0
 }
 
 /// Copy `want` bytes from one user buffer. Returns (copied, partial).

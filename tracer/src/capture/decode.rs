@@ -7,7 +7,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use bytes::Bytes;
 use tracer_common::event::{
     AF_INET, AF_INET6, AcceptEvent, ConnEvent, DATA_EGRESS, DATA_PAYLOAD_PARTIAL, DATA_SEQ_VALID, DATA_TLS_CIPHER,
-    DATA_TLS_PLAIN, DataEvent, EVENT_VERSION, EventHeader, EventKind, SockTuple, Syscall, Task as RawTask,
+    DATA_TLS_PLAIN, DATA_UDP, DataEvent, EVENT_VERSION, EventHeader, EventKind, SockTuple, Syscall, Task as RawTask,
 };
 
 use super::event::{Accept, Comm, Data, Direction, Event, StateChange, Task, TcpStats, Tls, Tuple};
@@ -94,6 +94,7 @@ pub fn decode(buf: &[u8]) -> Result<Event, DecodeError> {
                 } else {
                     Tls::No
                 },
+                udp: e.flags & DATA_UDP != 0,
             }))
         }
         k => Err(DecodeError::Kind(k)),

@@ -103,6 +103,8 @@ pub struct Data {
     pub goid: u64,
     /// Whether these bytes are TLS, and which layer of it.
     pub tls: Tls,
+    /// One UDP datagram (to or from a DNS server), not TCP stream bytes.
+    pub udp: bool,
 }
 
 /// The TLS layer a data event shows.

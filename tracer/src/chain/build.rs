@@ -38,7 +38,7 @@ pub fn span(call: &CallRecord, d: Described, kind: SpanKind, service: Arc<Servic
     }
     a.push((Key::NetworkPeerAddress, Value::Ip(call.tuple.remote.ip())));
     a.push((Key::NetworkPeerPort, Value::Int(i64::from(call.tuple.remote.port()))));
-    a.push((Key::NetworkTransport, "tcp".into()));
+    a.push((Key::NetworkTransport, if call.udp { "udp" } else { "tcp" }.into()));
     let status = if error_type.is_some() { Status::Error } else { Status::Unset };
     if let Some(e) = error_type {
         a.push((Key::ErrorType, Value::Str(e)));

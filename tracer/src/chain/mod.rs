@@ -7,18 +7,25 @@
 pub mod build;
 pub mod content;
 pub mod link;
+pub mod names;
 pub mod threads;
 
 use std::sync::Arc;
 
 use tokio::sync::mpsc;
 
-use self::link::{LinkConfig, LinkCounters, Linker};
+use self::{
+    link::{LinkConfig, LinkCounters, Linker},
+    names::Names,
+};
 use crate::{
     conntrack::Record,
     export::{Item, Sink},
     identity::Identity,
-    protocols::registry::{DescribeConfig, Describer},
+    protocols::{
+        Info,
+        registry::{DescribeConfig, Describer},
+    },
     runtimes::{ThreadModel, ThreadModels},
     span::{Key, Value},
     telemetry::Telemetry,
@@ -52,6 +59,7 @@ pub async fn run(
     let mut identity = Identity::new().with_k8s(cfg.k8s.clone()).with_starts(cfg.starts.clone());
     let mut linker = Linker::new(cfg.link.clone()).with_classifier(cfg.classify.take());
     let mut thread_models = ThreadModels::new();
+    let mut names = Names::new(names::MAX_NAMES);
     let mut released = Vec::new();
     let mut tick = tokio::time::interval(std::time::Duration::from_millis(50));
     // No line output (`--output none`): records are not even queued for it.
@@ -98,6 +106,11 @@ pub async fn run(
                             let mut span = build::span(&call, d, kind, service);
                             // The process's comm, not the thread's (Java names its threads).
                             if let Some(c) = call.pid.and_then(|p| identity.process_comm(p)) { span.comm = c.to_string(); }
+                            // Answers name addresses; calls to them carry the name.
+                            match &call.exchange.info {
+                                Info::Dns(d) => names.learn(d),
+                                _ => names.name_span(&mut span),
+                            }
                             // In a cluster, a peer that is a pod or a Service is
                             // named (`checkout -> payments`, not an IP).
                             if let Some(name) = cfg.k8s.as_ref().and_then(|k| k.name_for_ip(span.remote.ip())) {
@@ -132,6 +145,8 @@ pub async fn run(
             telemetry.http_route_overflow.inc_by(overflowed);
         }
         telemetry.chain_held.set(linker.len() as i64);
+        telemetry.dns_names.set(names.len() as i64);
+        telemetry.dns_names_evicted.inc_by(names.take_evicted());
         let c = std::mem::take(&mut linker.counters);
         for (counter, (_, n)) in link_counters.iter().zip(c.by_rule()) {
             if n > 0 {

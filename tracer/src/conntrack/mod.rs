@@ -1,5 +1,6 @@
-//! The connection table: every TCP connection the probes saw, keyed by socket
-//! identity, with its owner, role, and byte/call counts each way.
+//! The connection table: every TCP connection the probes saw (and every UDP
+//! flow to a DNS server), keyed by socket identity, with its owner, role,
+//! and byte/call counts each way.
 
 pub mod goroutines;
 pub mod l7;
@@ -193,6 +194,8 @@ pub async fn run(
                 }
                 idle.inc_by(table.expire(monotonic_ns()) as u64);
                 telemetry.connections_live.set(table.len() as i64);
+                // Queries of expired UDP flows that no answer came for.
+                send(&to_export, table.take_calls().map(Record::Call).collect(), &telemetry);
             }
         }
     }

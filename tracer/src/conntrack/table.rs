@@ -135,7 +135,14 @@ struct Conn {
     tls: bool,
     /// Plaintext offsets <-> ciphertext sequence numbers (TLS only).
     tls_seqs: Option<Box<super::tls_seq::TlsSeqs>>,
+    /// A UDP flow (a DNS client socket): no connection records, expired
+    /// after [`UDP_IDLE`] without datagrams.
+    udp: bool,
 }
+
+/// How long a UDP flow lives without datagrams: resolvers wait 5 s for an
+/// answer (glibc's default `timeout:5`), and a socket is used for one lookup.
+pub const UDP_IDLE: Duration = Duration::from_secs(10);
 
 /// A close the kernel reported before the process read everything: a client
 /// that half-closed (`shutdown(SHUT_WR)`) goes FIN_WAIT2 -> TIME_WAIT, which
@@ -205,6 +212,8 @@ pub struct CallRecord {
     pub comm: String,
     pub role: Role,
     pub tuple: Tuple,
+    /// The exchange crossed a UDP flow (else a TCP connection).
+    pub udp: bool,
     /// Goroutine of the request's and the response's first byte (Go
     /// processes probed for it; 0 otherwise or unknown).
     pub request_goid: u64,
@@ -343,6 +352,7 @@ impl<L: ListenLookup> Table<L> {
                 comm: c.comm.to_string(),
                 role: c.role,
                 tuple: c.tuple,
+                udp: c.udp,
                 request_goid: c.goroutines.as_ref().map_or(0, |g| g.of(&exchange.request)),
                 response_goid: c.goroutines.as_ref().zip(exchange.response.as_ref()).map_or(0, |(g, r)| g.of(r)),
                 exchange,
@@ -436,6 +446,7 @@ impl<L: ListenLookup> Table<L> {
             goroutines: None,
             tls: false,
             tls_seqs: None,
+            udp: false,
         }
     }
 
@@ -556,8 +567,12 @@ impl<L: ListenLookup> Table<L> {
             // The socket address was reused but this table missed the close.
             if self.conns.get(&d.sk).is_some_and(|c| c.closing.is_some()) {
                 self.finish_closed(d.sk, out);
-            } else {
-                self.conns.remove(&d.sk);
+            } else if let Some(mut old) = self.conns.remove(&d.sk)
+                && old.udp
+            {
+                // A UDP socket closed (no event says so) and its address
+                // was reused: its unanswered queries end here.
+                self.close_flow(&mut old);
             }
         }
         if known != Some(true) {
@@ -569,9 +584,17 @@ impl<L: ListenLookup> Table<L> {
             if self.conns.len() >= self.cfg.max_connections {
                 return Err(Refused::Full);
             }
-            let role =
-                if self.listen.is_listening(d.task.pid, d.tuple.local.port()) { Role::Server } else { Role::Client };
-            self.insert(d.sk, Self::new_conn(d.tuple, role, d.ts_ns, SeenFrom::MidStream), out)?;
+            // A UDP flow is only captured towards port 53: the client's.
+            let role = if d.udp || !self.listen.is_listening(d.task.pid, d.tuple.local.port()) {
+                Role::Client
+            } else {
+                Role::Server
+            };
+            let mut c = Self::new_conn(d.tuple, role, d.ts_ns, SeenFrom::MidStream);
+            // A datagram flow is not a connection: no open/close records.
+            c.udp = d.udp;
+            c.open_emitted = d.udp;
+            self.insert(d.sk, c, out)?;
         }
         let c = self.conns.get_mut(&d.sk).expect("inserted above");
         if d.tuple.local.port() != 0 {
@@ -616,7 +639,8 @@ impl<L: ListenLookup> Table<L> {
         }
         // On TLS the parser reads plaintext only, and is never told it saw
         // the start (the library may have been probed after the handshake).
-        let hints = ConnHints { from_start: c.seen_from == SeenFrom::Handshake && !c.tls, server_port, tls: c.tls };
+        let hints =
+            ConnHints { from_start: c.seen_from == SeenFrom::Handshake && !c.tls, server_port, tls: c.tls, udp: c.udp };
         let change = match (c.tls, d.tls) {
             (true, Tls::No | Tls::Cipher) => L7Change::None,
             (true, Tls::Plain) => {
@@ -666,12 +690,36 @@ impl<L: ListenLookup> Table<L> {
         self.wide.drain(..)
     }
 
-    /// Drop entries idle longer than the timeout; returns how many.
+    /// Drop entries idle longer than the timeout; returns how many
+    /// connections (UDP flows idle past [`UDP_IDLE`] end as their sockets
+    /// did, unseen: their unanswered queries become calls, not evictions).
     pub fn expire(&mut self, now_ns: u64) -> usize {
         let timeout = self.cfg.idle_timeout.as_nanos() as u64;
+        let udp_idle = UDP_IDLE.as_nanos() as u64;
         let before = self.conns.len();
-        self.conns.retain(|_, c| now_ns.saturating_sub(c.last_ns) < timeout);
-        before - self.conns.len()
+        let mut ended = Vec::new();
+        self.conns.retain(|sk, c| {
+            let idle = now_ns.saturating_sub(c.last_ns);
+            if c.udp && idle >= udp_idle.min(timeout) {
+                ended.push(*sk);
+                return true;
+            }
+            idle < timeout
+        });
+        let evicted = before - self.conns.len();
+        for sk in ended {
+            if let Some(mut c) = self.conns.remove(&sk) {
+                self.close_flow(&mut c);
+            }
+        }
+        evicted
+    }
+
+    /// A UDP flow ends: its parser's pending queries become calls.
+    fn close_flow(&mut self, c: &mut Conn) {
+        c.l7.close(&mut self.exchanges);
+        self.l7_counters.add(&mut c.l7);
+        Self::push_calls(&mut self.calls, c, &mut self.exchanges);
     }
 }
 
@@ -712,3 +760,7 @@ fn record(c: &Conn, event: ConnEventKind, ts_ns: u64, reason: Option<CloseReason
 #[cfg(test)]
 #[path = "table_tests.rs"]
 mod tests;
+
+#[cfg(test)]
+#[path = "table_udp_tests.rs"]
+mod udp_tests;

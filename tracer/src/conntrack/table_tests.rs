@@ -162,6 +162,7 @@ fn data(ts_ns: u64, sk: SockId, tuple: Tuple, task: Task, direction: Direction, 
         partial,
         goid: 0,
         tls: Default::default(),
+        udp: false,
     })
 }
 

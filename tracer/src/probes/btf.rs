@@ -181,6 +181,8 @@ pub fn syscall_nrs() -> tracer_common::config::SyscallNrs {
         sendto: libc::SYS_sendto as u32,
         recvmsg: libc::SYS_recvmsg as u32,
         sendmsg: libc::SYS_sendmsg as u32,
+        sendmmsg: libc::SYS_sendmmsg as u32,
+        _pad: 0,
     }
 }
 

@@ -5,6 +5,7 @@
 //! returns finished [`Exchange`]s. Parsers are pure (bytes in, exchanges out)
 //! and bounded; bytes that are not the protocol are classified, never fatal.
 
+pub mod dns;
 #[cfg(test)]
 pub(crate) mod fixture;
 pub mod http1;
@@ -147,4 +148,6 @@ pub struct ConnHints {
     pub server_port: Option<u16>,
     /// The bytes are TLS plaintext from a library uprobe.
     pub tls: bool,
+    /// A UDP flow: each segment is one datagram.
+    pub udp: bool,
 }

@@ -5,7 +5,7 @@
 //! under `protocols/`, a line in [`PROTOCOLS`], a variant of [`Info`] and
 //! its arm in [`Describer::describe`].
 
-use super::{ConnHints, ProtocolConfig, ProtocolParser, Side, http1, http2, mysql, postgres, redis};
+use super::{ConnHints, ProtocolConfig, ProtocolParser, Side, dns, http1, http2, mysql, postgres, redis};
 use crate::span::{Described, SpanKind};
 
 /// One protocol the agent can parse.
@@ -28,11 +28,17 @@ pub const PROTOCOLS: &[Protocol] = &[
     Protocol { name: "postgresql", ports: &[5432], detect: postgres::detect, parser: postgres::parser },
     Protocol { name: "redis", ports: &[6379], detect: redis::detect, parser: redis::parser },
     Protocol { name: "mysql", ports: &[3306], detect: mysql::detect, parser: mysql::parser },
+    Protocol { name: "dns", ports: &[53], detect: dns::detect, parser: dns::parser },
 ];
 
 /// The protocol of a connection from the first captured bytes of one of its
 /// directions: the parser, and which side those bytes are.
 pub fn detect(payload: &[u8], cfg: &ProtocolConfig, hints: ConnHints) -> Option<(Side, Box<dyn ProtocolParser>)> {
+    // The kernel ships UDP only for DNS flows (remote port 53), and a
+    // datagram has no length prefix: no other protocol is tried on one.
+    if hints.udp {
+        return dns::detect_datagram(payload).map(|side| (side, dns::parser(cfg, hints)));
+    }
     let hinted = |p: &Protocol| hints.server_port.is_some_and(|port| p.ports.contains(&port));
     let by_port = PROTOCOLS.iter().filter(|p| hinted(p)).find_map(|p| Some((p, (p.detect)(payload, true)?)));
     let found = by_port
@@ -51,6 +57,7 @@ pub enum Info {
     Postgres(postgres::PgExchange),
     Mysql(mysql::MysqlExchange),
     Http2(http2::H2Exchange),
+    Dns(dns::DnsExchange),
 }
 
 /// Settings of how each protocol describes its spans.
@@ -81,6 +88,7 @@ impl Describer {
             Info::Redis(r) => redis::span::describe(r),
             Info::Mysql(m) => mysql::span::describe(m, self.db_query_text),
             Info::Http2(h) => http2::span::describe(h, &mut self.http, kind, service),
+            Info::Dns(d) => dns::span::describe(d),
         }
     }
 

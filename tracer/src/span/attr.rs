@@ -70,6 +70,16 @@ keys! {
     RpcService = "rpc.service",
     RpcMethod = "rpc.method",
     RpcGrpcStatusCode = "rpc.grpc.status_code",
+    DnsQuestionName = "dns.question.name",
+    DnsAnswers = "dns.answers",
+    /// The record type asked (`A`, `AAAA`); not (yet) a convention's key.
+    DnsQuestionType = "dns.question.type",
+    /// The response code (`NOERROR`, `NXDOMAIN`); not (yet) a convention's key.
+    DnsResponseCode = "dns.response_code",
+    /// CNAME targets in the answer.
+    DnsAnswerAliases = "tracer.dns.aliases",
+    /// The name a DNS answer gave the remote address (`crate::chain::names`).
+    TracerPeerName = "tracer.peer.name",
     /// The response's end was not seen (framing lost, connection closed).
     TracerResponseIncomplete = "tracer.response_incomplete",
     /// The request's head was longer than the captured bytes.

@@ -113,12 +113,14 @@ impl Span {
     }
 
     /// The status the protocol reported, as a short text for a terminal
-    /// (HTTP status code, database status code).
+    /// (HTTP status code, database status code, DNS response code).
     pub fn status_text(&self) -> Option<String> {
         if let Some(c) = self.attr_int(&Key::HttpResponseStatusCode) {
             return Some(c.to_string());
         }
-        self.attr_text(&Key::DbResponseStatusCode).map(|c| c.into_owned())
+        self.attr_text(&Key::DbResponseStatusCode)
+            .or_else(|| self.attr_text(&Key::DnsResponseCode))
+            .map(|c| c.into_owned())
     }
 }
 

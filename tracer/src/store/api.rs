@@ -105,18 +105,18 @@ fn bad_request(msg: String) -> Response {
     (StatusCode::BAD_REQUEST, Json(serde_json::json!({ "error": msg }))).into_response()
 }
 
-#[derive(Serialize)]
-pub(super) struct TraceSummary {
-    trace_id: String,
-    root_span_id: String,
-    root_name: String,
-    root_service: String,
-    root_kind: SpanKind,
-    start: String,
-    duration_ms: f64,
-    span_count: usize,
-    error: bool,
-    services: Vec<String>,
+#[derive(Clone, Debug, Serialize)]
+pub struct TraceSummary {
+    pub trace_id: String,
+    pub root_span_id: String,
+    pub root_name: String,
+    pub root_service: String,
+    pub root_kind: SpanKind,
+    pub start: String,
+    pub duration_ms: f64,
+    pub span_count: usize,
+    pub error: bool,
+    pub services: Vec<String>,
 }
 
 #[derive(Serialize)]
@@ -147,7 +147,7 @@ pub(super) fn list_traces(shared: &Shared, filter: &Filter) -> TraceList {
     }
 }
 
-fn summary(shared: &Shared, t: &Trace) -> TraceSummary {
+pub(super) fn summary(shared: &Shared, t: &Trace) -> TraceSummary {
     let root = t.root();
     TraceSummary {
         trace_id: hex(&t.id),

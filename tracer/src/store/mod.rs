@@ -13,7 +13,7 @@
 //! that, so it only `try_send`s, and a full queue drops the span, counted in
 //! `tracer_events_dropped_total{stage="chain_to_store",reason="queue_full"}`.
 
-mod api;
+pub mod api;
 #[cfg(test)]
 mod tests;
 pub mod traces;
@@ -78,6 +78,35 @@ impl Shared {
     }
 }
 
+/// Stored traces as another stage's view reads them.
+#[derive(Clone)]
+pub struct TracesView(Arc<Shared>);
+
+impl TracesView {
+    /// The `n` slowest stored traces that started in `[from, to)` and hold
+    /// a span of `service` (or whose peer it is; any trace when None),
+    /// slowest first.
+    pub fn slowest(
+        &self,
+        service: Option<&str>,
+        from: std::time::SystemTime,
+        to: std::time::SystemTime,
+        n: usize,
+    ) -> Vec<api::TraceSummary> {
+        let filter = traces::Filter { service: service.map(str::to_string), limit: usize::MAX, ..Default::default() };
+        let t = self.0.lock();
+        let mut found: Vec<&traces::Trace> = t
+            .query(&filter)
+            .filter(|tr| {
+                let start = self.0.clock.wall(tr.start_ns);
+                start >= from && start < to
+            })
+            .collect();
+        found.sort_by_key(|tr| std::cmp::Reverse(tr.duration_ns()));
+        found.into_iter().take(n).map(|tr| api::summary(&self.0, tr)).collect()
+    }
+}
+
 pub struct Store {
     shared: Arc<Shared>,
     from_chain: mpsc::Receiver<Arc<Span>>,
@@ -106,6 +135,11 @@ impl Store {
         telemetry.register_collector(Box::new(StoreMetrics(shared.clone())));
         let sink = Arc::new(StoreSink { tx, telemetry: telemetry.clone() });
         (Store { shared, from_chain: rx, telemetry }, sink)
+    }
+
+    /// Read access to the stored traces for other views (the report).
+    pub fn view(&self) -> TracesView {
+        TracesView(self.shared.clone())
     }
 
     /// GET /api/traces and GET /api/traces/{trace_id}, with their own state.

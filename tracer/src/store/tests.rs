@@ -199,6 +199,10 @@ fn peer_names_of_virtual_nodes() {
     assert!(on_edge(&sv, Some("10.0.0.1"), Some("backend")) && !on_edge(&sv, Some("10.0.0.1"), Some("nginx")));
     assert_eq!(super::traces::peer_name(&c).as_deref(), Some("10.0.0.9:8080"));
     assert_eq!(super::traces::peer_name(&sv).as_deref(), Some("10.0.0.1"));
+    // A DNS-named address: its node is `name:port`, whatever the Host said.
+    let mut named = c.clone();
+    named.attributes.push((Key::TracerPeerName, Value::Shared("api.example.test".into())));
+    assert!(peer_is(&named, "api.example.test:8080") && !peer_is(&c, "api.example.test:8080"));
 }
 
 #[test]

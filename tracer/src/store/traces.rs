@@ -155,7 +155,7 @@ pub fn on_edge(s: &Span, client: Option<&str>, server: Option<&str>) -> bool {
 /// Whether the other end of the span can be called `name` on the service
 /// map: the traced peer's service name; for an untraced peer, the virtual
 /// node's name, as `address:port` or `address` (server.address, then
-/// network.peer.address on a CLIENT span; client.address, then
+/// network.peer.address, then tracer.peer.name on a CLIENT span; client.address, then
 /// network.peer.address on a SERVER span, whose port is ephemeral).
 pub fn peer_is(s: &Span, name: &str) -> bool {
     if let Some(p) = &s.peer_service {
@@ -173,6 +173,8 @@ pub fn peer_is(s: &Span, name: &str) -> bool {
         SpanKind::Client | SpanKind::Producer => {
             (str_is(Key::ServerAddress, host) && int_is(Key::ServerPort, port))
                 || (str_is(Key::NetworkPeerAddress, host) && int_is(Key::NetworkPeerPort, port))
+                // The topology's node of an address a DNS answer named.
+                || (str_is(Key::TracerPeerName, host) && int_is(Key::NetworkPeerPort, port))
         }
         SpanKind::Server | SpanKind::Consumer => {
             port.is_none() && (str_is(Key::ClientAddress, host) || str_is(Key::NetworkPeerAddress, host))

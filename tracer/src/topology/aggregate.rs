@@ -153,10 +153,14 @@ impl Aggregator {
 /// pin every connection to that address on a node `a:port`, and random
 /// Hosts make one node each), while the socket says where the bytes went.
 /// The header stays in the span's `server.address`, as the HTTP
-/// conventions ask.
+/// conventions ask. An address a DNS answer named (`tracer.peer.name`,
+/// `crate::chain::names`) is that name with the port: `api.example.com:443`.
 pub fn virtual_server(s: &Span) -> String {
     if let Some(Value::Str(name)) = s.attr(&Key::PeerService) {
         return name.to_string();
+    }
+    if let Some(name) = s.attr_text(&Key::TracerPeerName) {
+        return format!("{name}:{}", s.remote.port());
     }
     s.remote.to_string()
 }

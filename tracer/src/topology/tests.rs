@@ -201,6 +201,16 @@ fn untraced_peers_become_virtual_nodes() {
 }
 
 #[test]
+fn an_address_a_dns_answer_named_is_that_name_with_the_port() {
+    let mut a = agg();
+    let mut c = span(SpanKind::Client, "frontend", None, "127.0.0.1:40000", "10.3.7.12:443", 1, 5, false);
+    set_attr(&mut c, "tracer.peer.name", Value::Shared("api.example.com".into()));
+    a.span(T0, &c);
+    assert_eq!(edge_names(&a.graph), [("frontend".into(), "api.example.com:443".into())]);
+    assert_eq!(a.graph.node_kind("api.example.com:443"), Some(NodeKind::Virtual));
+}
+
+#[test]
 fn a_request_fails_when_either_span_is_an_error() {
     let mut a = agg();
     let cases = [(false, false), (true, false), (false, true), (true, true)];

@@ -37,12 +37,20 @@ use super::{
     compare::{Minutes, compare},
     now_ms,
 };
+use crate::store::TracesView;
 
 pub const COMPARE_PATH: &str = "/api/compare";
 pub const ROLLOUTS_PATH: &str = "/api/rollouts";
 
-pub(super) fn routes(shared: Arc<Shared>) -> Router {
-    Router::new().route(COMPARE_PATH, get(compare_view)).route(ROLLOUTS_PATH, get(rollouts_view)).with_state(shared)
+pub(super) fn routes(shared: Arc<Shared>, traces: Option<TracesView>) -> Router {
+    let report = Router::new()
+        .route(super::report::REPORT_PATH, get(super::report::report_view))
+        .with_state((shared.clone(), traces));
+    Router::new()
+        .route(COMPARE_PATH, get(compare_view))
+        .route(ROLLOUTS_PATH, get(rollouts_view))
+        .with_state(shared)
+        .merge(report)
 }
 
 #[derive(Deserialize)]

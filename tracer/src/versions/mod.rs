@@ -3,7 +3,7 @@
 //! tests of `stats`), rollouts detected and compared on their own
 //! (`rollout`), `GET /api/compare` and `GET /api/rollouts` (`api`), the
 //! verdicts on /metrics and as OTLP metrics (`export`), and the client of
-//! `tracer compare` (`cli`).
+//! `tracer compare` (`cli`), the report of a window (`report`).
 //!
 //! ```text
 //! chain stage --VersionsSink (inbound spans; chain_to_versions, bounded,
@@ -23,6 +23,7 @@ pub mod cli;
 pub mod compare;
 pub mod config;
 mod export;
+pub mod report;
 pub mod rollout;
 pub mod stats;
 
@@ -118,9 +119,10 @@ impl Versions {
         (Versions { shared, rx }, Arc::new(VersionsSink { tx, telemetry }))
     }
 
-    /// `GET /api/compare`, `GET /api/rollouts` (see `api`).
-    pub fn routes(&self) -> axum::Router {
-        api::routes(self.shared.clone())
+    /// `GET /api/compare`, `GET /api/rollouts` (see `api`), `GET
+    /// /api/report` (see `report`; its slowest traces from `traces`).
+    pub fn routes(&self, traces: Option<crate::store::TracesView>) -> axum::Router {
+        api::routes(self.shared.clone(), traces)
     }
 
     /// Records inbound spans until `shutdown`; every 5 s detects rollouts'
