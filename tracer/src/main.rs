@@ -61,6 +61,10 @@ struct RunArgs {
     /// /proc/<pid>/ns/net, or an inode number.
     #[arg(long)]
     netns: Option<String>,
+    /// The business view's history file (`business.history.path`; turns
+    /// the history on).
+    #[arg(long)]
+    history: Option<PathBuf>,
 }
 
 fn main() -> ExitCode {
@@ -103,6 +107,10 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
     cfg.database.query_text |= args.db_query_text;
     if args.netns.is_some() {
         cfg.capture.netns = args.netns;
+    }
+    if let Some(p) = args.history {
+        cfg.business.history.path = p;
+        cfg.business.history.enabled = true;
     }
     if let Some(c) = args.capture_bytes {
         cfg.capture.capture_bytes = c;

@@ -86,13 +86,19 @@ fn base_daemonset_least_privilege() {
         assert!(list.contains_key("cpu") && list.contains_key("memory"), "{what}: cpu and memory");
     }
 
-    // Every host path is mounted read-only.
+    // Every host path is mounted read-only; the one writable mount is the
+    // business history's emptyDir (no host path), with a size limit.
     let host_volumes: BTreeSet<&str> =
         pod.volumes.iter().flatten().filter(|v| v.host_path.is_some()).map(|v| v.name.as_str()).collect();
     assert_eq!(host_volumes, BTreeSet::from(["btf", "cgroup", "tracefs"]));
-    for m in c.volume_mounts.iter().flatten() {
+    for m in c.volume_mounts.iter().flatten().filter(|m| m.name != "history") {
         assert_eq!(m.read_only, Some(true), "{} is mounted read-only", m.name);
     }
+    let history = pod.volumes.iter().flatten().find(|v| v.name == "history").expect("the history volume");
+    let empty_dir = history.empty_dir.as_ref().expect("history is an emptyDir, not a host path");
+    assert!(empty_dir.size_limit.is_some(), "the history's emptyDir has a size limit");
+    let mount = c.volume_mounts.iter().flatten().find(|m| m.name == "history").expect("history mounted");
+    assert_eq!(mount.mount_path, "/var/lib/tracer", "the default [business.history] path's directory");
 
     // NODE_NAME from the downward API; the OTLP endpoint from a ConfigMap
     // that the render contains.

@@ -1,11 +1,14 @@
 //! `GET /api/transactions?window=1h` and `GET /api/transactions/{name}?window=&version=`
-//! (window: 5m, 15m, 1h, 6h or 24h; default 1h), as JSON.
+//! (window: 5m, 15m, 1h, 6h, 24h or 7d; default 1h), as JSON. Up to 24h
+//! the KPIs come from memory; 7d adds the history's whole hours before the
+//! current one (503 when the history is off).
 //!
 //! ```json
 //! {
 //!   "window": "1h", "window_minutes": 60, "generated_at": "2025-01-01T12:00:00.000Z",
 //!   "relative_error": 0.01,              // of every percentile (DDSketch)
 //!   "overflow": {"transactions": 0, "versions": 0},   // entry spans / requests past the caps
+//!   "history": {"path": "/var/lib/tracer/history.redb", "off": null},  // off: why not kept
 //!   "transactions": [{
 //!     "name": "checkout", "source": "rule",          // "rule" | "default" ({service} {method} {route})
 //!     "apdex_t_ms": 500,
@@ -17,14 +20,22 @@
 //!               "latency_ms": null, "window": "28d", "budget_remaining": 0.75,
 //!               "burn_rates": {"1h": 2.5, "6h": 0.4, "3d": 0.1},
 //!               "alerts": [{"rule": "page", "firing": false, "since": null}]}],
-//!     "versions": [{"service": "shop", "version": "1.2.0", "kpis": {...}}]  // window at most 1h
+//!     "versions": [{"service": "shop", "version": "1.2.0", "kpis": {...}}],  // window at most 1h
+//!     "baseline": {                      // null with the history off, and for 7d
+//!       "yesterday": {kpis...}, "week_ago": null,  // the same window 1 and 7 days ago
+//!       "days": 5,                       // of the last 7 with requests in this window
+//!       "band_note": null,               // why there is no band (fewer than 3 days)
+//!       "kpis": {"p95_ms": {"now": 51.0, "vs_yesterday": 1.1, "vs_week_ago": null,
+//!                "band": {"median": 48.0, "low": 40.1, "high": 55.9}, "flag": "inside"}, ...}}
 //!   }]
 //! }
 //! ```
+//! (see `baseline` for the band).
 //!
 //! The detail adds `"points"`: one per minute with requests, `{"t": unix s,
 //! "count", "errors", "apdex", "p95_ms"}` (p95 null beyond the last hour),
-//! of the transaction or, with `version=`, of that version (1 h kept).
+//! of the transaction or, with `version=`, of that version (1 h kept); for
+//! 7d one per hour. Without `version=` it adds the transaction's `"baseline"`.
 
 use std::{
     sync::Arc,
@@ -42,10 +53,13 @@ use serde::{Deserialize, Serialize};
 
 use super::{
     Shared,
+    baseline::{self, BaselineView, Days},
     config::Targets,
-    kpi::{HOUR, Kpis, Point, RELATIVE_ERROR, Summary},
+    history::History,
+    kpi::{Accum, DAY, HOUR, Kpis, Point, RELATIVE_ERROR, Summary},
     ledger::{Ledger, SloKind, TxnState},
     now_minute, overflow,
+    record::TxnRecord,
     slo::BURN_WINDOWS,
 };
 
@@ -59,7 +73,7 @@ pub(super) fn routes(shared: Arc<Shared>) -> Router {
         .with_state(shared)
 }
 
-const WINDOWS: [(&str, u64); 5] = [("5m", 5), ("15m", 15), ("1h", 60), ("6h", 360), ("24h", 1440)];
+const WINDOWS: [(&str, u64); 6] = [("5m", 5), ("15m", 15), ("1h", 60), ("6h", 360), ("24h", 1440), ("7d", 7 * 1440)];
 
 /// The window asked for (default 1h), None when it is not one of WINDOWS.
 fn window(w: Option<&str>) -> Option<(&'static str, u64)> {
@@ -70,7 +84,7 @@ fn window(w: Option<&str>) -> Option<(&'static str, u64)> {
 }
 
 fn bad_window() -> Response {
-    (StatusCode::BAD_REQUEST, "window must be 5m, 15m, 1h, 6h or 24h\n").into_response()
+    (StatusCode::BAD_REQUEST, "window must be 5m, 15m, 1h, 6h, 24h or 7d\n").into_response()
 }
 
 #[derive(Deserialize)]
@@ -86,7 +100,16 @@ pub struct ListView {
     pub generated_at: String,
     pub relative_error: f64,
     pub overflow: OverflowView,
+    pub history: HistoryView,
     pub transactions: Vec<TxnView>,
+}
+
+#[derive(Serialize, Default)]
+pub struct HistoryView {
+    /// The store's file; null when the history is off or not opened yet.
+    pub path: Option<String>,
+    /// Why KPIs are not kept across restarts (open or write failure).
+    pub off: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -104,6 +127,7 @@ pub struct TxnView {
     pub targets: Vec<TargetView>,
     pub slos: Vec<SloView>,
     pub versions: Vec<VersionView>,
+    pub baseline: Option<BaselineView>,
 }
 
 #[derive(Serialize)]
@@ -147,6 +171,40 @@ struct DetailView {
     version: Option<String>,
     kpis: Summary,
     points: Vec<Point>,
+    baseline: Option<BaselineView>,
+}
+
+/// What the history adds to one request: the baseline days (windows up
+/// to 24 h) or the hours before the current one (7d).
+#[derive(Default)]
+pub struct Past {
+    pub days: Option<Arc<Days>>,
+    /// Per transaction: the whole hours of the window from the history,
+    /// and the first of them (unix hour).
+    pub hours: Option<std::collections::BTreeMap<String, (Accum, u64)>>,
+}
+
+/// The hours of the window of `minutes` before the current hour. Blocking.
+pub fn past_hours(h: &History, now: u64, minutes: u64) -> std::collections::BTreeMap<String, (Accum, u64)> {
+    let mut out = std::collections::BTreeMap::<String, (Accum, u64)>::new();
+    let first = (now + 1).saturating_sub(minutes) / 60;
+    for (hour, name, r) in h.hours(first, (now / 60).saturating_sub(1)) {
+        let e = out.entry(name).or_insert_with(|| (Accum::default(), hour));
+        e.0.add(&r.kpis);
+    }
+    out
+}
+
+/// KPIs over a window longer than the rings: the history's hours plus the
+/// current hour from memory.
+fn long_summary(tx: &TxnState, hours: Option<&(Accum, u64)>, now: u64, minutes: u64) -> Summary {
+    let mut a = tx.kpis.accum(now, now % 60 + 1);
+    let mut first = tx.kpis.first_minute.unwrap_or(now);
+    if let Some((h, first_hour)) = hours {
+        a.merge(h);
+        first = first.min(first_hour * 60);
+    }
+    a.summary((now.saturating_sub(first) + 1).min(minutes))
 }
 
 /// Each target with its value over the window; met is null without data.
@@ -171,8 +229,12 @@ fn rfc3339(minute: u64) -> String {
     humantime::format_rfc3339_millis(UNIX_EPOCH + Duration::from_secs(minute * 60)).to_string()
 }
 
-pub fn txn_view(tx: &TxnState, now: u64, minutes: u64) -> TxnView {
-    let kpis = tx.kpis.summary(now, minutes);
+pub fn txn_view(tx: &TxnState, now: u64, minutes: u64, past: &Past) -> TxnView {
+    let kpis = match &past.hours {
+        Some(h) if minutes > DAY => long_summary(tx, h.get(&*tx.t.name), now, minutes),
+        _ => tx.kpis.summary(now, minutes),
+    };
+    let baseline = past.days.as_ref().map(|d| baseline::view(&kpis, d.get(&*tx.t.name).map_or(&[], |v| v)));
     let slos = tx
         .slos
         .iter()
@@ -207,11 +269,21 @@ pub fn txn_view(tx: &TxnState, now: u64, minutes: u64) -> TxnView {
                 kpis: v.kpis.summary(now, minutes.min(HOUR)),
             })
             .collect(),
+        baseline,
     }
 }
 
-pub fn list_view(ledger: &Ledger, overflow: u64, w: &'static str, minutes: u64, now: u64) -> ListView {
-    let mut transactions: Vec<TxnView> = ledger.transactions().iter().map(|t| txn_view(t, now, minutes)).collect();
+pub fn list_view(
+    ledger: &Ledger,
+    overflow: u64,
+    w: &'static str,
+    minutes: u64,
+    now: u64,
+    past: &Past,
+    history: HistoryView,
+) -> ListView {
+    let mut transactions: Vec<TxnView> =
+        ledger.transactions().iter().map(|t| txn_view(t, now, minutes, past)).collect();
     transactions.sort_by(|a, b| a.name.cmp(&b.name));
     ListView {
         window: w,
@@ -219,19 +291,91 @@ pub fn list_view(ledger: &Ledger, overflow: u64, w: &'static str, minutes: u64, 
         generated_at: humantime::format_rfc3339_millis(SystemTime::now()).to_string(),
         relative_error: RELATIVE_ERROR,
         overflow: OverflowView { transactions: overflow, versions: ledger.counters.overflow_versions },
+        history,
         transactions,
     }
 }
 
+fn history_view(s: &Shared) -> HistoryView {
+    HistoryView { path: s.history().map(|h| h.path().display().to_string()), off: s.history_problem() }
+}
+
+/// Reads what the window needs from the history (off the async workers);
+/// Err: a 7d window with no history.
+async fn past(s: &Shared, now: u64, minutes: u64) -> Result<Past, Response> {
+    let Some(h) = s.history() else {
+        if minutes > DAY {
+            let why = s.history_problem().unwrap_or_else(|| "[business.history] enabled = false".into());
+            return Err((
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("window 7d needs the history, which is off: {why}\n"),
+            )
+                .into_response());
+        }
+        return Ok(Past::default());
+    };
+    if minutes > DAY {
+        let hours = tokio::task::spawn_blocking(move || past_hours(&h, now, minutes)).await.unwrap_or_default();
+        return Ok(Past { days: None, hours: Some(hours) });
+    }
+    Ok(Past { days: Some(s.baselines.get(h, now, minutes).await), hours: None })
+}
+
 async fn list(State(s): State<Arc<Shared>>, Query(p): Query<Params>) -> Response {
     let Some((w, minutes)) = window(p.window.as_deref()) else { return bad_window() };
-    let view = list_view(&s.lock(), overflow(&s), w, minutes, now_minute());
+    let now = now_minute();
+    let past = match past(&s, now, minutes).await {
+        Ok(p) => p,
+        Err(r) => return r,
+    };
+    let view = list_view(&s.lock(), overflow(&s), w, minutes, now, &past, history_view(&s));
     Json(view).into_response()
+}
+
+/// Hourly points of a 7d window: the history's `rows` (this transaction's
+/// hours), then the current hour's from memory.
+fn hourly_points(rows: Vec<(u64, String, TxnRecord)>, kpis: &Kpis, now: u64) -> Vec<Point> {
+    let point = |hour: u64, a: &Accum| {
+        let s = a.summary(60);
+        Point { t: hour * 3600, count: s.count, errors: s.errors, apdex: s.apdex, p95_ms: s.p95_ms }
+    };
+    let mut out: Vec<Point> = rows
+        .into_iter()
+        .map(|(hour, _, r)| {
+            let mut a = Accum::default();
+            a.add(&r.kpis);
+            point(hour, &a)
+        })
+        .collect();
+    let current = kpis.accum(now, now % 60 + 1);
+    if current.count > 0 {
+        out.push(point(now / 60, &current));
+    }
+    out
 }
 
 async fn detail(State(s): State<Arc<Shared>>, Path(name): Path<String>, Query(p): Query<Params>) -> Response {
     let Some((w, minutes)) = window(p.window.as_deref()) else { return bad_window() };
     let now = now_minute();
+    if minutes > DAY && p.version.is_some() {
+        return (StatusCode::BAD_REQUEST, "a version's KPIs are kept 1 h: ask a window up to 1h\n").into_response();
+    }
+    let mut past = match past(&s, now, minutes).await {
+        Ok(p) => p,
+        Err(r) => return r,
+    };
+    let hourly = match (minutes > DAY, s.history()) {
+        (true, Some(h)) => {
+            let n = name.clone();
+            let first = (now + 1).saturating_sub(minutes) / 60;
+            let read = move || {
+                let rows = h.hours(first, (now / 60).saturating_sub(1));
+                rows.into_iter().filter(|(_, x, _)| *x == n).collect::<Vec<_>>()
+            };
+            Some(tokio::task::spawn_blocking(read).await.unwrap_or_default())
+        }
+        _ => None,
+    };
     let ledger = s.lock();
     let Some(tx) = ledger.get(&name) else {
         return (StatusCode::NOT_FOUND, format!("no transaction {name:?}\n")).into_response();
@@ -239,18 +383,28 @@ async fn detail(State(s): State<Arc<Shared>>, Path(name): Path<String>, Query(p)
     let kpis: &Kpis = match &p.version {
         None => &tx.kpis,
         Some(v) => match tx.versions.iter().find(|x| &x.version == v) {
-            Some(x) => &x.kpis,
+            Some(x) => {
+                past.days = None;
+                &x.kpis
+            }
             None => {
                 return (StatusCode::NOT_FOUND, format!("transaction {name:?} has no version {v:?}\n")).into_response();
             }
         },
     };
+    let view = txn_view(tx, now, minutes, &past);
+    let (summary, points) = match (&p.version, hourly) {
+        (None, Some(rows)) => (view.kpis.clone(), hourly_points(rows, kpis, now)),
+        (None, None) => (view.kpis.clone(), kpis.points(now, minutes)),
+        (Some(_), _) => (kpis.summary(now, minutes), kpis.points(now, minutes)),
+    };
     Json(DetailView {
         name: tx.t.name.to_string(),
         window: w,
         version: p.version.clone(),
-        kpis: kpis.summary(now, minutes),
-        points: kpis.points(now, minutes),
+        kpis: summary,
+        points,
+        baseline: view.baseline.filter(|_| p.version.is_none()),
     })
     .into_response()
 }

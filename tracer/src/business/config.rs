@@ -7,7 +7,7 @@ use std::time::Duration;
 use anyhow::{Result, bail};
 use serde::Deserialize;
 
-use super::{apdex, slo};
+use super::{apdex, history::HistoryConfig, slo};
 
 /// `[business]` section.
 #[derive(Clone, Debug, Deserialize)]
@@ -39,6 +39,9 @@ pub struct BusinessConfig {
     /// SLOs of transactions that set none: availability 99 %, latency 99 %
     /// under 500 ms, over 28 days (Coroot's defaults).
     pub slo: SloConfig,
+    /// `[business.history]`: KPIs and SLO state on disk (restarts,
+    /// baselines, the 7d window).
+    pub history: HistoryConfig,
 }
 
 impl Default for BusinessConfig {
@@ -51,6 +54,7 @@ impl Default for BusinessConfig {
             queue: 65_536,
             apdex_t_ms: apdex::DEFAULT_T.as_millis() as u64,
             slo: SloConfig::default(),
+            history: HistoryConfig::default(),
         }
     }
 }
@@ -174,10 +178,18 @@ impl SplitBy {
 }
 
 impl BusinessConfig {
+    /// The longest SLO window of the defaults and the rules, in minutes:
+    /// how long the history keeps hour records (the error budget's).
+    pub fn longest_slo_minutes(&self) -> u64 {
+        let rules = self.transactions.iter().filter_map(|r| r.slo.as_ref());
+        std::iter::once(&self.slo).chain(rules).map(|s| s.window().as_secs() / 60).max().unwrap_or(0)
+    }
+
     /// `request_headers` and `redact_query_values` are `[http]`'s: a split
     /// needs the value recorded on the span.
     pub fn validate(&self, request_headers: &[String], redact_query_values: bool) -> Result<()> {
         self.slo.validate("business.slo")?;
+        self.history.validate()?;
         if self.apdex_t_ms == 0 {
             bail!("business.apdex_t_ms: must be above 0");
         }

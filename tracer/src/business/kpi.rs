@@ -18,7 +18,7 @@ use std::time::Duration;
 use serde::Serialize;
 use sketches_ddsketch::{Config as SketchConfig, DDSketch};
 
-use super::apdex::Apdex;
+use super::{apdex::Apdex, record::KpiRecord};
 
 /// Relative error of every latency quantile.
 pub const RELATIVE_ERROR: f64 = 0.01;
@@ -91,6 +91,67 @@ pub struct Summary {
     pub satisfied: u64,
     pub tolerating: u64,
     pub frustrated: u64,
+}
+
+/// Mergeable counts and latencies of a window, from the rings or the
+/// history's records; [`Accum::summary`] turns it into KPIs.
+#[derive(Clone, Default)]
+pub struct Accum {
+    pub count: u64,
+    pub errors: u64,
+    pub apdex: Apdex,
+    pub sketch: Option<DDSketch>,
+}
+
+impl Accum {
+    pub fn add(&mut self, r: &KpiRecord) {
+        self.count += r.count;
+        self.errors += r.errors;
+        self.apdex.merge(&r.apdex());
+        if let Some(s) = r.sketch() {
+            self.merge_sketch(&s);
+        }
+    }
+
+    pub fn merge(&mut self, o: &Accum) {
+        self.count += o.count;
+        self.errors += o.errors;
+        self.apdex.merge(&o.apdex);
+        if let Some(s) = &o.sketch {
+            self.merge_sketch(s);
+        }
+    }
+
+    fn merge_sketch(&mut self, s: &DDSketch) {
+        match &mut self.sketch {
+            None => self.sketch = Some(s.clone()),
+            // A sketch of another config (a damaged record) is left out.
+            Some(o) => {
+                let _ = o.merge(s);
+            }
+        }
+    }
+
+    /// KPIs; the rate divides by `lived` minutes (the part of the window
+    /// the series existed).
+    pub fn summary(&self, lived: u64) -> Summary {
+        let pct = |p: f64| self.sketch.as_ref().and_then(|s| s.quantile(p).ok().flatten());
+        let (count, errors) = (self.count, self.errors);
+        Summary {
+            count,
+            errors,
+            error_rate: (count > 0).then(|| errors as f64 / count as f64),
+            rate_per_s: count as f64 / (lived.max(1) * 60) as f64,
+            p50_ms: pct(0.5),
+            p90_ms: pct(0.9),
+            p95_ms: pct(0.95),
+            p99_ms: pct(0.99),
+            apdex: self.apdex.score(),
+            satisfied: self.apdex.satisfied,
+            tolerating: self.apdex.tolerating,
+            frustrated: self.apdex.frustrated,
+        }
+    }
 }
 
 /// One minute of a series.
@@ -167,28 +228,77 @@ impl Kpis {
     /// KPIs over the `minutes` ending with minute `now` (inclusive).
     pub fn summary(&self, now: u64, minutes: u64) -> Summary {
         let minutes = minutes.min(self.span_minutes()).max(1);
-        let (mut count, mut errors, mut apdex) = (0, 0, Apdex::default());
-        for c in self.counts(now, minutes) {
-            count += c.count;
-            errors += c.errors;
-            apdex.merge(&c.apdex);
-        }
         let lived = self.first_minute.map_or(1, |f| now.saturating_sub(f) + 1).min(minutes);
-        let q = self.merged(now, minutes);
-        let pct = |p: f64| q.as_ref().and_then(|s| s.quantile(p).ok().flatten());
-        Summary {
-            count,
-            errors,
-            error_rate: (count > 0).then(|| errors as f64 / count as f64),
-            rate_per_s: count as f64 / (lived * 60) as f64,
-            p50_ms: pct(0.5),
-            p90_ms: pct(0.9),
-            p95_ms: pct(0.95),
-            p99_ms: pct(0.99),
-            apdex: apdex.score(),
-            satisfied: apdex.satisfied,
-            tolerating: apdex.tolerating,
-            frustrated: apdex.frustrated,
+        self.accum(now, minutes).summary(lived)
+    }
+
+    /// Counts and merged sketch over the `minutes` ending with `now`.
+    pub fn accum(&self, now: u64, minutes: u64) -> Accum {
+        let minutes = minutes.min(self.span_minutes()).max(1);
+        let mut a = Accum::default();
+        for c in self.counts(now, minutes) {
+            a.count += c.count;
+            a.errors += c.errors;
+            a.apdex.merge(&c.apdex);
+        }
+        a.sketch = self.merged(now, minutes);
+        a
+    }
+
+    /// The record of `minute` (None without requests in it, or when it
+    /// left the ring); its sketch when the minute is within the hour.
+    pub fn minute_record(&self, minute: u64) -> Option<KpiRecord> {
+        let c = self.minutes[(minute % self.span_minutes()) as usize];
+        if c.minute != minute || c.count == 0 {
+            return None;
+        }
+        let slot = &self.minute_sketches[(minute % HOUR) as usize];
+        let sketch = (slot.at == minute).then_some(slot.sketch.as_deref()).flatten();
+        Some(KpiRecord::new(c.count, c.errors, c.apdex, sketch))
+    }
+
+    /// The record of unix `hour` from the ring: its minutes' counts and its
+    /// four quarter sketches (a day series only; None for a version's).
+    pub fn hour_record(&self, hour: u64) -> Option<KpiRecord> {
+        if self.quarter_sketches.is_empty() {
+            return None;
+        }
+        let mut a = Accum::default();
+        for c in self.counts(hour * 60 + 59, 60) {
+            a.count += c.count;
+            a.errors += c.errors;
+            a.apdex.merge(&c.apdex);
+        }
+        let len = self.quarter_sketches.len() as u64;
+        for q in hour * 4..hour * 4 + 4 {
+            let t = &self.quarter_sketches[(q % len) as usize];
+            if t.at == q
+                && let Some(s) = &t.sketch
+            {
+                a.merge_sketch(s);
+            }
+        }
+        (a.count > 0).then(|| KpiRecord::new(a.count, a.errors, a.apdex, a.sketch.as_ref()))
+    }
+
+    /// Puts back `minute` from the history (restart): its counts when the
+    /// ring still covers it at `now`, its sketch in the hour's and the
+    /// quarter's ring. Call on an empty series, oldest minute first.
+    pub fn restore_minute(&mut self, minute: u64, r: &KpiRecord, now: u64) {
+        if r.count == 0 || minute > now || now - minute >= self.span_minutes() {
+            return;
+        }
+        self.first_minute = Some(self.first_minute.map_or(minute, |f| f.min(minute)));
+        let len = self.span_minutes();
+        self.minutes[(minute % len) as usize] = Counts { minute, count: r.count, errors: r.errors, apdex: r.apdex() };
+        let Some(s) = r.sketch() else { return };
+        if now - minute < HOUR {
+            let slot = Timed::at(&mut self.minute_sketches, minute);
+            let _ = slot.merge(&s);
+        }
+        if !self.quarter_sketches.is_empty() {
+            // Same config on every sketch: merge cannot fail.
+            let _ = Timed::at(&mut self.quarter_sketches, minute / QUARTER).merge(&s);
         }
     }
 

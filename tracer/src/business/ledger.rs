@@ -6,7 +6,7 @@
 //! Bounded: transactions by the matcher's cap, versions per transaction by
 //! `max_versions` (later ones on version `__overflow__`, counted).
 
-use foldhash::{HashMap, HashMapExt};
+use foldhash::{HashMap, HashMapExt, HashSet, HashSetExt};
 use std::{sync::Arc, time::Duration};
 
 use super::{
@@ -106,11 +106,94 @@ pub struct Ledger {
     txns: Vec<TxnState>,
     by_name: HashMap<String, usize>,
     pub counters: LedgerCounters,
+    /// (transaction index, unix minute) recorded since the history's last
+    /// snapshot (`super::snapshot`).
+    dirty: HashSet<(usize, u64)>,
 }
 
 impl Ledger {
     pub fn new(cfg: BusinessConfig) -> Ledger {
-        Ledger { cfg, txns: vec![], by_name: HashMap::new(), counters: LedgerCounters::default() }
+        Ledger {
+            cfg,
+            txns: vec![],
+            by_name: HashMap::new(),
+            counters: LedgerCounters::default(),
+            dirty: HashSet::new(),
+        }
+    }
+
+    pub fn config(&self) -> &BusinessConfig {
+        &self.cfg
+    }
+
+    pub(super) fn transactions_mut(&mut self) -> &mut [TxnState] {
+        &mut self.txns
+    }
+
+    /// The (transaction index, minute) pairs recorded since the last call.
+    pub(super) fn take_dirty(&mut self) -> Vec<(usize, u64)> {
+        let mut v: Vec<_> = self.dirty.drain().collect();
+        v.sort_unstable();
+        v
+    }
+
+    /// Marks again what a full history queue did not take.
+    pub(super) fn mark_dirty(&mut self, items: impl IntoIterator<Item = (usize, u64)>) {
+        self.dirty.extend(items);
+    }
+
+    /// The state of `name` for a restart to fill: created with the rule of
+    /// that name (None: a default-named one); None when the rule is gone
+    /// from the config or the transaction cap is reached.
+    pub(super) fn restore_txn(&mut self, name: &str, rule: Option<&str>) -> Option<&mut TxnState> {
+        if let Some(&i) = self.by_name.get(name) {
+            return Some(&mut self.txns[i]);
+        }
+        let rule = match rule {
+            None => None,
+            Some(r) => Some(self.cfg.transactions.iter().position(|x| x.name == r)?),
+        };
+        if self.txns.len() >= self.cfg.max_transactions.max(1) {
+            return None;
+        }
+        let t = Arc::new(Transaction { name: name.into(), rule });
+        self.txns.push(TxnState::new(t, &self.cfg));
+        self.by_name.insert(name.to_string(), self.txns.len() - 1);
+        self.txns.last_mut()
+    }
+
+    /// Index of (service, version) in `tx`, created if new; past
+    /// `max_versions` the `__overflow__` version (counted in `overflow`).
+    pub(super) fn version_index(
+        tx: &mut TxnState,
+        service: &str,
+        version: &str,
+        max_versions: usize,
+        now_ns: u64,
+        overflow: &mut u64,
+    ) -> usize {
+        let find =
+            |v: &[VersionState], version: &str| v.iter().position(|x| x.service == service && x.version == version);
+        if let Some(vi) = find(&tx.versions, version) {
+            return vi;
+        }
+        let version = if tx.versions.len() >= max_versions.max(1) {
+            *overflow += 1;
+            OVERFLOW
+        } else {
+            version
+        };
+        if let Some(vi) = find(&tx.versions, version) {
+            return vi;
+        }
+        tx.versions.push(VersionState {
+            service: service.to_string(),
+            version: version.to_string(),
+            kpis: Kpis::new(false),
+            durations: Default::default(),
+            created_ns: now_ns,
+        });
+        tx.versions.len() - 1
     }
 
     pub fn transactions(&self) -> &[TxnState] {
@@ -146,32 +229,10 @@ impl Ledger {
         }
         let service = span.service.name.as_str();
         let version = span.service.version.as_deref().unwrap_or(UNKNOWN_VERSION);
-        let find =
-            |v: &[VersionState], version: &str| v.iter().position(|x| x.service == service && x.version == version);
-        let vi = match find(&tx.versions, version) {
-            Some(vi) => vi,
-            None => {
-                let version = if tx.versions.len() >= self.cfg.max_versions.max(1) {
-                    self.counters.overflow_versions += 1;
-                    OVERFLOW
-                } else {
-                    version
-                };
-                match find(&tx.versions, version) {
-                    Some(vi) => vi,
-                    None => {
-                        tx.versions.push(VersionState {
-                            service: service.to_string(),
-                            version: version.to_string(),
-                            kpis: Kpis::new(false),
-                            durations: Default::default(),
-                            created_ns: now_ns,
-                        });
-                        tx.versions.len() - 1
-                    }
-                }
-            }
-        };
+        let mut overflow = 0;
+        let vi = Self::version_index(tx, service, version, self.cfg.max_versions, now_ns, &mut overflow);
+        self.counters.overflow_versions += overflow;
+        self.dirty.insert((i, minute));
         let v = &mut tx.versions[vi];
         v.kpis.record(minute, latency, error, tx.apdex_t);
         v.durations[usize::from(error)].record(latency.as_nanos() as u64);

@@ -15,8 +15,15 @@
 //! - `tracer_business_transactions`, `tracer_business_overflow_total{cap}`
 //!   (cap = transactions: entry spans left unnamed; versions: requests on
 //!   version `__overflow__`)
+//! - `tracer_business_history_stored_bytes`, `..._evicted_total{reason}`
+//!   (age: past the retention; cap: past max_bytes), `..._records_written_total`,
+//!   `..._write_errors_total`, `..._bad_records_total` (records that did not
+//!   decode), `tracer_business_history_up` (0 while writes fail or it is off)
 
-use std::{fmt, sync::Arc};
+use std::{
+    fmt,
+    sync::{Arc, atomic::Ordering},
+};
 
 use prometheus_client::{
     encoding::{DescriptorEncoder, EncodeMetric as _, NoLabelSet},
@@ -157,6 +164,56 @@ impl prometheus_client::collector::Collector for Collector {
         )?;
         for (cap, v) in [("transactions", overflow(&self.shared)), ("versions", ledger.counters.overflow_versions)] {
             ConstCounter::new(v).encode(m.encode_family(&vec![("cap", cap)])?)?;
+        }
+        drop(ledger);
+        self.history(&mut enc)
+    }
+}
+
+impl Collector {
+    fn history(&self, enc: &mut DescriptorEncoder) -> fmt::Result {
+        let up = self.shared.history().is_some() && self.shared.history_problem().is_none();
+        let m = enc.encode_descriptor(
+            "tracer_business_history_up",
+            "1 while the business history is written (0: off, or writes fail; /readyz says why)",
+            None,
+            MetricType::Gauge,
+        )?;
+        ConstGauge::new(i64::from(up)).encode(m)?;
+        let Some(h) = self.shared.history() else { return Ok(()) };
+        let c = &h.counters;
+        let load = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
+        let m = enc.encode_descriptor(
+            "tracer_business_history_stored_bytes",
+            "Bytes of records (keys and values) in the business history (capped by max_bytes)",
+            None,
+            MetricType::Gauge,
+        )?;
+        ConstGauge::new(load(&c.stored_bytes) as i64).encode(m)?;
+        let mut m = enc.encode_descriptor(
+            "tracer_business_history_evicted",
+            "Records evicted from the business history: past the retention (reason=age) or the size cap (reason=cap)",
+            None,
+            MetricType::Counter,
+        )?;
+        for (reason, v) in [("age", load(&c.evicted_age)), ("cap", load(&c.evicted_cap))] {
+            ConstCounter::new(v).encode(m.encode_family(&vec![("reason", reason)])?)?;
+        }
+        for (name, help, v) in [
+            (
+                "tracer_business_history_records_written",
+                "Minute records written to the business history (each a minute of one transaction; rewritten while the minute fills)",
+                &c.minutes_written,
+            ),
+            (
+                "tracer_business_history_write_errors",
+                "Failed writes of the business history (disk full, read-only)",
+                &c.write_errors,
+            ),
+            ("tracer_business_history_bad_records", "History records that did not decode (skipped)", &c.bad_records),
+        ] {
+            let m = enc.encode_descriptor(name, help, None, MetricType::Counter)?;
+            ConstCounter::new(load(v)).encode(m)?;
         }
         Ok(())
     }

@@ -11,6 +11,10 @@
 //!   --> /api/transactions (api.rs)
 //!   --> /metrics, Prometheus names (metrics.rs, a collector)
 //!   --> OTLP metrics every OTEL_METRIC_EXPORT_INTERVAL (otlp.rs)
+//!   --every 10 s, the minutes recorded since (snapshot.rs)-->
+//!     business_to_history (bounded, drop newest, counted) --> history.rs
+//!     (redb file, own thread) --> at start: back into the ledger;
+//!     baseline.rs and the 7d window read it
 //! ```
 //!
 //! Time is the span's end in wall-clock unix minutes; the SLO alerts are
@@ -19,19 +23,25 @@
 
 pub mod apdex;
 mod api;
+pub mod baseline;
 pub mod config;
+pub mod history;
+#[cfg(test)]
+mod history_tests;
 pub mod kpi;
 pub mod ledger;
 pub mod matcher;
 mod metrics;
 mod otlp;
+pub mod record;
 pub mod slo;
+pub mod snapshot;
 #[cfg(test)]
 pub(crate) mod test_span;
 
 use std::{
     sync::{
-        Arc, Mutex, MutexGuard,
+        Arc, Mutex, MutexGuard, OnceLock,
         atomic::{AtomicU64, Ordering},
     },
     time::{Duration, SystemTime, UNIX_EPOCH},
@@ -42,6 +52,7 @@ use tokio::sync::{mpsc, watch};
 pub use self::{
     api::TRANSACTIONS_PATH,
     config::BusinessConfig,
+    history::HistoryConfig,
     ledger::Ledger,
     matcher::{Matcher, Transaction},
 };
@@ -57,13 +68,32 @@ struct Shared {
     clock: Clock,
     /// Entry spans the matcher left without a transaction (cap hit).
     overflow_transactions: Arc<AtomicU64>,
+    /// Set once by `run` (opening reads the file): the store, or why not.
+    /// Unset while starting and when `[business.history] enabled = false`.
+    history: OnceLock<Result<Arc<history::History>, String>>,
+    baselines: baseline::Cache,
 }
 
 impl Shared {
     fn lock(&self) -> MutexGuard<'_, Ledger> {
         self.ledger.lock().expect("business lock")
     }
+
+    fn history(&self) -> Option<Arc<history::History>> {
+        self.history.get().and_then(|h| h.as_ref().ok()).cloned()
+    }
+
+    /// Why the history is not kept (for /readyz and the API); None when it
+    /// is, while starting, or when turned off in the config.
+    fn history_problem(&self) -> Option<String> {
+        match self.history.get()? {
+            Err(e) => Some(e.clone()),
+            Ok(h) => h.failing(),
+        }
+    }
 }
+
+const HISTORY_QUEUE: &str = "business_to_history";
 
 const QUEUE: &str = "chain_to_business";
 
@@ -89,6 +119,7 @@ impl Sink for BusinessSink {
 pub struct Business {
     shared: Arc<Shared>,
     rx: mpsc::Receiver<Arc<Span>>,
+    telemetry: Arc<Telemetry>,
 }
 
 impl Business {
@@ -101,14 +132,18 @@ impl Business {
             ledger: Mutex::new(Ledger::new(cfg)),
             clock: Clock::new(),
             overflow_transactions: matcher.overflow.clone(),
+            history: OnceLock::new(),
+            baselines: baseline::Cache::default(),
         });
         telemetry.register_unprefixed_collector(Box::new(metrics::Collector::new(shared.clone())));
+        let s = shared.clone();
+        telemetry.add_readiness_detail(move || s.history_problem().map(|e| format!("business history off: {e}")));
         let weak = tx.downgrade();
         telemetry.add_refresher(move |t| {
             let depth = weak.upgrade().map_or(0, |s| (s.max_capacity() - s.capacity()) as i64);
             t.queue_depth.get_or_create(&vec![("queue", QUEUE)]).set(depth);
         });
-        (Business { shared, rx }, Arc::new(BusinessSink { tx, telemetry }), matcher)
+        (Business { shared, rx, telemetry: telemetry.clone() }, Arc::new(BusinessSink { tx, telemetry }), matcher)
     }
 
     /// `GET /api/transactions`, `GET /api/transactions/{name}` (see `api`).
@@ -120,7 +155,9 @@ impl Business {
     /// exports OTLP metrics every OTEL_METRIC_EXPORT_INTERVAL ms (default
     /// 60000) when `metrics` is Some, and once more at the end.
     pub async fn run(self, shutdown: watch::Receiver<bool>, metrics: Option<MetricsExporter>) -> anyhow::Result<()> {
-        let Business { shared, mut rx } = self;
+        let Business { shared, mut rx, telemetry } = self;
+        open_history(&shared).await;
+        evaluate(&shared);
         let every = crate::topology::export_interval(std::env::var("OTEL_METRIC_EXPORT_INTERVAL").ok().as_deref());
         let exporter = metrics.map(|m| {
             let task = tokio::spawn(otlp::export_loop(shared.clone(), m.clone(), every, shutdown.clone()));
@@ -142,7 +179,10 @@ impl Business {
                     }
                     apply(&shared, &mut batch);
                 }
-                _ = tick.tick() => evaluate(&shared),
+                _ = tick.tick() => {
+                    evaluate(&shared);
+                    persist(&shared, &telemetry);
+                }
                 _ = &mut stopped => break,
             }
         }
@@ -151,6 +191,13 @@ impl Business {
             apply(&shared, &mut batch);
         }
         evaluate(&shared);
+        if let Some(h) = shared.history() {
+            // The last minutes, written before the agent ends.
+            let last = snapshot::take(&mut shared.lock(), now_minute());
+            if tokio::task::spawn_blocking(move || h.close(last)).await.is_err() {
+                tracing::error!("business history: closing the store failed");
+            }
+        }
         if let Some((m, task)) = exporter {
             if let Err(e) = task.await {
                 tracing::warn!("business: OTLP metrics task failed: {e}");
@@ -158,6 +205,64 @@ impl Business {
             otlp::export_once(&shared, &m, shutdown).await;
         }
         Ok(())
+    }
+}
+
+/// Opens the history (off the async workers) and puts its last days back
+/// into the ledger; a history that cannot be opened is logged and left off.
+async fn open_history(shared: &Arc<Shared>) {
+    let (cfg, slo_minutes) = {
+        let l = shared.lock();
+        (l.config().history.clone(), l.config().longest_slo_minutes())
+    };
+    if !cfg.enabled {
+        return;
+    }
+    let retention = cfg.retention_minutes();
+    let limits = history::Limits {
+        retention_minutes: retention,
+        hour_retention_minutes: slo_minutes.max(retention),
+        max_bytes: cfg.max_bytes,
+    };
+    let now = now_minute();
+    let path = cfg.path.display().to_string();
+    let opened = tokio::task::spawn_blocking(move || {
+        let h = history::History::open(&cfg, limits)?;
+        let loaded = h.load(now, slo_minutes);
+        Ok::<_, String>((h, loaded))
+    })
+    .await
+    .unwrap_or_else(|e| Err(format!("opening the history: {e}")));
+    let set = match opened {
+        Ok((h, loaded)) => {
+            let n = snapshot::restore(&mut shared.lock(), &loaded, now, monotonic_ns());
+            tracing::info!(
+                "business history: {path}: {n} transactions restored from {} minute and {} hour records",
+                loaded.minutes.len(),
+                loaded.hours.len()
+            );
+            Ok(Arc::new(h))
+        }
+        Err(e) => {
+            tracing::error!("business history off: {e}; tracing goes on, KPIs are kept in memory only");
+            Err(e)
+        }
+    };
+    let _ = shared.history.set(set);
+}
+
+/// Hands the minutes recorded since the last call to the history's writer;
+/// a full queue drops the batch (counted) and keeps its minutes marked.
+fn persist(shared: &Shared, telemetry: &Telemetry) {
+    let Some(h) = shared.history() else { return };
+    let mut ledger = shared.lock();
+    let batch = snapshot::take(&mut ledger, now_minute());
+    if batch.marks.is_empty() && batch.alerts.is_empty() {
+        return;
+    }
+    if let Err(b) = h.submit(batch) {
+        ledger.mark_dirty(b.marks);
+        telemetry.drop_event(HISTORY_QUEUE, "queue_full", 1);
     }
 }
 
@@ -223,7 +328,7 @@ mod tests {
         let mut child = (*entry(&t, 5, false)).clone();
         child.business_entry = false;
         sink.span(&Arc::new(child));
-        let Business { shared, mut rx } = b;
+        let Business { shared, mut rx, .. } = b;
         let mut batch = vec![];
         while let Ok(s) = rx.try_recv() {
             batch.push(s);
@@ -232,7 +337,7 @@ mod tests {
         apply(&shared, &mut batch);
         evaluate(&shared);
 
-        let view = api::list_view(&shared.lock(), 0, "1h", 60, now_minute());
+        let view = api::list_view(&shared.lock(), 0, "1h", 60, now_minute(), &Default::default(), Default::default());
         let tx = &view.transactions[0];
         assert_eq!((tx.kpis.count, tx.kpis.errors), (100, 5));
         // 90 satisfied, 5 tolerating (1 s <= 2 s), 5 frustrated (errors).

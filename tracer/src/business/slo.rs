@@ -59,6 +59,19 @@ impl Ring {
         }
     }
 
+    /// (good, bad) of the slot at `at` exactly.
+    fn at(&self, at: u64) -> (u64, u64) {
+        let m = self.0[(at % self.0.len() as u64) as usize];
+        if m.at == at as u32 { (u64::from(m.good), u64::from(m.bad)) } else { (0, 0) }
+    }
+
+    /// Sets the slot of `at` (a restart puts back what the history held).
+    fn set(&mut self, at: u64, good: u64, bad: u64) {
+        let len = self.0.len() as u64;
+        let sat = |v: u64| u32::try_from(v).unwrap_or(u32::MAX);
+        self.0[(at % len) as usize] = Slot { at: at as u32, good: sat(good), bad: sat(bad) };
+    }
+
     /// (good, bad) over the `n` slots ending with `now` (inclusive).
     fn counts(&self, now: u64, n: u64) -> (u64, u64) {
         let n = n.min(self.0.len() as u64).max(1);
@@ -113,6 +126,42 @@ impl Slo {
     pub fn record(&mut self, minute: u64, good: bool) {
         self.minutes.record(minute, good);
         self.hours.record(minute / 60, good);
+    }
+
+    /// (good, bad) of one minute, while the burn ring holds it.
+    pub fn minute_counts(&self, minute: u64) -> (u64, u64) {
+        self.minutes.at(minute)
+    }
+
+    /// (good, bad) of one unix hour, while the budget ring holds it.
+    pub fn hour_counts(&self, hour: u64) -> (u64, u64) {
+        self.hours.at(hour)
+    }
+
+    /// Puts back a minute of the history when the burn ring covers it at `now`.
+    pub fn restore_minute(&mut self, minute: u64, good: u64, bad: u64, now: u64) {
+        if good + bad > 0 && minute <= now && now - minute < self.minutes.0.len() as u64 {
+            self.minutes.set(minute, good, bad);
+        }
+    }
+
+    /// Puts back an hour of the history when the SLO window covers it at `now`.
+    pub fn restore_hour(&mut self, hour: u64, good: u64, bad: u64, now: u64) {
+        let now = now / 60;
+        if good + bad > 0 && hour <= now && now - hour < self.hours.0.len() as u64 {
+            self.hours.set(hour, good, bad);
+        }
+    }
+
+    /// Start minute of each firing alert (by rule), as last evaluated.
+    pub fn firing_since(&self) -> [Option<u64>; ALERT_RULES.len()] {
+        self.firing
+    }
+
+    /// Keeps the start of alerts that fired before a restart: the next
+    /// evaluation keeps it when the alert still fires, clears it if not.
+    pub fn restore_firing(&mut self, since: [Option<u64>; ALERT_RULES.len()]) {
+        self.firing = since;
     }
 
     /// (good, bad) over the `minutes` ending with `now` (inclusive).

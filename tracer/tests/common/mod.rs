@@ -14,6 +14,8 @@ use std::{
 
 use serde_json::Value;
 
+pub mod shop;
+
 pub const TRACER: &str = env!("CARGO_BIN_EXE_tracer");
 
 pub fn free_port() -> u16 {
@@ -37,6 +39,17 @@ pub struct Agent {
     pub api: SocketAddr,
     lines: Arc<Mutex<Vec<Value>>>,
     stderr: Arc<Mutex<String>>,
+    /// The business history file the harness gave this agent (removed at
+    /// drop); None when the test passed its own `--history`.
+    history: Option<std::path::PathBuf>,
+}
+
+/// A history file of its own for each agent, so no run restores another's
+/// transactions (the default path is shared by every agent on the host).
+fn own_history() -> std::path::PathBuf {
+    static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    std::env::temp_dir().join(format!("tracer-e2e-history-{}-{n}.redb", std::process::id()))
 }
 
 impl Agent {
@@ -120,6 +133,9 @@ impl Drop for Agent {
         if let Some(mut c) = self.child.take() {
             let _ = c.kill();
             let _ = c.wait();
+        }
+        if let Some(h) = &self.history {
+            let _ = std::fs::remove_file(h);
         }
     }
 }
@@ -326,9 +342,11 @@ impl Agent {
     /// `start`, with environment variables for the agent (OTEL_* settings).
     pub fn start_env(extra: &[&str], envs: &[(&str, &str)]) -> Agent {
         let api: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let history = (!extra.contains(&"--history")).then(own_history);
         let mut child = Command::new(TRACER)
             .args(["run", "--output", "json", "--api-addr", &api.to_string()])
             .args(extra)
+            .args(history.iter().flat_map(|h| [std::ffi::OsStr::new("--history"), h.as_os_str()]))
             .env("RUST_LOG", "info")
             .envs(envs.iter().copied())
             .stdout(Stdio::piped())
@@ -354,7 +372,7 @@ impl Agent {
                 e.lock().unwrap().push_str(&(line + "\n"));
             }
         });
-        let mut agent = Agent { child: Some(child), api, lines, stderr };
+        let mut agent = Agent { child: Some(child), api, lines, stderr, history };
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             if let Some(status) = agent.child.as_mut().unwrap().try_wait().unwrap() {
