@@ -189,8 +189,9 @@ pub struct RuntimesConfig {
     /// Node.js: callback tasks on data events (uprobes on the event loop's
     /// callback boundaries), so calls of Node services link to their
     /// requests (`crate::runtimes::node`; needs `go`, whose watcher and
-    /// kernel map it shares). Default false: experimental (a race
-    /// sometimes leaves a Node process unlinked; precision holds).
+    /// kernel map it shares). Default false: experimental (the race that
+    /// left a first Node process unlinked is fixed, README "Node.js callback
+    /// tasks"; on by default once more runs confirm it).
     pub node: bool,
 }
 
