@@ -12,7 +12,9 @@
 //! 10.213.0.2:port on A, 10.213.0.1 -> fleet-b on B); the business
 //! transaction of node B fails 1 in 5 in the second phase, so the cluster-wide
 //! error ratio is about 20 % and both burn-rate alerts (14.4 % and 6 % of a
-//! 99 % objective) fire; Prometheus loaded the rules without an error.
+//! 99 % objective) fire; Prometheus loaded the rules without an error; every
+//! query of the Grafana dashboard (deploy/grafana) parses, shows data and
+//! reads only metrics this Prometheus has.
 
 mod common;
 
@@ -39,6 +41,122 @@ const FAILED: u64 = 1 + SECOND / 5;
 const TXN: &str = "fleet order";
 
 const RULES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/prometheus/tracer-rules.yml");
+const DASHBOARD: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/grafana/tracer-cluster.json");
+
+/// PromQL words that are not metric names.
+const KEYWORDS: &[&str] = &[
+    "by",
+    "without",
+    "on",
+    "ignoring",
+    "group_left",
+    "group_right",
+    "and",
+    "or",
+    "unless",
+    "bool",
+    "offset",
+    // Aggregations, which may come before their `by (...)`.
+    "sum",
+    "min",
+    "max",
+    "avg",
+    "count",
+    "group",
+    "stddev",
+    "stdvar",
+    "topk",
+    "bottomk",
+    "quantile",
+    "count_values",
+];
+
+/// The metric names a PromQL expression reads: identifiers outside label
+/// matchers (`{...}`), ranges (`[...]`) and strings, not called (functions
+/// and aggregations), not keywords, not in a `by (...)`-like label list.
+fn metric_names(expr: &str) -> Vec<String> {
+    let b = expr.as_bytes();
+    let (mut i, mut out, mut label_list) = (0, vec![], false);
+    let ident = |c: u8| c.is_ascii_alphanumeric() || c == b'_' || c == b':';
+    while i < b.len() {
+        match b[i] {
+            b'{' | b'[' | b'"' | b'\'' => {
+                let close = match b[i] {
+                    b'{' => b'}',
+                    b'[' => b']',
+                    q => q,
+                };
+                i += 1;
+                while i < b.len() && b[i] != close {
+                    i += 1 + usize::from(b[i] == b'\\');
+                }
+                i += 1;
+            }
+            // A number, a duration (1m) included.
+            c if c.is_ascii_digit() => {
+                while i < b.len() && (b[i].is_ascii_alphanumeric() || b[i] == b'.') {
+                    i += 1;
+                }
+            }
+            b')' => {
+                label_list = false;
+                i += 1;
+            }
+            c if c.is_ascii_alphabetic() || c == b'_' || c == b':' => {
+                let start = i;
+                while i < b.len() && ident(b[i]) {
+                    i += 1;
+                }
+                let word = &expr[start..i];
+                let called = expr[i..].trim_start().starts_with('(');
+                let lists = ["by", "without", "on", "ignoring", "group_left", "group_right"];
+                if lists.contains(&word) {
+                    // `group_left` may stand without a list.
+                    label_list = called;
+                } else if !label_list && !called && !KEYWORDS.contains(&word) {
+                    out.push(word.to_string());
+                }
+            }
+            _ => i += 1,
+        }
+    }
+    out
+}
+
+/// The Grafana dashboard, checked against this Prometheus: every panel has
+/// an id, a place and the templated data source; every query parses (the
+/// API answers it), shows data, and reads only metrics Prometheus has.
+fn check_dashboard(prom: &Prometheus) {
+    let d: Value = serde_json::from_str(&std::fs::read_to_string(DASHBOARD).unwrap()).expect("dashboard is JSON");
+    assert_eq!(d["templating"]["list"][0]["name"], "datasource", "a data source variable");
+    let names = prom.api("/api/v1/label/__name__/values");
+    let known: Vec<&str> = names["data"].as_array().unwrap().iter().map(|n| n.as_str().unwrap()).collect();
+    let panels = d["panels"].as_array().unwrap();
+    let mut ids: Vec<u64> = panels.iter().map(|p| p["id"].as_u64().expect("panel id")).collect();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), panels.len(), "panel ids are unique");
+    let mut queries = 0;
+    for p in panels.iter().filter(|p| p["type"] != "row") {
+        let title = p["title"].as_str().unwrap();
+        assert!(p["gridPos"]["w"].as_u64().is_some_and(|w| w > 0), "{title}: gridPos");
+        assert_eq!(p["datasource"]["uid"], "${datasource}", "{title}");
+        let targets = p["targets"].as_array().unwrap();
+        assert!(!targets.is_empty(), "{title}: no query");
+        for t in targets {
+            let expr = t["expr"].as_str().unwrap();
+            assert!(!expr.contains('$'), "{title}: {expr} uses a Grafana variable Prometheus cannot parse");
+            let used = metric_names(expr);
+            assert!(!used.is_empty(), "{title}: {expr} reads no metric");
+            for m in &used {
+                assert!(known.contains(&m.as_str()), "{title}: {expr} reads {m}, which Prometheus does not have");
+            }
+            assert!(!prom.query(expr).is_empty(), "{title}: {expr} shows no data");
+            queries += 1;
+        }
+    }
+    eprintln!("e2e_fleet: {} panels, {queries} queries of the dashboard checked", panels.len());
+}
 
 /// Labels and value of one sample.
 type Sample = (BTreeMap<String, String>, f64);
@@ -365,6 +483,13 @@ fn two_nodes_one_prometheus_cluster_wide_rules() {
     });
     assert!(firing.contains(&"BusinessTransactionErrorBudgetBurnFast".to_string()), "{firing:?}");
     assert!(firing.contains(&"BusinessTransactionErrorBudgetBurnSlow".to_string()), "{firing:?}");
+
+    // The lexer finds what a query reads (and only that).
+    assert_eq!(
+        metric_names(r#"sum by (le) (rate(a_b:c{x="y(z)"}[5m])) / on (x) group_left d or 0 * e offset 1m"#),
+        ["a_b:c", "d", "e"]
+    );
+    check_dashboard(&prom);
 
     // Every rule group loaded and evaluates without an error.
     let rules = prom.api("/api/v1/rules");
