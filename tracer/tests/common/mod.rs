@@ -349,12 +349,17 @@ impl Agent {
             .args(history.iter().flat_map(|h| [std::ffi::OsStr::new("--history"), h.as_os_str()]))
             .env("RUST_LOG", "info")
             .envs(envs.iter().copied());
-        Self::start_command(cmd, api)
+        Self::start_with_history(cmd, api, history)
     }
 
     /// An agent `cmd` starts some other way (`podman run <image> run
     /// --output json --api-addr <api>`), read and waited for as `start`.
-    pub fn start_command(mut cmd: Command, api: SocketAddr) -> Agent {
+    pub fn start_command(cmd: Command, api: SocketAddr) -> Agent {
+        Self::start_with_history(cmd, api, None)
+    }
+
+    /// `start_command`; `history`: the agent's own history file, removed with it.
+    fn start_with_history(mut cmd: Command, api: SocketAddr, history: Option<std::path::PathBuf>) -> Agent {
         let mut child = cmd
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
